@@ -1,0 +1,73 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/config`. It binds a separate
+//! address (loopback by default) so none of this is reachable through the public listener.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::gateway::Gateway;
+
+pub struct AdminApp {
+    pub gateway: Arc<Gateway>,
+}
+
+fn response(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+    body.push(b'\n');
+    response(status, "application/json", body)
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return json(405, serde_json::json!({"error": "method_not_allowed"}));
+        }
+        match req.uri.path() {
+            "/metrics" => response(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.gateway.metrics.render(),
+            ),
+            "/healthz" => json(200, serde_json::json!({"status": "alive"})),
+            "/readyz" => {
+                let rt = self.gateway.snapshot();
+                let upstreams: serde_json::Map<String, serde_json::Value> = rt
+                    .pools
+                    .iter()
+                    .map(|(name, pool)| {
+                        (
+                            name.clone(),
+                            serde_json::json!({
+                                "servers": pool.config.servers.len(),
+                                "healthy": pool.healthy_count(),
+                            }),
+                        )
+                    })
+                    .collect();
+                // Upstream health is reported but does not make the gateway unready: taking
+                // every instance out of the load balancer would not bring an upstream back.
+                json(
+                    200,
+                    serde_json::json!({"ready": true, "checks": {"config": "loaded", "upstreams": upstreams}}),
+                )
+            }
+            "/config" => json(200, self.gateway.snapshot().config.redacted_json()),
+            _ => json(404, serde_json::json!({"error": "not_found"})),
+        }
+    }
+}

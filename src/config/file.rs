@@ -1,0 +1,145 @@
+//! The outside format: what ops write in `gateway.toml`, exactly as written.
+//!
+//! Every struct rejects unknown keys, and every value that lowering may still refuse is
+//! `Spanned`, so that its error can point at the line it came from. Nothing here is
+//! interpreted; `super::lower` turns it into the validated internal `Config`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub server: S<Server>,
+    pub admin: Option<Admin>,
+    pub log: Option<Log>,
+    #[serde(default)]
+    pub upstream: BTreeMap<S<String>, S<Upstream>>,
+    #[serde(default)]
+    pub route: Vec<S<Route>>,
+    pub headers: Option<Headers>,
+    pub security_headers: Option<SecurityHeaders>,
+    // Sections whose capability is not built yet; parsed loosely so that `check` can point
+    // at them with a clear "not available yet" instead of "unknown key".
+    pub session: Option<S<toml::Table>>,
+    pub idp: Option<S<Vec<toml::Table>>>,
+    pub bearer: Option<S<Vec<toml::Table>>>,
+    pub api_key: Option<S<Vec<toml::Table>>>,
+    pub rate_limit: Option<S<Vec<toml::Table>>>,
+    pub rate_limit_store: Option<S<toml::Table>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<S<Vec<S<String>>>>,
+    pub tls: Option<S<Tls>>,
+    pub public_url: Option<S<String>>,
+    pub threads: Option<S<i64>>,
+    pub trusted_proxies: Option<Vec<S<String>>>,
+    pub allowed_hosts: Option<Vec<S<String>>>,
+    pub reserved_prefix: Option<S<String>>,
+    pub shutdown_timeout: Option<S<String>>,
+    pub h2c: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub listen: S<Vec<S<String>>>,
+    pub cert: S<String>,
+    pub key: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: Option<S<String>>,
+    pub level: Option<S<String>>,
+    pub audit: Option<bool>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub servers: S<Vec<S<String>>>,
+    pub tls: Option<bool>,
+    pub sni: Option<S<String>>,
+    pub ca: Option<S<String>>,
+    pub client_cert: Option<S<String>>,
+    pub client_key: Option<S<String>>,
+    pub connect_timeout: Option<S<String>>,
+    pub read_timeout: Option<S<String>>,
+    pub write_timeout: Option<S<String>>,
+    pub health_check_interval: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: S<String>,
+    pub host: Option<S<String>>,
+    pub path: S<String>,
+    pub upstream: S<String>,
+    pub auth: S<Vec<S<String>>>,
+    pub cors: Option<S<Cors>>,
+    pub security_headers: Option<bool>,
+    pub path_checks: Option<PathChecks>,
+    // Keys of capabilities not built yet (see `File`).
+    pub idp: Option<S<toml::Value>>,
+    pub policy: Option<S<toml::Value>>,
+    pub rate_limit: Option<S<toml::Value>>,
+    pub pass_access_token: Option<S<toml::Value>>,
+    pub acr_values: Option<S<toml::Value>>,
+    pub max_auth_age: Option<S<toml::Value>>,
+}
+
+/// Opt-outs of the strict path checks, for legacy apps that really use such paths.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathChecks {
+    pub allow_encoded_slash: Option<bool>,
+    pub allow_backslash: Option<bool>,
+    pub allow_semicolon: Option<bool>,
+    pub allow_double_encoding: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    pub allowed_origins: S<Vec<S<String>>>,
+    pub allowed_methods: Option<Vec<S<String>>>,
+    pub allowed_headers: Option<Vec<S<String>>>,
+    pub expose_headers: Option<Vec<S<String>>>,
+    pub allow_credentials: Option<bool>,
+    pub max_age: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Headers {
+    pub assertion: Option<S<bool>>,
+    #[serde(default)]
+    pub claims: BTreeMap<S<String>, S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityHeaders {
+    pub hsts: Option<S<String>>,
+    pub content_type_options: Option<bool>,
+    pub frame_options: Option<S<String>>,
+    pub referrer_policy: Option<S<String>>,
+    pub content_security_policy: Option<S<String>>,
+}

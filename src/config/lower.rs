@@ -1,0 +1,876 @@
+//! Lowering: the outside format ([`super::file`]) checked and turned into [`super::Config`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+
+use super::diag::{ConfigError, Reporter};
+use super::file::{self, S};
+use super::values::{interpolate_env, parse_duration};
+use super::*;
+use crate::identity;
+
+const NOT_YET: &str = "is not available in this build yet";
+
+struct Lowerer<'a> {
+    r: Reporter<'a>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: PathBuf,
+}
+
+pub fn lower(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut l = Lowerer {
+        r: Reporter::new(path, text),
+        env,
+        base_dir: path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let parsed: file::File = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            l.r.error(span, e.message().trim().to_string());
+            return Err(ConfigError(l.r.diagnostics));
+        }
+    };
+    let config = l.config(parsed);
+    l.r.into_result(config)
+}
+
+impl Lowerer<'_> {
+    fn config(&mut self, f: file::File) -> Config {
+        self.not_yet_sections(&f);
+        let server = self.server(&f.server);
+        let admin = self.admin(f.admin.as_ref());
+        let log = self.log(f.log.as_ref());
+        let mut upstreams = BTreeMap::new();
+        for (name, up) in &f.upstream {
+            if let Some(u) = self.upstream(name, up) {
+                upstreams.insert(u.name.clone(), u);
+            }
+        }
+        let routes = self.routes(&f.route, &upstreams);
+        let headers = self.headers(f.headers.as_ref());
+        let security_headers = self.security_headers(f.security_headers.as_ref());
+        Config {
+            source: self.r.file().to_path_buf(),
+            server,
+            admin,
+            log,
+            upstreams,
+            routes,
+            headers,
+            security_headers,
+        }
+    }
+
+    fn not_yet_sections(&mut self, f: &file::File) {
+        let mut flag = |span: Option<std::ops::Range<usize>>, what: &str| {
+            if let Some(span) = span {
+                self.r.error(span, format!("{what} {NOT_YET}"));
+            }
+        };
+        flag(f.session.as_ref().map(S::span), "[session]");
+        flag(f.idp.as_ref().map(S::span), "[[idp]] (browser login)");
+        flag(
+            f.bearer.as_ref().map(S::span),
+            "[[bearer]] (JWT bearer tokens)",
+        );
+        flag(f.api_key.as_ref().map(S::span), "[[api_key]]");
+        flag(f.rate_limit.as_ref().map(S::span), "[[rate_limit]]");
+        flag(
+            f.rate_limit_store.as_ref().map(S::span),
+            "[rate_limit_store]",
+        );
+    }
+
+    /// A string value with `${ENV}` references replaced.
+    fn string(&mut self, v: &S<String>) -> Option<String> {
+        match interpolate_env(v.get_ref(), self.env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.r.error(v.span(), e);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, v: Option<&S<String>>, default: Duration) -> Duration {
+        let Some(v) = v else { return default };
+        let Some(text) = self.string(v) else {
+            return default;
+        };
+        match parse_duration(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.r.error(v.span(), e);
+                default
+            }
+        }
+    }
+
+    fn listen_addr(&mut self, v: &S<String>) -> Option<SocketAddr> {
+        let text = self.string(v)?;
+        let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
+            // `localhost:PORT` is common in examples; it means the IPv4 loopback.
+            let port = text.strip_prefix("localhost:")?.parse::<u16>().ok()?;
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        });
+        if parsed.is_none() {
+            self.r.error(
+                v.span(),
+                format!("invalid listen address {text:?}: expected IP:PORT, e.g. \"0.0.0.0:8080\" or \"[::]:8080\""),
+            );
+        }
+        parsed
+    }
+
+    /// A file path, relative to the config's folder, that must be readable now.
+    fn readable_file(&mut self, v: &S<String>, what: &str) -> Option<PathBuf> {
+        let text = self.string(v)?;
+        let path = self.base_dir.join(&text);
+        match std::fs::read(&path) {
+            Ok(_) => Some(path),
+            Err(e) => {
+                self.r.error(
+                    v.span(),
+                    format!("cannot read {what} {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
+    fn pem_cert(&mut self, v: &S<String>, what: &str) -> Option<PathBuf> {
+        let path = self.readable_file(v, what)?;
+        let pem = std::fs::read(&path).unwrap_or_default();
+        if let Err(e) = pingora::tls::x509::X509::stack_from_pem(&pem).and_then(|certs| {
+            if certs.is_empty() {
+                // stack_from_pem accepts an empty file; a certificate file must hold one.
+                pingora::tls::x509::X509::from_pem(&pem).map(|_| ())
+            } else {
+                Ok(())
+            }
+        }) {
+            self.r.error(
+                v.span(),
+                format!(
+                    "{what} {} is not a PEM certificate: {}",
+                    path.display(),
+                    first_ssl_reason(&e)
+                ),
+            );
+            return None;
+        }
+        Some(path)
+    }
+
+    fn pem_key(&mut self, v: &S<String>, what: &str) -> Option<PathBuf> {
+        let path = self.readable_file(v, what)?;
+        let pem = std::fs::read(&path).unwrap_or_default();
+        if let Err(e) = pingora::tls::pkey::PKey::private_key_from_pem(&pem) {
+            self.r.error(
+                v.span(),
+                format!(
+                    "{what} {} is not a PEM private key: {}",
+                    path.display(),
+                    first_ssl_reason(&e)
+                ),
+            );
+            return None;
+        }
+        Some(path)
+    }
+
+    fn server(&mut self, s: &S<file::Server>) -> ServerConfig {
+        let listen: Vec<SocketAddr> = match &s.get_ref().listen {
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .filter_map(|a| self.listen_addr(a))
+                .collect(),
+            None => vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+        };
+        let srv = s.get_ref();
+        let tls = srv.tls.as_ref().map(|t| {
+            let tt = t.get_ref();
+            let listen = tt
+                .listen
+                .get_ref()
+                .iter()
+                .filter_map(|a| self.listen_addr(a))
+                .collect::<Vec<_>>();
+            if tt.listen.get_ref().is_empty() {
+                self.r.error(
+                    tt.listen.span(),
+                    "server.tls.listen needs at least one address",
+                );
+            }
+            let cert = self.pem_cert(&tt.cert, "TLS certificate");
+            let key = self.pem_key(&tt.key, "TLS key");
+            TlsListenerConfig {
+                listen,
+                cert: cert.unwrap_or_default(),
+                key: key.unwrap_or_default(),
+            }
+        });
+        if listen.is_empty() && tls.is_none() && srv.listen.is_some() {
+            self.r.error(s.span(), "the server has no listen address");
+        }
+        let public_url = srv.public_url.as_ref().and_then(|u| {
+            let text = self.string(u)?;
+            let ok = (text.starts_with("https://") || text.starts_with("http://"))
+                && text
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.is_empty());
+            if !ok {
+                self.r.error(
+                    u.span(),
+                    format!("public_url {text:?} must be an absolute http(s) URL"),
+                );
+                return None;
+            }
+            Some(text.trim_end_matches('/').to_string())
+        });
+        let threads = match &srv.threads {
+            Some(t) if *t.get_ref() < 1 || *t.get_ref() > 1024 => {
+                self.r
+                    .error(t.span(), "server.threads must be between 1 and 1024");
+                1
+            }
+            Some(t) => *t.get_ref() as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let trusted_proxies = srv
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .filter_map(|c| {
+                let text = self.string(c)?;
+                let parsed = text
+                    .parse::<IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+                match parsed {
+                    Ok(net) => Some(net.trunc()),
+                    Err(_) => {
+                        self.r.error(
+                            c.span(),
+                            format!("invalid CIDR {text:?} in trusted_proxies"),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect();
+        let allowed_hosts = srv
+            .allowed_hosts
+            .iter()
+            .flatten()
+            .filter_map(|h| {
+                let text = self.string(h)?.to_ascii_lowercase();
+                if !valid_host(&text) {
+                    self.r.error(
+                        h.span(),
+                        format!(
+                            "invalid host name {text:?} in allowed_hosts (no scheme, port or path)"
+                        ),
+                    );
+                    return None;
+                }
+                Some(text)
+            })
+            .collect();
+        let reserved_prefix = match &srv.reserved_prefix {
+            Some(p) => {
+                let text = self.string(p).unwrap_or_default();
+                let ok = text.starts_with('/')
+                    && text.len() > 1
+                    && !text.ends_with('/')
+                    && text[1..]
+                        .split('/')
+                        .all(|seg| !seg.is_empty() && seg.chars().all(is_plain_path_char));
+                if !ok {
+                    self.r.error(
+                        p.span(),
+                        format!("reserved_prefix {text:?} must look like \"/_gatehouse\""),
+                    );
+                }
+                text
+            }
+            None => "/_gatehouse".to_string(),
+        };
+        let shutdown_timeout =
+            self.duration(srv.shutdown_timeout.as_ref(), Duration::from_secs(30));
+        ServerConfig {
+            listen,
+            tls,
+            public_url,
+            threads,
+            trusted_proxies,
+            allowed_hosts,
+            reserved_prefix,
+            shutdown_timeout,
+            h2c: srv.h2c.unwrap_or(false),
+        }
+    }
+
+    fn admin(&mut self, a: Option<&file::Admin>) -> AdminConfig {
+        let default = SocketAddr::from(([127, 0, 0, 1], 9090));
+        let listen = a
+            .and_then(|a| a.listen.as_ref())
+            .map_or(Some(default), |l| self.listen_addr(l))
+            .unwrap_or(default);
+        AdminConfig { listen }
+    }
+
+    fn log(&mut self, l: Option<&file::Log>) -> LogConfig {
+        let format = match l.and_then(|l| l.format.as_ref()) {
+            None => LogFormat::Json,
+            Some(f) => match f.get_ref().as_str() {
+                "json" => LogFormat::Json,
+                "pretty" => LogFormat::Pretty,
+                other => {
+                    self.r.error(
+                        f.span(),
+                        format!("log.format must be \"json\" or \"pretty\", not {other:?}"),
+                    );
+                    LogFormat::Json
+                }
+            },
+        };
+        let level = match l.and_then(|l| l.level.as_ref()) {
+            None => "info".to_string(),
+            Some(v) => {
+                let text = self.string(v).unwrap_or_default();
+                if tracing_subscriber::EnvFilter::try_new(&text).is_err() {
+                    self.r.error(
+                        v.span(),
+                        format!("invalid log.level {text:?} (e.g. \"info\", \"debug\", \"warn,gatehouse=debug\")"),
+                    );
+                }
+                text
+            }
+        };
+        LogConfig {
+            format,
+            level,
+            audit: l.and_then(|l| l.audit).unwrap_or(true),
+            access_log: l.and_then(|l| l.access_log).unwrap_or(true),
+        }
+    }
+
+    fn upstream(&mut self, name: &S<String>, up: &S<file::Upstream>) -> Option<UpstreamConfig> {
+        if !valid_name(name.get_ref()) {
+            self.r.error(
+                name.span(),
+                format!(
+                    "upstream name {:?} may hold only letters, digits, '-' and '_'",
+                    name.get_ref()
+                ),
+            );
+        }
+        let u = up.get_ref();
+        if u.servers.get_ref().is_empty() {
+            self.r.error(
+                u.servers.span(),
+                format!("upstream {:?} needs at least one server", name.get_ref()),
+            );
+        }
+        let servers: Vec<ServerAddr> = u
+            .servers
+            .get_ref()
+            .iter()
+            .filter_map(|s| {
+                let text = self.string(s)?;
+                let parsed = parse_server_addr(&text);
+                if parsed.is_none() {
+                    self.r.error(
+                        s.span(),
+                        format!("invalid upstream server {text:?}: expected HOST:PORT"),
+                    );
+                }
+                parsed
+            })
+            .collect();
+        let tls = u.tls.unwrap_or(false);
+        let sni = match &u.sni {
+            Some(s) => self.string(s).unwrap_or_default(),
+            None => servers.first().map(|s| s.host.clone()).unwrap_or_default(),
+        };
+        if !tls {
+            for (key, v) in [
+                ("sni", &u.sni),
+                ("ca", &u.ca),
+                ("client_cert", &u.client_cert),
+                ("client_key", &u.client_key),
+            ] {
+                if let Some(v) = v {
+                    self.r
+                        .error(v.span(), format!("upstream {key} needs `tls = true`"));
+                }
+            }
+        }
+        let ca = u.ca.as_ref().and_then(|c| self.pem_cert(c, "upstream CA"));
+        let client_cert = match (&u.client_cert, &u.client_key) {
+            (Some(c), Some(k)) => {
+                let cert = self.pem_cert(c, "upstream client certificate");
+                let key = self.pem_key(k, "upstream client key");
+                cert.zip(key)
+            }
+            (Some(v), None) | (None, Some(v)) => {
+                self.r
+                    .error(v.span(), "client_cert and client_key go together");
+                None
+            }
+            (None, None) => None,
+        };
+        let connect_timeout = self.duration(u.connect_timeout.as_ref(), Duration::from_secs(5));
+        let read_timeout = self.duration(u.read_timeout.as_ref(), Duration::from_secs(60));
+        let write_timeout = self.duration(u.write_timeout.as_ref(), Duration::from_secs(60));
+        let health_check_interval =
+            self.duration(u.health_check_interval.as_ref(), Duration::from_secs(5));
+        for (v, d) in [
+            (&u.connect_timeout, connect_timeout),
+            (&u.read_timeout, read_timeout),
+            (&u.write_timeout, write_timeout),
+            (&u.health_check_interval, health_check_interval),
+        ] {
+            if let Some(v) = v {
+                if d.is_zero() {
+                    self.r.error(v.span(), "must be longer than zero");
+                }
+            }
+        }
+        Some(UpstreamConfig {
+            name: name.get_ref().clone(),
+            servers,
+            tls,
+            sni,
+            ca,
+            client_cert,
+            connect_timeout,
+            read_timeout,
+            write_timeout,
+            health_check_interval,
+        })
+    }
+
+    fn routes(
+        &mut self,
+        routes: &[S<file::Route>],
+        upstreams: &BTreeMap<String, UpstreamConfig>,
+    ) -> Vec<RouteConfig> {
+        let mut names: HashMap<String, ()> = HashMap::new();
+        let mut places: HashMap<(Option<String>, String), String> = HashMap::new();
+        let mut out = Vec::new();
+        for r in routes {
+            let route = r.get_ref();
+            let name = route.name.get_ref().clone();
+            if !valid_name(&name) {
+                self.r.error(
+                    route.name.span(),
+                    format!("route name {name:?} may hold only letters, digits, '-' and '_'"),
+                );
+            }
+            if names.insert(name.clone(), ()).is_some() {
+                self.r.error(
+                    route.name.span(),
+                    format!("a route named {name:?} is defined twice"),
+                );
+            }
+            let host = route.host.as_ref().and_then(|h| {
+                let text = self.string(h)?.to_ascii_lowercase();
+                if !valid_host(&text) {
+                    self.r.error(
+                        h.span(),
+                        format!("invalid route host {text:?} (a host name, without scheme, port or path)"),
+                    );
+                    return None;
+                }
+                Some(text)
+            });
+            let path = self.string(&route.path).unwrap_or_default();
+            let prefix = route_prefix(&path);
+            if prefix.is_none() {
+                self.r.error(
+                    route.path.span(),
+                    format!("route path {path:?} must be an absolute, normalized path prefix such as \"/\" or \"/api/\""),
+                );
+            }
+            let prefix = prefix.unwrap_or_default();
+            if let Some(other) = places.insert((host.clone(), prefix.clone()), name.clone()) {
+                self.r.error(
+                    route.path.span(),
+                    format!(
+                        "route {name:?} overlaps route {other:?}: both match host {} and path {prefix:?}",
+                        host.as_deref().unwrap_or("(any)")
+                    ),
+                );
+            }
+            let upstream = route.upstream.get_ref().clone();
+            if !upstreams.contains_key(&upstream) {
+                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                self.r.error(
+                    route.upstream.span(),
+                    format!(
+                        "route {name:?} names unknown upstream {upstream:?} (defined: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+            let auth = self.auth(&route.auth);
+            for (key, v) in [
+                ("idp", &route.idp),
+                ("policy", &route.policy),
+                ("rate_limit", &route.rate_limit),
+                ("pass_access_token", &route.pass_access_token),
+                ("acr_values", &route.acr_values),
+                ("max_auth_age", &route.max_auth_age),
+            ] {
+                if let Some(v) = v {
+                    self.r
+                        .error(v.span(), format!("route key `{key}` {NOT_YET}"));
+                }
+            }
+            let cors = route.cors.as_ref().map(|c| self.cors(c));
+            let checks = route.path_checks.as_ref();
+            let path_checks = NormalizeOptions {
+                allow_encoded_slash: checks.and_then(|c| c.allow_encoded_slash).unwrap_or(false),
+                allow_backslash: checks.and_then(|c| c.allow_backslash).unwrap_or(false),
+                allow_semicolon: checks.and_then(|c| c.allow_semicolon).unwrap_or(false),
+                allow_double_encoding: checks
+                    .and_then(|c| c.allow_double_encoding)
+                    .unwrap_or(false),
+            };
+            out.push(RouteConfig {
+                name,
+                host,
+                path: prefix,
+                upstream,
+                auth,
+                cors,
+                security_headers: route.security_headers.unwrap_or(true),
+                path_checks,
+            });
+        }
+        out
+    }
+
+    fn auth(&mut self, auth: &S<Vec<S<String>>>) -> Vec<AuthMethod> {
+        if auth.get_ref().is_empty() {
+            self.r.error(
+                auth.span(),
+                "route auth must name at least one method; write [\"none\"] for a public route",
+            );
+        }
+        let mut methods = Vec::new();
+        for m in auth.get_ref() {
+            match m.get_ref().as_str() {
+                "none" => methods.push(AuthMethod::None),
+                "session" | "bearer" | "api_key" => self.r.error(
+                    m.span(),
+                    format!(
+                        "auth method {:?} {NOT_YET}; a route that needs it cannot be served unprotected, so it is refused",
+                        m.get_ref()
+                    ),
+                ),
+                other => self.r.error(
+                    m.span(),
+                    format!("unknown auth method {other:?} (expected session, bearer, api_key or none)"),
+                ),
+            }
+        }
+        if methods.contains(&AuthMethod::None) && auth.get_ref().len() > 1 {
+            self.r.error(
+                auth.span(),
+                "auth \"none\" cannot be combined with other methods",
+            );
+        }
+        methods
+    }
+
+    fn cors(&mut self, c: &S<file::Cors>) -> CorsConfig {
+        let cors = c.get_ref();
+        let allow_credentials = cors.allow_credentials.unwrap_or(false);
+        let mut allowed_origins = Vec::new();
+        for o in cors.allowed_origins.get_ref() {
+            let Some(text) = self.string(o) else { continue };
+            if text == "*" {
+                if allow_credentials {
+                    self.r.error(
+                        o.span(),
+                        "a wildcard origin cannot be combined with allow_credentials",
+                    );
+                }
+            } else if !valid_origin(&text) {
+                self.r.error(
+                    o.span(),
+                    format!(
+                        "invalid CORS origin {text:?}: expected scheme://host[:port] with no path"
+                    ),
+                );
+                continue;
+            }
+            allowed_origins.push(text.to_ascii_lowercase());
+        }
+        if cors.allowed_origins.get_ref().is_empty() {
+            self.r
+                .error(cors.allowed_origins.span(), "allowed_origins is empty");
+        }
+        let token_list = |l: &mut Self, list: &Option<Vec<S<String>>>, what: &str| {
+            list.as_ref().map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| {
+                        let v = l.string(i)?;
+                        if HeaderName::from_bytes(v.as_bytes()).is_err() && v != "*" {
+                            l.r.error(i.span(), format!("invalid {what} {v:?}"));
+                            return None;
+                        }
+                        Some(v)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
+        let allowed_methods = token_list(self, &cors.allowed_methods, "method")
+            .unwrap_or_else(|| "GET, HEAD, POST".to_string());
+        let allowed_headers = token_list(self, &cors.allowed_headers, "header name");
+        let expose_headers = token_list(self, &cors.expose_headers, "header name");
+        let max_age = self.duration(cors.max_age.as_ref(), Duration::from_secs(600));
+        CorsConfig {
+            allowed_origins,
+            allowed_methods,
+            allowed_headers,
+            expose_headers,
+            allow_credentials,
+            max_age,
+        }
+    }
+
+    fn headers(&mut self, h: Option<&file::Headers>) -> HeadersConfig {
+        let Some(h) = h else {
+            return HeadersConfig::default();
+        };
+        if let Some(a) = &h.assertion {
+            if *a.get_ref() {
+                self.r
+                    .error(a.span(), format!("headers.assertion {NOT_YET}"));
+            }
+        }
+        let mut claims = Vec::new();
+        for (name, claim) in &h.claims {
+            match HeaderName::from_bytes(name.get_ref().as_bytes()) {
+                Ok(header) => {
+                    if identity::is_reserved_hop_header(&header) {
+                        self.r.error(
+                            name.span(),
+                            format!("{:?} cannot carry a claim", name.get_ref()),
+                        );
+                    }
+                    claims.push((header, claim.get_ref().clone()));
+                }
+                Err(_) => self.r.error(
+                    name.span(),
+                    format!("invalid header name {:?}", name.get_ref()),
+                ),
+            }
+        }
+        HeadersConfig {
+            assertion: false,
+            claims,
+        }
+    }
+
+    fn security_headers(&mut self, s: Option<&file::SecurityHeaders>) -> SecurityHeadersConfig {
+        let mut opt = |v: Option<&S<String>>, default: &str| -> Option<String> {
+            match v {
+                None => Some(default.to_string()),
+                Some(v) => {
+                    let text = self.string(v)?;
+                    if text.is_empty() {
+                        return None; // "" switches the header off
+                    }
+                    if http::HeaderValue::from_str(&text).is_err() {
+                        self.r.error(v.span(), "not a valid header value");
+                        return None;
+                    }
+                    Some(text)
+                }
+            }
+        };
+        SecurityHeadersConfig {
+            hsts: opt(s.and_then(|s| s.hsts.as_ref()), "max-age=31536000; includeSubDomains"),
+            frame_options: opt(s.and_then(|s| s.frame_options.as_ref()), "DENY"),
+            referrer_policy: opt(
+                s.and_then(|s| s.referrer_policy.as_ref()),
+                "strict-origin-when-cross-origin",
+            ),
+            content_security_policy: opt(
+                s.and_then(|s| s.content_security_policy.as_ref()),
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            )
+            .unwrap_or_else(|| "default-src 'none'".to_string()),
+            content_type_options: s.and_then(|s| s.content_type_options).unwrap_or(true),
+        }
+    }
+}
+
+fn first_ssl_reason(e: &pingora::tls::error::ErrorStack) -> String {
+    e.errors()
+        .first()
+        .and_then(|e| e.reason().map(str::to_string))
+        .unwrap_or_else(|| "no PEM data found".to_string())
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn is_plain_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')
+}
+
+/// A DNS name or IP literal, no port; `*.example.com` is not supported (exact hosts only).
+pub fn valid_host(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    if host.starts_with('[') && host.ends_with(']') {
+        return host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "http" | "https") || rest.contains('/') || rest.is_empty() {
+        return false;
+    }
+    let host = match rest.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || rest.starts_with('[') => {
+            if port.parse::<u16>().is_err() {
+                return rest.starts_with('[') && rest.ends_with(']') && valid_host(rest);
+            }
+            h
+        }
+        _ => rest,
+    };
+    valid_host(&host.to_ascii_lowercase())
+}
+
+/// `HOST:PORT`, `[V6]:PORT`; names are kept for asynchronous resolution.
+fn parse_server_addr(text: &str) -> Option<ServerAddr> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(ServerAddr {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let host = host.to_ascii_lowercase();
+    (valid_host(&host) && !host.contains(':')).then_some(ServerAddr { host, port })
+}
+
+/// The canonical form of a route prefix, or None when it is not already a normalized path.
+fn route_prefix(path: &str) -> Option<String> {
+    if path == "/" {
+        return Some("/".into());
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let ok = trimmed.starts_with('/')
+        && trimmed[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && !seg.contains(['%', '\\', ';', '?', '#'])
+                && seg.chars().all(|c| c.is_ascii_graphic())
+        });
+    ok.then(|| trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses() {
+        assert_eq!(
+            parse_server_addr("10.0.0.1:80"),
+            Some(ServerAddr {
+                host: "10.0.0.1".into(),
+                port: 80
+            })
+        );
+        assert_eq!(
+            parse_server_addr("[::1]:8080"),
+            Some(ServerAddr {
+                host: "::1".into(),
+                port: 8080
+            })
+        );
+        assert_eq!(
+            parse_server_addr("App.internal:443"),
+            Some(ServerAddr {
+                host: "app.internal".into(),
+                port: 443
+            })
+        );
+        for bad in ["app", "app:0", "app:x", ":80", "http://app:80", "a b:80"] {
+            assert_eq!(parse_server_addr(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn route_prefixes() {
+        assert_eq!(route_prefix("/"), Some("/".into()));
+        assert_eq!(route_prefix("/api/"), Some("/api".into()));
+        assert_eq!(route_prefix("/api"), Some("/api".into()));
+        for bad in ["", "api", "//", "/a//b", "/a/../b", "/a/%2e", "/a b"] {
+            assert_eq!(route_prefix(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        assert!(valid_origin("https://app.example.com"));
+        assert!(valid_origin("http://localhost:3000"));
+        assert!(!valid_origin("https://app.example.com/"));
+        assert!(!valid_origin("ftp://x"));
+        assert!(!valid_origin("app.example.com"));
+    }
+}

@@ -1,0 +1,198 @@
+//! `gateway.toml` → one validated internal [`Config`].
+//!
+//! Loading happens in two steps, as in River: [`file`] is the outside format, parsed by
+//! serde with unknown keys refused; [`lower`] checks every value against the rest and
+//! builds the internal structs the proxy uses. Every problem is reported with its
+//! `file:line:col`, all at once, and a config with any problem is refused whole.
+
+mod diag;
+mod file;
+mod lower;
+mod show;
+mod values;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+
+pub use diag::{ConfigError, Diagnostic};
+pub use lower::valid_host;
+pub use values::parse_duration;
+
+use crate::normalize::NormalizeOptions;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; policy and certificate paths are relative to its folder.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// In file order; the route table decides precedence.
+    pub routes: Vec<RouteConfig>,
+    pub headers: HeadersConfig,
+    pub security_headers: SecurityHeadersConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<TlsListenerConfig>,
+    pub public_url: Option<String>,
+    pub threads: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Lower-case host names without port; empty means any host.
+    pub allowed_hosts: Vec<String>,
+    pub reserved_prefix: String,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// Accept HTTP/2 over cleartext (prior knowledge) on the plain listeners.
+    pub h2c: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListenerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+    pub audit: bool,
+    pub access_log: bool,
+}
+
+/// `host:port` as written; names are resolved asynchronously at run time, never here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub servers: Vec<ServerAddr>,
+    pub tls: bool,
+    pub sni: String,
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub health_check_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Lower-case, without port.
+    pub host: Option<String>,
+    /// Without a trailing slash, except the root `/`; matches whole segments.
+    pub path: String,
+    pub upstream: String,
+    pub auth: Vec<AuthMethod>,
+    pub cors: Option<CorsConfig>,
+    pub security_headers: bool,
+    pub path_checks: NormalizeOptions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsConfig {
+    /// Exact origins (`scheme://host[:port]`), or `*` for any origin without credentials.
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: String,
+    pub allowed_headers: Option<String>,
+    pub expose_headers: Option<String>,
+    pub allow_credentials: bool,
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeadersConfig {
+    pub assertion: bool,
+    /// Extra identity headers filled from claims; stripped from clients like the fixed ones.
+    pub claims: Vec<(HeaderName, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityHeadersConfig {
+    pub hsts: Option<String>,
+    pub content_type_options: bool,
+    pub frame_options: Option<String>,
+    pub referrer_policy: Option<String>,
+    pub content_security_policy: String,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(vec![Diagnostic {
+                file: path.to_path_buf(),
+                line: 0,
+                col: 0,
+                message: format!("cannot read config: {e}"),
+            }])
+        })?;
+        Self::from_str(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates config text as if it were read from `path` (for tests and `check`).
+    pub fn from_str(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        lower::lower(path, text, env)
+    }
+
+    /// Everything that only takes effect when the process restarts (listeners, threads).
+    pub fn restart_only_differences(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.server.listen != new.server.listen {
+            changed.push("server.listen");
+        }
+        if self.server.tls != new.server.tls {
+            changed.push("server.tls");
+        }
+        if self.server.threads != new.server.threads {
+            changed.push("server.threads");
+        }
+        if self.server.h2c != new.server.h2c {
+            changed.push("server.h2c");
+        }
+        if self.admin != new.admin {
+            changed.push("admin.listen");
+        }
+        if self.log.format != new.log.format || self.log.level != new.log.level {
+            changed.push("log");
+        }
+        changed
+    }
+}

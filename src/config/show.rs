@@ -1,0 +1,103 @@
+//! The effective config as JSON for `/config`: what the gateway really runs with, defaults
+//! filled in, secrets never shown.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() != 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+impl Config {
+    pub fn redacted_json(&self) -> Value {
+        let s = &self.server;
+        let upstreams: serde_json::Map<String, Value> = self
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                (
+                    name.clone(),
+                    json!({
+                        "servers": u.servers.iter().map(|s| format!("{}:{}", s.host, s.port)).collect::<Vec<_>>(),
+                        "tls": u.tls,
+                        "sni": u.sni,
+                        "ca": u.ca,
+                        "client_cert": u.client_cert.as_ref().map(|(c, _)| c),
+                        "client_key": u.client_cert.as_ref().map(|_| "<redacted>"),
+                        "connect_timeout": secs(u.connect_timeout),
+                        "read_timeout": secs(u.read_timeout),
+                        "write_timeout": secs(u.write_timeout),
+                        "health_check_interval": secs(u.health_check_interval),
+                    }),
+                )
+            })
+            .collect();
+        let routes: Vec<Value> = self
+            .routes
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "host": r.host,
+                    "path": r.path,
+                    "upstream": r.upstream,
+                    "auth": r.auth.iter().map(|a| match a { AuthMethod::None => "none" }).collect::<Vec<_>>(),
+                    "cors": r.cors.as_ref().map(|c| json!({
+                        "allowed_origins": c.allowed_origins,
+                        "allowed_methods": c.allowed_methods,
+                        "allowed_headers": c.allowed_headers,
+                        "expose_headers": c.expose_headers,
+                        "allow_credentials": c.allow_credentials,
+                        "max_age": secs(c.max_age),
+                    })),
+                    "security_headers": r.security_headers,
+                    "path_checks": {
+                        "allow_encoded_slash": r.path_checks.allow_encoded_slash,
+                        "allow_backslash": r.path_checks.allow_backslash,
+                        "allow_semicolon": r.path_checks.allow_semicolon,
+                        "allow_double_encoding": r.path_checks.allow_double_encoding,
+                    },
+                })
+            })
+            .collect();
+        json!({
+            "source": self.source,
+            "server": {
+                "listen": s.listen,
+                "tls": s.tls.as_ref().map(|t| json!({"listen": t.listen, "cert": t.cert, "key": "<redacted>"})),
+                "public_url": s.public_url,
+                "threads": s.threads,
+                "trusted_proxies": s.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "allowed_hosts": s.allowed_hosts,
+                "reserved_prefix": s.reserved_prefix,
+                "shutdown_timeout": secs(s.shutdown_timeout),
+                "h2c": s.h2c,
+            },
+            "admin": {"listen": self.admin.listen},
+            "log": {
+                "format": match self.log.format { LogFormat::Json => "json", LogFormat::Pretty => "pretty" },
+                "level": self.log.level,
+                "audit": self.log.audit,
+                "access_log": self.log.access_log,
+            },
+            "upstream": upstreams,
+            "route": routes,
+            "headers": {
+                "assertion": self.headers.assertion,
+                "claims": self.headers.claims.iter().map(|(h, c)| (h.to_string(), Value::from(c.clone()))).collect::<serde_json::Map<_, _>>(),
+            },
+            "security_headers": {
+                "hsts": self.security_headers.hsts,
+                "content_type_options": self.security_headers.content_type_options,
+                "frame_options": self.security_headers.frame_options,
+                "referrer_policy": self.security_headers.referrer_policy,
+                "content_security_policy": self.security_headers.content_security_policy,
+            },
+        })
+    }
+}

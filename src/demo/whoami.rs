@@ -1,0 +1,79 @@
+//! The demo upstream: a page that shows the request exactly as the gateway delivered it,
+//! identity headers first.
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+pub struct Whoami;
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[async_trait]
+impl ServeHttp for Whoami {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let target = String::from_utf8_lossy(req.raw_path()).into_owned();
+        let mut headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        headers.sort_by_key(|(k, _)| !k.starts_with("x-auth-request-") as u8);
+        let wants_json = req
+            .headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json"));
+        let (content_type, body) = if wants_json {
+            let value = serde_json::json!({
+                "method": req.method.as_str(),
+                "target": target,
+                "headers": headers,
+            });
+            ("application/json", value.to_string().into_bytes())
+        } else {
+            let rows: String = headers
+                .iter()
+                .map(|(k, v)| {
+                    let style = if k.starts_with("x-auth-request-") {
+                        " style=\"background:#efe\""
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "<tr{style}><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
+                        escape(k),
+                        escape(v)
+                    )
+                })
+                .collect();
+            let html = format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>whoami</title></head>\
+                 <body style=\"font-family:sans-serif;margin:2em\"><h1>whoami</h1>\
+                 <p>The demo upstream received <code>{} {}</code> with these headers:</p>\
+                 <table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">{rows}</table></body></html>",
+                escape(req.method.as_str()),
+                escape(&target),
+            );
+            ("text/html; charset=utf-8", html.into_bytes())
+        };
+        Response::builder()
+            .status(200)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,178 @@
+//! Who the client is: the socket peer, or what a trusted proxy says in `X-Forwarded-For`;
+//! and the `X-Forwarded-*` / `X-Request-Id` headers the upstream receives.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+use pingora::Result;
+
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 peers (dual-stack sockets) are matched as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client address: the peer itself, unless the peer is a trusted proxy; then the
+/// rightmost `X-Forwarded-For` entry that is not itself a trusted proxy (the leftmost
+/// entries are whatever the client wrote and prove nothing).
+pub fn client_ip(peer: IpAddr, req: &RequestHeader, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut last = peer;
+    for value in req.headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return last;
+        };
+        for entry in text.rsplit(',') {
+            let Some(ip) = parse_forwarded_entry(entry.trim()) else {
+                return last;
+            };
+            if !is_trusted(ip, trusted) {
+                return ip;
+            }
+            last = ip;
+        }
+    }
+    last
+}
+
+fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    // "1.2.3.4:5678" or "[::1]:5678"
+    entry
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| canonical(a.ip()))
+}
+
+/// A request id a trusted proxy may hand us: short, and harmless in logs and headers.
+pub fn acceptable_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+pub fn new_request_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
+
+/// What the request says about itself, as far as it can be believed.
+pub struct Forwarding<'a> {
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    pub client_ip: IpAddr,
+    pub scheme: &'static str,
+    pub host: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Sets the forwarding headers for the upstream. From an untrusted peer every client-sent
+/// value is replaced; from a trusted proxy its values are kept and extended.
+pub fn set_forwarding_headers(req: &mut RequestHeader, f: &Forwarding) -> Result<()> {
+    let peer = canonical(f.peer).to_string();
+    if f.peer_trusted {
+        let chain: Vec<String> = req
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect();
+        let xff = if chain.is_empty() {
+            peer
+        } else {
+            format!("{}, {peer}", chain.join(", "))
+        };
+        req.insert_header("x-forwarded-for", xff)?;
+        if req.headers.get("x-forwarded-proto").is_none() {
+            req.insert_header("x-forwarded-proto", f.scheme)?;
+        }
+        if req.headers.get("x-forwarded-host").is_none() {
+            req.insert_header("x-forwarded-host", f.host)?;
+        }
+    } else {
+        req.remove_header("forwarded");
+        req.insert_header("x-forwarded-for", peer)?;
+        req.insert_header("x-forwarded-proto", f.scheme)?;
+        req.insert_header("x-forwarded-host", f.host)?;
+    }
+    req.insert_header("x-real-ip", f.client_ip.to_string())?;
+    req.insert_header("x-request-id", f.request_id)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(xff: &[&str]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for v in xff {
+            r.append_header("X-Forwarded-For", *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn client_ip_from_untrusted_peer_ignores_header() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = client_ip("203.0.113.9".parse().unwrap(), &req(&["1.1.1.1"]), &trusted);
+        assert_eq!(ip, "203.0.113.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn client_ip_rightmost_untrusted() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = "10.0.0.1".parse().unwrap();
+        let r = req(&["6.6.6.6, 198.51.100.7", "10.0.0.5"]);
+        assert_eq!(
+            client_ip(peer, &r, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // only proxies: the leftmost proxy is the best we know
+        let r = req(&["10.1.1.1, 10.0.0.5"]);
+        assert_eq!(
+            client_ip(peer, &r, &trusted),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
+        // garbage stops the walk at the last good hop
+        let r = req(&["198.51.100.7, garbage, 10.0.0.5"]);
+        assert_eq!(
+            client_ip(peer, &r, &trusted),
+            "10.0.0.5".parse::<IpAddr>().unwrap()
+        );
+        // no header: the proxy itself
+        assert_eq!(client_ip(peer, &req(&[]), &trusted), peer);
+    }
+
+    #[test]
+    fn mapped_ipv4_is_trusted_as_ipv4() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        assert!(is_trusted("::ffff:127.0.0.1".parse().unwrap(), &trusted));
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(acceptable_request_id("abc-123_x.y:z"));
+        assert!(!acceptable_request_id(""));
+        assert!(!acceptable_request_id("a b"));
+        assert!(!acceptable_request_id("<script>"));
+        assert!(!acceptable_request_id(&"a".repeat(129)));
+        assert_eq!(new_request_id().len(), 32);
+    }
+}

@@ -1,0 +1,128 @@
+//! Prometheus metrics (prefix `gatehouse_`). Label values come from config names and status
+//! codes only, never from request data, so cardinality stays bounded.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub upstream_errors_total: IntCounterVec,
+    pub config_reloads_total: IntCounterVec,
+    pub upstream_healthy_servers: IntGaugeVec,
+    pub rejected_requests_total: IntCounterVec,
+}
+
+/// The `route` label of requests that matched no route.
+pub const NO_ROUTE: &str = "-";
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_requests_total",
+                "Requests answered, by route and status.",
+            ),
+            &["route", "status"],
+        )
+        .expect("static metric definition");
+        let request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "gatehouse_request_duration_seconds",
+                "Time from request to the end of the response, by route.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let upstream_errors_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_upstream_errors_total",
+                "Failures talking to an upstream (connect, timeout, reset), by upstream and kind.",
+            ),
+            &["upstream", "kind"],
+        )
+        .expect("static metric definition");
+        let config_reloads_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_config_reloads_total",
+                "Config reloads, by result.",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new("gatehouse_build_info", "The running version."),
+            &["version"],
+        )
+        .expect("static metric definition");
+        let upstream_healthy_servers = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_upstream_healthy_servers",
+                "Servers of an upstream that pass their health check.",
+            ),
+            &["upstream"],
+        )
+        .expect("static metric definition");
+        let rejected_requests_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rejected_requests_total",
+                "Requests refused before routing (bad path, unknown host), by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Present from the start, so alerts on them need no `absent()` guard.
+        for result in ["success", "failure"] {
+            config_reloads_total.with_label_values(&[result]);
+        }
+        for c in [
+            Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration_seconds.clone()),
+            Box::new(upstream_errors_total.clone()),
+            Box::new(config_reloads_total.clone()),
+            Box::new(build_info),
+            Box::new(upstream_healthy_servers.clone()),
+            Box::new(rejected_requests_total.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests_total,
+            request_duration_seconds,
+            upstream_errors_total,
+            config_reloads_total,
+            upstream_healthy_servers,
+            rejected_requests_total,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed families; an empty page is the fallback.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            buf.clear();
+        }
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

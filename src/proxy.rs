@@ -1,0 +1,614 @@
+//! The Pingora `ProxyHttp` implementation. It only sequences the stages; each stage lives
+//! in its own module. The life of a request, top to bottom:
+//!
+//! 1. `request_filter`: snapshot the config, strip forged identity headers, find the client
+//!    and request id, check the host, normalize the path, pick the route, answer CORS
+//!    preflights, authenticate (routes are `auth = ["none"]` until the auth issues land).
+//! 2. `upstream_peer`: a healthy server of the route's upstream, another one on retry.
+//! 3. `upstream_request_filter`: the exact path that was judged, plus forwarding headers.
+//! 4. `response_filter`: request id, security and CORS headers.
+//! 5. `fail_to_proxy` / `logging`: generic error pages, metrics, the access log line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::{StatusCode, Uri};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::config::RouteConfig;
+use crate::gateway::{Gateway, InFlight, Runtime};
+use crate::metrics::NO_ROUTE;
+use crate::normalize::{normalize_target, NormalizeOptions};
+use crate::respond::{self, ErrorPage};
+use crate::{cors, forwarded, identity};
+
+pub struct GatehouseProxy {
+    pub gateway: Arc<Gateway>,
+}
+
+/// Per-request state shared by the stages.
+pub struct RequestCtx {
+    started: Instant,
+    _in_flight: InFlight,
+    runtime: Option<Arc<Runtime>>,
+    request_id: String,
+    route: Option<usize>,
+    peer: Option<IpAddr>,
+    client_ip: Option<IpAddr>,
+    peer_trusted: bool,
+    tls: bool,
+    html: bool,
+    host: String,
+    /// The normalized origin-form target the upstream receives.
+    target: Option<Uri>,
+    origin: Option<String>,
+    /// Servers that already failed this request, so a retry picks another.
+    tried: Vec<SocketAddr>,
+    current_server: Option<SocketAddr>,
+    /// Why the gateway refused the request itself, for the access log.
+    refusal: Option<&'static str>,
+}
+
+impl RequestCtx {
+    fn route<'a>(&self, runtime: &'a Runtime) -> Option<&'a RouteConfig> {
+        self.route.map(|i| &runtime.config.routes[i])
+    }
+
+    fn route_label(&self) -> &str {
+        match (&self.runtime, self.route) {
+            (Some(rt), Some(i)) => &rt.config.routes[i].name,
+            _ => NO_ROUTE,
+        }
+    }
+}
+
+/// A request the gateway answers itself instead of proxying.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: &'static str) -> Self {
+        Refusal {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            reason,
+        }
+    }
+}
+
+impl GatehouseProxy {
+    /// Everything that may refuse a request before it is proxied, in order.
+    fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+    ) -> Result<(), Refusal> {
+        let config = &rt.config;
+        identity::strip_spoofed_identity_headers(session.req_header_mut(), &rt.claim_headers);
+
+        let (host, path_and_query) = target_parts(session.req_header())?;
+        if !config.server.allowed_hosts.is_empty() && !config.server.allowed_hosts.contains(&host) {
+            return Err(Refusal::new(421, "host_not_allowed"));
+        }
+        ctx.host = host;
+
+        let (route, normalized) = route_request(rt, &ctx.host, &path_and_query)?;
+        ctx.route = Some(route);
+        if normalized.path == config.server.reserved_prefix
+            || normalized
+                .path
+                .strip_prefix(config.server.reserved_prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        {
+            // The gateway's own endpoints are never proxied; none exist in this build yet.
+            return Err(Refusal::new(404, "reserved_path"));
+        }
+        ctx.target = Some(
+            normalized
+                .to_request_target()
+                .parse::<Uri>()
+                .map_err(|_| Refusal::new(400, "unparsable_path"))?,
+        );
+        ctx.origin = session
+            .req_header()
+            .headers
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Every route is `auth = ["none"]` until the authentication issues land; config
+        // validation refuses any other method, so nothing protected is proxied unprotected.
+        Ok(())
+    }
+}
+
+/// The host (lower-case, no port) and path-and-query of a request in origin or absolute form.
+fn target_parts(req: &RequestHeader) -> Result<(String, Vec<u8>), Refusal> {
+    let raw = req.raw_path();
+    let (authority, path): (Option<&str>, &[u8]) = if raw.first() == Some(&b'/') {
+        (req.uri.authority().map(|a| a.as_str()), raw)
+    } else if let Some(rest) = strip_scheme(raw) {
+        // Absolute form: its authority replaces the Host header (RFC 9112 §3.2.2).
+        let split = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let authority =
+            std::str::from_utf8(&rest[..split]).map_err(|_| Refusal::new(400, "bad_target"))?;
+        let path: &[u8] = if split == rest.len() {
+            b"/"
+        } else {
+            &rest[split..]
+        };
+        if path.first() == Some(&b'?') {
+            return Err(Refusal::new(400, "bad_target"));
+        }
+        (Some(authority), path)
+    } else {
+        return Err(Refusal::new(400, "bad_target"));
+    };
+    let host_value = match authority {
+        Some(a) => a.to_string(),
+        None => req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .ok_or(Refusal::new(400, "missing_host"))?
+            .to_string(),
+    };
+    let host = host_without_port(&host_value).ok_or(Refusal::new(400, "bad_host"))?;
+    Ok((host, path.to_vec()))
+}
+
+fn strip_scheme(raw: &[u8]) -> Option<&[u8]> {
+    for scheme in [&b"http://"[..], &b"https://"[..]] {
+        if raw.len() > scheme.len() && raw[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&raw[scheme.len()..]);
+        }
+    }
+    None
+}
+
+fn host_without_port(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.contains(['@', '/', ' ']) {
+        return None;
+    }
+    let host = if value.starts_with('[') {
+        let end = value.find(']')?;
+        let rest = &value[end + 1..];
+        if !(rest.is_empty() || rest[1..].parse::<u16>().is_ok() && rest.starts_with(':')) {
+            return None;
+        }
+        &value[..=end]
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, port)) => {
+                port.parse::<u16>().ok()?;
+                h
+            }
+            None => value,
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    crate::config::valid_host(&host).then_some(host)
+}
+
+/// Normalizes the path strictly, or with a route's own opt-outs when that route is the one
+/// the lenient reading leads to; returns the route and the path it judged.
+fn route_request(
+    rt: &Runtime,
+    host: &str,
+    raw: &[u8],
+) -> Result<(usize, crate::normalize::NormalizedTarget), Refusal> {
+    let routes = &rt.config.routes;
+    match normalize_target(raw, NormalizeOptions::default()) {
+        Ok(target) => {
+            let route = rt
+                .routes
+                .lookup(routes, host, &target.path)
+                .ok_or(Refusal::new(404, "no_route"))?;
+            Ok((route, target))
+        }
+        Err(strict_error) => {
+            for (i, route) in routes.iter().enumerate() {
+                if route.path_checks == NormalizeOptions::default() {
+                    continue;
+                }
+                if let Ok(target) = normalize_target(raw, route.path_checks) {
+                    if rt.routes.lookup(routes, host, &target.path) == Some(i) {
+                        return Ok((i, target));
+                    }
+                }
+            }
+            Err(Refusal::new(400, strict_error.reason()))
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatehouseProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            _in_flight: self.gateway.request_started(),
+            runtime: None,
+            request_id: String::new(),
+            route: None,
+            peer: None,
+            client_ip: None,
+            peer_trusted: false,
+            tls: false,
+            html: false,
+            host: String::new(),
+            target: None,
+            origin: None,
+            tried: Vec::new(),
+            current_server: None,
+            refusal: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = self.gateway.snapshot();
+        ctx.runtime = Some(rt.clone());
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted = &rt.config.server.trusted_proxies;
+        if let Some(peer) = ctx.peer {
+            ctx.peer_trusted = forwarded::is_trusted(peer, trusted);
+            ctx.client_ip = Some(forwarded::client_ip(peer, session.req_header(), trusted));
+        }
+        let proxied_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| ctx.peer_trusted && forwarded::acceptable_request_id(id));
+        ctx.request_id = match proxied_id {
+            Some(id) => id.to_string(),
+            None => forwarded::new_request_id(),
+        };
+        ctx.html = respond::wants_html(session.req_header());
+
+        if let Err(refusal) = self.admit(session, ctx, &rt) {
+            ctx.refusal = Some(refusal.reason);
+            // The body of a refused request is not read; never reuse the connection after it.
+            session.set_keepalive(None);
+            if ctx.route.is_none() {
+                self.gateway
+                    .metrics
+                    .rejected_requests_total
+                    .with_label_values(&[refusal.reason])
+                    .inc();
+            }
+            self.error_page(session, ctx, &rt, refusal.status, &[])
+                .await?;
+            return Ok(true);
+        }
+
+        let route = ctx.route(&rt).expect("admit sets the route");
+        if let Some(cors_config) = &route.cors {
+            if cors::is_preflight(session.req_header()) {
+                let sec = &rt.config.security_headers;
+                match cors::preflight(cors_config, session.req_header()) {
+                    Some(headers) => {
+                        respond::send_empty(
+                            session,
+                            StatusCode::NO_CONTENT,
+                            &headers,
+                            sec,
+                            ctx.tls,
+                            &ctx.request_id,
+                        )
+                        .await?;
+                    }
+                    None => {
+                        ctx.refusal = Some("cors_preflight_refused");
+                        self.error_page(session, ctx, &rt, StatusCode::FORBIDDEN, &[])
+                            .await?;
+                    }
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let rt = ctx.runtime.clone().expect("request_filter ran");
+        let route = ctx.route(&rt).expect("request_filter routed");
+        let pool = rt
+            .pools
+            .get(&route.upstream)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(502), "upstream missing"))?;
+        let addr = pool.select(&ctx.tried).ok_or_else(|| {
+            self.gateway
+                .metrics
+                .upstream_errors_total
+                .with_label_values(&[&route.upstream, "no_healthy_server"])
+                .inc();
+            Error::explain(ErrorType::HTTPStatus(502), "no healthy upstream server")
+        })?;
+        ctx.current_server = Some(addr);
+        Ok(Box::new(pool.peer(addr)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let target = ctx
+            .target
+            .clone()
+            .expect("request_filter normalized the path");
+        upstream_request.set_uri(target);
+        if upstream_request.headers.get(http::header::HOST).is_none() {
+            // HTTP/2 and absolute-form requests carry the host in the authority.
+            upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
+        }
+        if let (Some(peer), Some(client_ip)) = (ctx.peer, ctx.client_ip) {
+            forwarded::set_forwarding_headers(
+                upstream_request,
+                &forwarded::Forwarding {
+                    peer,
+                    peer_trusted: ctx.peer_trusted,
+                    client_ip,
+                    scheme: if ctx.tls { "https" } else { "http" },
+                    host: &ctx.host,
+                    request_id: &ctx.request_id,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(());
+        };
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(route) = ctx.route(&rt) {
+            if route.security_headers {
+                respond::add_security_headers(
+                    upstream_response,
+                    &rt.config.security_headers,
+                    ctx.tls,
+                )?;
+            }
+            if let Some(cors_config) = &route.cors {
+                cors::decorate_response(cors_config, ctx.origin.as_deref(), upstream_response)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What Pingora's own error lines say about a request: never the query or headers,
+    /// which may carry tokens.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        format!(
+            "{} {} route={} request_id={}",
+            session.req_header().method,
+            ctx.target.as_ref().map_or("-", |t| t.path()),
+            ctx.route_label(),
+            ctx.request_id
+        )
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(rt), Some(route)) = (&ctx.runtime, ctx.route) {
+            let upstream = &rt.config.routes[route].upstream;
+            self.gateway
+                .metrics
+                .upstream_errors_total
+                .with_label_values(&[upstream, connect_error_kind(&e)])
+                .inc();
+            // Nothing reached the server yet, so trying another one is always safe.
+            if let Some(addr) = ctx.current_server.take() {
+                ctx.tried.push(addr);
+            }
+            let servers = rt.pools.get(upstream).map_or(0, |p| p.config.servers.len());
+            if ctx.tried.len() < servers.clamp(1, 3) {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if e.esource() == &ErrorSource::Upstream {
+            if let (Some(rt), Some(route)) = (&ctx.runtime, ctx.route) {
+                if !matches!(
+                    e.etype(),
+                    ErrorType::ConnectTimedout
+                        | ErrorType::ConnectRefused
+                        | ErrorType::ConnectNoRoute
+                        | ErrorType::ConnectError
+                ) {
+                    let kind = if code == 504 { "timeout" } else { "response" };
+                    self.gateway
+                        .metrics
+                        .upstream_errors_total
+                        .with_label_values(&[&rt.config.routes[route].upstream, kind])
+                        .inc();
+                }
+            }
+        }
+        if code > 0 && session.response_written().is_none() {
+            let rt = ctx
+                .runtime
+                .clone()
+                .unwrap_or_else(|| self.gateway.snapshot());
+            if let Ok(status) = StatusCode::from_u16(code) {
+                if let Err(write_error) = self.error_page(session, ctx, &rt, status, &[]).await {
+                    tracing::debug!(error = %write_error, "could not send the error page");
+                }
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route_label().to_string();
+        let metrics = &self.gateway.metrics;
+        let status_label = status.to_string();
+        metrics
+            .requests_total
+            .with_label_values(&[route.as_str(), status_label.as_str()])
+            .inc();
+        metrics
+            .request_duration_seconds
+            .with_label_values(&[route.as_str()])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        let access_log = ctx
+            .runtime
+            .as_ref()
+            .is_none_or(|rt| rt.config.log.access_log);
+        if access_log {
+            let req = session.req_header();
+            tracing::info!(
+                target: "gatehouse::access",
+                request_id = %ctx.request_id,
+                client_ip = %ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
+                method = %req.method,
+                host = %ctx.host,
+                // the normalized path, never the query (it may carry secrets)
+                path = %ctx.target.as_ref().map_or("", |t| t.path()),
+                route = %route,
+                status,
+                duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+                upstream_server = %ctx.current_server.map(|a| a.to_string()).unwrap_or_default(),
+                refusal = ctx.refusal.unwrap_or(""),
+                error = %e.map(|e| e.etype().as_str()).unwrap_or(""),
+                "request"
+            );
+        }
+    }
+}
+
+impl GatehouseProxy {
+    async fn error_page(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        rt: &Runtime,
+        status: StatusCode,
+        extra: &[(&'static str, String)],
+    ) -> Result<()> {
+        ErrorPage {
+            status,
+            request_id: &ctx.request_id,
+            html: ctx.html,
+            tls: ctx.tls,
+            security: &rt.config.security_headers,
+            extra_headers: extra,
+        }
+        .send(session)
+        .await
+    }
+}
+
+fn connect_error_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout => "connect_timeout",
+        ErrorType::ConnectRefused => "connect_refused",
+        ErrorType::TLSHandshakeFailure
+        | ErrorType::InvalidCert
+        | ErrorType::TLSHandshakeTimedout => "tls",
+        _ => "connect",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(
+            host_without_port("Example.COM:8080").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            host_without_port("example.com.").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(host_without_port("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(host_without_port("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        for bad in [
+            "",
+            "a b",
+            "user@host",
+            "host:port",
+            "host/x",
+            "[::1",
+            "[::1]x",
+        ] {
+            assert_eq!(host_without_port(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_targets() {
+        let req = RequestHeader::build("GET", b"http://Evil.example:81/admin?x=1", None).unwrap();
+        let (host, path) = target_parts(&req).map_err(|r| r.reason).unwrap();
+        assert_eq!(host, "evil.example");
+        assert_eq!(path, b"/admin?x=1");
+        let req = RequestHeader::build("GET", b"https://h.example", None).unwrap();
+        let (_, path) = target_parts(&req).map_err(|r| r.reason).unwrap();
+        assert_eq!(path, b"/");
+    }
+}

@@ -1,0 +1,202 @@
+//! Answers the gateway writes itself: generic error pages (HTML for browsers, JSON otherwise)
+//! that carry the request id and nothing else, and the security headers on every response.
+
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::config::SecurityHeadersConfig;
+
+/// A browser navigation gets HTML; scripts and API clients get JSON (spec §7).
+pub fn wants_html(req: &RequestHeader) -> bool {
+    if req.headers.contains_key("x-requested-with") {
+        return false;
+    }
+    req.headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// A short machine-readable name for each status the gateway answers itself.
+fn error_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        421 => "misdirected_request",
+        429 => "too_many_requests",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        s if s >= 500 => "internal_error",
+        _ => "error",
+    }
+}
+
+/// The security headers on a response the gateway generates itself.
+pub fn gateway_page_headers(
+    resp: &mut ResponseHeader,
+    sec: &SecurityHeadersConfig,
+    tls: bool,
+    request_id: &str,
+) -> Result<()> {
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("content-security-policy", &sec.content_security_policy)?;
+    add_security_headers(resp, sec, tls)?;
+    resp.insert_header("x-request-id", request_id)?;
+    Ok(())
+}
+
+/// The security headers added to any response, proxied ones included, where the upstream did
+/// not set its own.
+pub fn add_security_headers(
+    resp: &mut ResponseHeader,
+    sec: &SecurityHeadersConfig,
+    tls: bool,
+) -> Result<()> {
+    let mut set_default = |name: &'static str, value: &str| -> Result<()> {
+        if !resp.headers.contains_key(name) {
+            resp.insert_header(name, value)?;
+        }
+        Ok(())
+    };
+    if sec.content_type_options {
+        set_default("x-content-type-options", "nosniff")?;
+    }
+    if let Some(v) = &sec.frame_options {
+        set_default("x-frame-options", v)?;
+    }
+    if let Some(v) = &sec.referrer_policy {
+        set_default("referrer-policy", v)?;
+    }
+    if tls {
+        if let Some(v) = &sec.hsts {
+            set_default("strict-transport-security", v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Everything needed to write an error answer.
+pub struct ErrorPage<'a> {
+    pub status: StatusCode,
+    pub request_id: &'a str,
+    pub html: bool,
+    pub tls: bool,
+    pub security: &'a SecurityHeadersConfig,
+    pub extra_headers: &'a [(&'static str, String)],
+}
+
+impl ErrorPage<'_> {
+    pub fn body(&self) -> String {
+        let reason = self.status.canonical_reason().unwrap_or("Error");
+        if self.html {
+            format!(
+                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n<body style=\"font-family:sans-serif;margin:3em\"><h1>{code} {reason}</h1>\n<p>The request could not be completed.</p>\n<p><small>Request id: <code>{id}</code></small></p></body></html>\n",
+                code = self.status.as_u16(),
+                id = html_escape(self.request_id),
+            )
+        } else {
+            serde_json::json!({
+                "error": error_code(self.status),
+                "message": reason,
+                "request_id": self.request_id,
+            })
+            .to_string()
+        }
+    }
+
+    pub fn header(&self, body_len: usize) -> Result<ResponseHeader> {
+        let mut resp = ResponseHeader::build(self.status, Some(8))?;
+        let content_type = if self.html {
+            "text/html; charset=utf-8"
+        } else {
+            "application/json"
+        };
+        resp.insert_header("content-type", content_type)?;
+        resp.insert_header("content-length", body_len.to_string())?;
+        gateway_page_headers(&mut resp, self.security, self.tls, self.request_id)?;
+        for (name, value) in self.extra_headers {
+            resp.insert_header(*name, value)?;
+        }
+        Ok(resp)
+    }
+
+    pub async fn send(&self, session: &mut Session) -> Result<()> {
+        let body = self.body();
+        let resp = self.header(body.len())?;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session
+                .write_response_body(Some(Bytes::from(body)), true)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a bodiless answer (a CORS preflight) with the gateway's headers.
+pub async fn send_empty(
+    session: &mut Session,
+    status: StatusCode,
+    headers: &[(&'static str, String)],
+    security: &SecurityHeadersConfig,
+    tls: bool,
+    request_id: &str,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 8))?;
+    resp.insert_header("content-length", "0")?;
+    gateway_page_headers(&mut resp, security, tls, request_id)?;
+    for (name, value) in headers {
+        resp.insert_header(*name, value)?;
+    }
+    session.write_response_header(Box::new(resp), true).await
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_only_for_browser_navigations() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        assert!(!wants_html(&r));
+        r.insert_header("Accept", "text/html,application/xhtml+xml")
+            .unwrap();
+        assert!(wants_html(&r));
+        r.insert_header("X-Requested-With", "XMLHttpRequest")
+            .unwrap();
+        assert!(!wants_html(&r));
+    }
+
+    #[test]
+    fn escapes_html() {
+        assert_eq!(
+            html_escape("<a href='x'>&"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;"
+        );
+    }
+}
