@@ -59,11 +59,19 @@ impl ServeHttp for AdminApp {
                         )
                     })
                     .collect();
-                // Upstream health is reported but does not make the gateway unready: taking
-                // every instance out of the load balancer would not bring an upstream back.
+                let issuers: serde_json::Map<String, serde_json::Value> = rt
+                    .auth
+                    .readiness()
+                    .into_iter()
+                    .map(|(issuer, has_keys)| (issuer, serde_json::json!({"keys": has_keys})))
+                    .collect();
+                // Every issuer needs keys. Upstream health is reported but does not make the
+                // gateway unready: taking every instance out of the load balancer would not
+                // bring an upstream back.
+                let ready = issuers.values().all(|v| v["keys"] == true);
                 json(
-                    200,
-                    serde_json::json!({"ready": true, "checks": {"config": "loaded", "upstreams": upstreams}}),
+                    if ready { 200 } else { 503 },
+                    serde_json::json!({"ready": ready, "checks": {"config": "loaded", "jwks": issuers, "upstreams": upstreams}}),
                 )
             }
             "/config" => json(200, self.gateway.snapshot().config.redacted_json()),

@@ -14,6 +14,7 @@ use http::HeaderName;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::authn::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::route::RouteTable;
@@ -22,6 +23,7 @@ use crate::upstream::UpstreamPool;
 /// Everything compiled from one config.
 pub struct Runtime {
     pub config: Arc<Config>,
+    pub auth: Authenticator,
     pub routes: RouteTable,
     pub pools: HashMap<String, Arc<UpstreamPool>>,
     /// Claim-mapped header names, stripped from clients like the fixed identity headers.
@@ -31,7 +33,11 @@ pub struct Runtime {
 impl Runtime {
     /// Compiles a config; pools whose upstream config did not change are carried over from
     /// `previous` with their health state.
-    pub async fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
+    pub async fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Runtime, String> {
         let mut pools = HashMap::new();
         for (name, up) in &config.upstreams {
             let reused = previous
@@ -48,7 +54,9 @@ impl Runtime {
             };
             pools.insert(name.clone(), pool);
         }
+        let auth = Authenticator::build(&config, previous.map(|p| &p.auth), metrics).await;
         Ok(Runtime {
+            auth,
             routes: RouteTable::new(&config.routes),
             claim_headers: config
                 .headers
@@ -136,7 +144,7 @@ impl Gateway {
                 "changed in config but only takes effect after a restart"
             );
         }
-        let runtime = Runtime::build(config, Some(&old))
+        let runtime = Runtime::build(config, Some(&old), &self.metrics)
             .await
             .map_err(ReloadError::Build)?;
         self.current.store(Arc::new(runtime));
@@ -229,6 +237,11 @@ impl BackgroundService for Supervisor {
                         }
                     }
                     last_check.retain(|name, _| runtime.pools.contains_key(name));
+                    for store in &runtime.auth.bearer.issuers {
+                        if store.refresh_due() {
+                            store.refresh().await;
+                        }
+                    }
                 }
             }
         }

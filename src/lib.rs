@@ -11,12 +11,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authn;
 pub mod config;
 pub mod cors;
 pub mod demo;
 pub mod forwarded;
 pub mod gateway;
 pub mod identity;
+pub mod inspect;
 pub mod metrics;
 pub mod normalize;
 pub mod proxy;

@@ -43,6 +43,34 @@ enum Command {
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Bearer token tools.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// API key tools.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Validate a token against the configured issuers and say why it is accepted or refused.
+    Inspect {
+        token: String,
+        #[arg(short, long, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Read a key on stdin, print the `hash` to put in `[[api_key]]`.
+    Hash,
+    /// Print a new random key and its hash.
+    Generate,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +107,45 @@ fn main() -> ExitCode {
             report(gatehouse::server::run(loaded, &config, options, Vec::new()))
         }
         Command::Demo { config } => report(gatehouse::demo::run(&config)),
+        Command::Token {
+            command: TokenCommand::Inspect { token, config },
+        } => {
+            let loaded = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match gatehouse::inspect::inspect(&loaded, &token) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => report(Err(e)),
+            }
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Hash,
+        } => {
+            let mut key = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut key) {
+                return report(Err(format!("cannot read the key from stdin: {e}")));
+            }
+            let key = key.trim_end_matches(['\r', '\n']);
+            if key.is_empty() {
+                return report(Err("no key on stdin".into()));
+            }
+            println!("{}", gatehouse::authn::api_key::hash_key(key));
+            ExitCode::SUCCESS
+        }
+        Command::Apikey {
+            command: ApikeyCommand::Generate,
+        } => {
+            let bytes: [u8; 32] = rand::random();
+            let key = format!("gh_{}", hex::encode(bytes));
+            println!("key:  {key}");
+            println!("hash: {}", gatehouse::authn::api_key::hash_key(&key));
+            ExitCode::SUCCESS
+        }
     }
 }
 

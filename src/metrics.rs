@@ -13,6 +13,9 @@ pub struct Metrics {
     pub config_reloads_total: IntCounterVec,
     pub upstream_healthy_servers: IntGaugeVec,
     pub rejected_requests_total: IntCounterVec,
+    pub auth_decisions_total: IntCounterVec,
+    pub jwks_refresh_total: IntCounterVec,
+    pub token_cache_total: IntCounterVec,
 }
 
 /// The `route` label of requests that matched no route.
@@ -78,6 +81,30 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let auth_decisions_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_auth_decisions_total",
+                "Authentication and authorization decisions, by route, auth method, decision and reason.",
+            ),
+            &["route", "method", "decision", "reason"],
+        )
+        .expect("static metric definition");
+        let jwks_refresh_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_jwks_refresh_total",
+                "JWKS fetches, by issuer and result.",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("static metric definition");
+        let token_cache_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_token_cache_total",
+                "Validated-token cache lookups, by result (hit, miss).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -93,6 +120,9 @@ impl Metrics {
             Box::new(build_info),
             Box::new(upstream_healthy_servers.clone()),
             Box::new(rejected_requests_total.clone()),
+            Box::new(auth_decisions_total.clone()),
+            Box::new(jwks_refresh_total.clone()),
+            Box::new(token_cache_total.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -104,6 +134,9 @@ impl Metrics {
             config_reloads_total,
             upstream_healthy_servers,
             rejected_requests_total,
+            auth_decisions_total,
+            jwks_refresh_total,
+            token_cache_total,
         }
     }
 

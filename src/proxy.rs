@@ -20,7 +20,8 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::RouteConfig;
+use crate::authn::{claim_at, AuthFailure, Identity};
+use crate::config::{AuthMethod, RouteConfig};
 use crate::gateway::{Gateway, InFlight, Runtime};
 use crate::metrics::NO_ROUTE;
 use crate::normalize::{normalize_target, NormalizeOptions};
@@ -52,6 +53,7 @@ pub struct RequestCtx {
     current_server: Option<SocketAddr>,
     /// Why the gateway refused the request itself, for the access log.
     refusal: Option<&'static str>,
+    identity: Option<Arc<Identity>>,
 }
 
 impl RequestCtx {
@@ -254,6 +256,7 @@ impl ProxyHttp for GatehouseProxy {
             tried: Vec::new(),
             current_server: None,
             refusal: None,
+            identity: None,
         }
     }
 
@@ -323,7 +326,48 @@ impl ProxyHttp for GatehouseProxy {
                 return Ok(true);
             }
         }
-        Ok(false)
+
+        if route.auth.contains(&AuthMethod::None) {
+            return Ok(false);
+        }
+        match rt
+            .auth
+            .authenticate(&route.auth, session.req_header())
+            .await
+        {
+            Ok((method, identity)) => {
+                self.record_decision(
+                    session,
+                    ctx,
+                    &rt,
+                    method,
+                    "allow",
+                    "authenticated",
+                    Some(&identity.subject),
+                );
+                ctx.identity = Some(identity);
+                Ok(false)
+            }
+            Err((method, failure)) => {
+                self.record_decision(
+                    session,
+                    ctx,
+                    &rt,
+                    method,
+                    "unauthenticated",
+                    failure.reason(),
+                    None,
+                );
+                ctx.refusal = Some(failure.reason());
+                // API clients get JSON, whatever their Accept header says (spec §7).
+                ctx.html = false;
+                session.set_keepalive(None);
+                let (status, challenge) = auth_answer(&route.auth, failure);
+                self.error_page(session, ctx, &rt, status, &challenge)
+                    .await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -363,6 +407,14 @@ impl ProxyHttp for GatehouseProxy {
         if upstream_request.headers.get(http::header::HOST).is_none() {
             // HTTP/2 and absolute-form requests carry the host in the authority.
             upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
+        }
+        if let Some(rt) = &ctx.runtime {
+            if let Some(route) = ctx.route(rt) {
+                strip_consumed_credentials(upstream_request, route);
+            }
+            if let Some(identity) = &ctx.identity {
+                set_identity_headers(upstream_request, identity, &rt.config.headers.claims);
+            }
         }
         if let (Some(peer), Some(client_ip)) = (ctx.peer, ctx.client_ip) {
             forwarded::set_forwarding_headers(
@@ -539,7 +591,151 @@ impl ProxyHttp for GatehouseProxy {
     }
 }
 
+/// The status and `WWW-Authenticate` challenge of an authentication failure (RFC 6750 §3).
+fn auth_answer(
+    methods: &[AuthMethod],
+    failure: AuthFailure,
+) -> (StatusCode, Vec<(&'static str, String)>) {
+    let bearer = methods.contains(&AuthMethod::Bearer);
+    let challenge = |error: Option<(&str, &str)>| -> Vec<(&'static str, String)> {
+        let value = match (bearer, error) {
+            (true, Some((code, description))) => {
+                format!("Bearer realm=\"gatehouse\", error=\"{code}\", error_description=\"{description}\"")
+            }
+            (true, None) => "Bearer realm=\"gatehouse\"".to_string(),
+            (false, _) => "ApiKey realm=\"gatehouse\"".to_string(),
+        };
+        vec![("www-authenticate", value)]
+    };
+    match failure {
+        AuthFailure::Missing => (StatusCode::UNAUTHORIZED, challenge(None)),
+        AuthFailure::Malformed(_) => (
+            StatusCode::BAD_REQUEST,
+            challenge(Some((
+                "invalid_request",
+                "The request carries a malformed credential",
+            ))),
+        ),
+        AuthFailure::Invalid(_) => (
+            StatusCode::UNAUTHORIZED,
+            challenge(Some((
+                "invalid_token",
+                "The access token is invalid or expired",
+            ))),
+        ),
+        AuthFailure::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![("retry-after", "5".to_string())],
+        ),
+    }
+}
+
+/// The credential the gateway checked stays with the gateway, unless the route passes the
+/// access token on.
+fn strip_consumed_credentials(req: &mut RequestHeader, route: &RouteConfig) {
+    let scheme_is = |req: &RequestHeader, scheme: &str| {
+        req.headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(' ').next())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    };
+    if route.auth.contains(&AuthMethod::Bearer)
+        && !route.pass_access_token
+        && scheme_is(req, "bearer")
+    {
+        req.remove_header(&http::header::AUTHORIZATION);
+    }
+    if route.auth.contains(&AuthMethod::ApiKey) {
+        req.remove_header("x-api-key");
+        if scheme_is(req, "apikey") {
+            req.remove_header(&http::header::AUTHORIZATION);
+        }
+    }
+}
+
+/// The identity headers of spec §3; a value that cannot be a header value is left out.
+fn set_identity_headers(
+    req: &mut RequestHeader,
+    identity: &Identity,
+    claims: &[(http::HeaderName, String)],
+) {
+    let mut set = |name: http::HeaderName, value: &str| {
+        if req.insert_header(name.clone(), value).is_err() {
+            tracing::debug!(header = %name, "identity value is not a valid header value; left out");
+        }
+    };
+    set(
+        http::HeaderName::from_static("x-auth-request-user"),
+        &identity.subject,
+    );
+    if let Some(email) = &identity.email {
+        set(http::HeaderName::from_static("x-auth-request-email"), email);
+    }
+    if let Some(username) = &identity.username {
+        set(
+            http::HeaderName::from_static("x-auth-request-preferred-username"),
+            username,
+        );
+    }
+    if !identity.groups.is_empty() {
+        set(
+            http::HeaderName::from_static("x-auth-request-groups"),
+            &identity.groups.join(","),
+        );
+    }
+    for (header, path) in claims {
+        let value = match claim_at(&identity.claims, path) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(serde_json::Value::Bool(b)) => b.to_string(),
+            _ => continue,
+        };
+        set(header.clone(), &value);
+    }
+}
+
 impl GatehouseProxy {
+    /// Counts a decision and writes its audit line (never the credential itself).
+    #[allow(clippy::too_many_arguments)]
+    fn record_decision(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        rt: &Runtime,
+        method: AuthMethod,
+        decision: &str,
+        reason: &str,
+        subject: Option<&str>,
+    ) {
+        let route = ctx.route_label();
+        self.gateway
+            .metrics
+            .auth_decisions_total
+            .with_label_values(&[route, method.as_str(), decision, reason])
+            .inc();
+        if rt.config.log.audit {
+            tracing::info!(
+                target: "gatehouse::audit",
+                request_id = %ctx.request_id,
+                route,
+                subject = subject.unwrap_or(""),
+                auth_method = method.as_str(),
+                method = %session.req_header().method,
+                path = %ctx.target.as_ref().map_or("", |t| t.path()),
+                decision,
+                reason,
+                client_ip = %ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
+                "auth decision"
+            );
+        }
+    }
+
     async fn error_page(
         &self,
         session: &mut Session,

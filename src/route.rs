@@ -71,6 +71,7 @@ mod tests {
             cors: None,
             security_headers: true,
             path_checks: Default::default(),
+            pass_access_token: false,
         }
     }
 

@@ -54,7 +54,7 @@ pub fn run(
     let metrics = Arc::new(Metrics::new());
     let server_config = config.server.clone();
     let admin_listen = config.admin.listen;
-    let runtime = startup.block_on(Runtime::build(config, None))?;
+    let runtime = startup.block_on(Runtime::build(config, None, &metrics))?;
     let gateway = Arc::new(Gateway::new(runtime, metrics, config_path.to_path_buf()));
 
     let conf = ServerConf {

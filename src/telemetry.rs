@@ -13,7 +13,8 @@ pub fn init(log: &LogConfig) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // A second init (tests, demo restarts) keeps the first subscriber; that is fine.
     let _ = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -72,7 +72,7 @@ fn errors_name_file_line_and_column() {
             edit("[upstream.app]", "[server.tls]\nlisten = [\"127.0.0.1:18443\"]\ncert = \"missing.crt\"\nkey = \"missing.key\"\n\n[upstream.app]"),
             "gateway.toml:6:8: cannot read TLS certificate missing.crt",
         ),
-        (edit("auth = [\"none\"]", "auth = [\"bearer\"]"), "gateway.toml:11:9: auth method \"bearer\" is not available in this build yet"),
+        (edit("auth = [\"none\"]", "auth = [\"bearer\"]"), "gateway.toml:11:9: auth method \"bearer\" needs at least one [[bearer]] issuer"),
         (edit("auth = [\"none\"]", "auth = [\"magic\"]"), "gateway.toml:11:9: unknown auth method \"magic\""),
         (edit("auth = [\"none\"]", "auth = []"), "gateway.toml:11:8: route auth must name at least one method"),
         (edit("path = \"/\"", "path = \"/a/../b\""), "gateway.toml:9:8: route path \"/a/../b\" must be an absolute, normalized path prefix"),

@@ -14,9 +14,9 @@ fn one_route_config(upstream: &str, server_extra: &str, route_extra: &str) -> St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_and_longest_prefix() {
-    let web = EchoServer::start("web").await;
-    let api = EchoServer::start("api").await;
-    let admin = EchoServer::start("admin-host").await;
+    let web = EchoServer::echo("web").await;
+    let api = EchoServer::echo("api").await;
+    let admin = EchoServer::echo("admin-host").await;
     let config = format!(
         "{}{}{}{}
 [[route]]
@@ -70,7 +70,7 @@ auth = [\"none\"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_route_is_a_generic_404_with_request_id() {
-    let api = EchoServer::start("api").await;
+    let api = EchoServer::echo("api").await;
     let config = format!(
         "{}{}[[route]]\nname = \"api\"\npath = \"/api\"\nupstream = \"api\"\nauth = [\"none\"]\n",
         base_config(""),
@@ -101,7 +101,7 @@ async fn unknown_route_is_a_generic_404_with_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_prefix_is_never_proxied() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "",
@@ -120,8 +120,8 @@ async fn reserved_prefix_is_never_proxied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_and_failover_when_a_server_dies() {
-    let a = EchoServer::start("a").await;
-    let b = EchoServer::start("b").await;
+    let a = EchoServer::echo("a").await;
+    let b = EchoServer::echo("b").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[a.addr, b.addr], ""),
         "",
@@ -153,7 +153,7 @@ async fn round_robin_and_failover_when_a_server_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let slow = EchoServer::start("slow").await;
+    let slow = EchoServer::echo("slow").await;
     let config = format!(
         "{}{}{}
 [[route]]
@@ -201,7 +201,7 @@ auth = [\"none\"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_identity_headers_never_reach_the_upstream() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let mut config = one_route_config(&upstream_block("app", &[app.addr], ""), "", "");
     config.push_str("\n[headers]\nclaims = { \"X-Department\" = \"department\" }\n");
     let gw = Gateway::start(&config);
@@ -227,7 +227,7 @@ async fn forged_identity_headers_never_reach_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let forged = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-Request-Id: chosen-by-client\r\n";
 
     let untrusted = Gateway::start(&one_route_config(
@@ -298,7 +298,7 @@ const PATH_CASES: &[(&str, u16, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_confusion_is_normalized_or_refused() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "",
@@ -327,7 +327,7 @@ async fn path_confusion_is_normalized_or_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_form_authority_decides_the_host() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "allowed_hosts = [\"127.0.0.1\"]",
@@ -357,7 +357,7 @@ async fn absolute_form_authority_decides_the_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_opt_out_allows_encoded_slash_on_that_route_only() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let config = format!(
         "{}{}
 [[route]]
@@ -386,7 +386,7 @@ auth = [\"none\"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_outside_allowed_hosts_are_refused() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "allowed_hosts = [\"app.example.com\"]",
@@ -409,7 +409,7 @@ async fn hosts_outside_allowed_hosts_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_is_answered_by_the_gateway() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "",
@@ -453,7 +453,7 @@ async fn cors_preflight_is_answered_by_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_carry_request_id_and_security_headers() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "",
@@ -530,7 +530,7 @@ async fn websocket_echo_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_serves_http1_and_http2_with_the_dev_certificate() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let status = std::process::Command::new("bash")
@@ -581,8 +581,8 @@ async fn tls_listener_serves_http1_and_http2_with_the_dev_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_a_valid_config_and_keeps_the_old_one_on_error() {
-    let a = EchoServer::start("a").await;
-    let b = EchoServer::start("b").await;
+    let a = EchoServer::echo("a").await;
+    let b = EchoServer::echo("b").await;
     let first = one_route_config(&upstream_block("app", &[a.addr], ""), "", "");
     let gw = Gateway::start(&first);
     assert_eq!(gw.get("/", "").echoed().server, "a");
@@ -635,7 +635,7 @@ async fn sighup_swaps_a_valid_config_and_keeps_the_old_one_on_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_metrics_health_ready_and_redacted_config() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "",
@@ -707,7 +707,7 @@ async fn admin_endpoints_metrics_health_ready_and_redacted_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let mut config = one_route_config(&upstream_block("app", &[app.addr], ""), "", "");
     config = config.replace("shutdown_timeout = \"2s\"", "shutdown_timeout = \"10s\"");
     let gw = Gateway::start(&config);
@@ -838,7 +838,7 @@ auth = [\"none\"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_on_the_plain_listener_when_enabled() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let gw = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "h2c = true",
@@ -867,7 +867,7 @@ async fn h2c_on_the_plain_listener_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_upgrade_hands_the_listeners_to_a_new_process() {
-    let app = EchoServer::start("app").await;
+    let app = EchoServer::echo("app").await;
     let mut old = Gateway::start(&one_route_config(
         &upstream_block("app", &[app.addr], ""),
         "",
@@ -918,7 +918,7 @@ async fn graceful_upgrade_hands_the_listeners_to_a_new_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_names_are_resolved_by_the_gateway() {
-    let app = EchoServer::start("named").await;
+    let app = EchoServer::echo("named").await;
     let upstream = format!(
         "[upstream.app]\nservers = [\"localhost:{}\"]\nhealth_check_interval = \"1s\"\n",
         app.addr.port()

@@ -27,8 +27,10 @@ pub struct File {
     // at them with a clear "not available yet" instead of "unknown key".
     pub session: Option<S<toml::Table>>,
     pub idp: Option<S<Vec<toml::Table>>>,
-    pub bearer: Option<S<Vec<toml::Table>>>,
-    pub api_key: Option<S<Vec<toml::Table>>>,
+    #[serde(default)]
+    pub bearer: Vec<S<Bearer>>,
+    #[serde(default)]
+    pub api_key: Vec<S<ApiKey>>,
     pub rate_limit: Option<S<Vec<toml::Table>>>,
     pub rate_limit_store: Option<S<toml::Table>>,
 }
@@ -100,9 +102,38 @@ pub struct Route {
     pub idp: Option<S<toml::Value>>,
     pub policy: Option<S<toml::Value>>,
     pub rate_limit: Option<S<toml::Value>>,
-    pub pass_access_token: Option<S<toml::Value>>,
+    pub pass_access_token: Option<bool>,
     pub acr_values: Option<S<toml::Value>>,
     pub max_auth_age: Option<S<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bearer {
+    pub issuer: S<String>,
+    pub audiences: S<Vec<S<String>>>,
+    pub jwks_uri: Option<S<String>>,
+    pub algorithms: Option<S<Vec<S<String>>>>,
+    pub leeway: Option<S<String>>,
+    pub token_type: Option<S<String>>,
+    pub subject_claim: Option<S<String>>,
+    pub email_claim: Option<S<String>>,
+    pub username_claim: Option<S<String>>,
+    pub groups_claim: Option<S<String>>,
+    pub introspection_endpoint: Option<S<String>>,
+    pub introspection_client_id: Option<S<String>>,
+    pub introspection_client_secret: Option<S<String>>,
+    pub unknown_kid_refetch_interval: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub name: S<String>,
+    pub hash: S<String>,
+    pub subject: S<String>,
+    pub groups: Option<Vec<S<String>>>,
+    pub expires: Option<S<String>>,
 }
 
 /// Opt-outs of the strict path checks, for legacy apps that really use such paths.

@@ -59,7 +59,14 @@ impl Lowerer<'_> {
                 upstreams.insert(u.name.clone(), u);
             }
         }
-        let routes = self.routes(&f.route, &upstreams);
+        let bearer: Vec<BearerConfig> = f.bearer.iter().filter_map(|b| self.bearer(b)).collect();
+        let api_keys: Vec<ApiKeyConfig> =
+            f.api_key.iter().filter_map(|k| self.api_key(k)).collect();
+        let available = Available {
+            bearer: !f.bearer.is_empty(),
+            api_key: !f.api_key.is_empty(),
+        };
+        let routes = self.routes(&f.route, &upstreams, available);
         let headers = self.headers(f.headers.as_ref());
         let security_headers = self.security_headers(f.security_headers.as_ref());
         Config {
@@ -71,7 +78,179 @@ impl Lowerer<'_> {
             routes,
             headers,
             security_headers,
+            bearer,
+            api_keys,
         }
+    }
+
+    /// An `https` URL, or `http` to a loopback host (tests, the demo).
+    fn secure_url(&mut self, v: &S<String>, what: &str) -> Option<String> {
+        let text = self.string(v)?;
+        match check_secure_url(&text) {
+            Ok(()) => Some(text),
+            Err(e) => {
+                self.r.error(v.span(), format!("{what} {text:?} {e}"));
+                None
+            }
+        }
+    }
+
+    fn bearer(&mut self, b: &S<file::Bearer>) -> Option<BearerConfig> {
+        let c = b.get_ref();
+        let issuer = self.secure_url(&c.issuer, "issuer")?;
+        let audiences: Vec<String> = c
+            .audiences
+            .get_ref()
+            .iter()
+            .filter_map(|a| self.string(a))
+            .collect();
+        if c.audiences.get_ref().is_empty() {
+            self.r.error(
+                c.audiences.span(),
+                "audiences must name at least one audience: a token for another API must not be accepted",
+            );
+        }
+        let jwks_uri = c
+            .jwks_uri
+            .as_ref()
+            .and_then(|u| self.secure_url(u, "jwks_uri"));
+        let algorithms = match &c.algorithms {
+            None => vec![jsonwebtoken::Algorithm::RS256],
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    self.r.error(list.span(), "algorithms must not be empty");
+                }
+                list.get_ref()
+                    .iter()
+                    .filter_map(|a| {
+                        let text = a.get_ref().as_str();
+                        let alg = match text {
+                            "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256"
+                            | "ES384" | "EdDSA" => text.parse::<jsonwebtoken::Algorithm>().ok(),
+                            _ => None,
+                        };
+                        if alg.is_none() {
+                            self.r.error(
+                                a.span(),
+                                format!("algorithm {text:?} is not allowed (use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA; HMAC and none never are)"),
+                            );
+                        }
+                        alg
+                    })
+                    .collect()
+            }
+        };
+        let leeway = self.duration(c.leeway.as_ref(), Duration::from_secs(30));
+        if leeway > Duration::from_secs(300) {
+            if let Some(l) = &c.leeway {
+                self.r.error(
+                    l.span(),
+                    "leeway above 5m is refused: it would accept expired tokens",
+                );
+            }
+        }
+        let claim = |l: &mut Self, v: &Option<S<String>>, default: &str| -> String {
+            v.as_ref()
+                .and_then(|v| l.string(v))
+                .unwrap_or_else(|| default.to_string())
+        };
+        let claims = ClaimNames {
+            subject: claim(self, &c.subject_claim, "sub"),
+            email: claim(self, &c.email_claim, "email"),
+            username: claim(self, &c.username_claim, "preferred_username"),
+            groups: claim(self, &c.groups_claim, "groups"),
+        };
+        let introspection = match (
+            &c.introspection_endpoint,
+            &c.introspection_client_id,
+            &c.introspection_client_secret,
+        ) {
+            (None, None, None) => None,
+            (Some(e), Some(id), Some(secret)) => {
+                let endpoint = self.secure_url(e, "introspection_endpoint");
+                let client_id = self.string(id);
+                let client_secret = self.string(secret);
+                match (endpoint, client_id, client_secret) {
+                    (Some(endpoint), Some(client_id), Some(client_secret)) => {
+                        Some(IntrospectionConfig {
+                            endpoint,
+                            client_id,
+                            client_secret,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            _ => {
+                self.r.error(
+                    b.span(),
+                    "introspection_endpoint, introspection_client_id and introspection_client_secret go together",
+                );
+                None
+            }
+        };
+        let unknown_kid_refetch_interval = self.duration(
+            c.unknown_kid_refetch_interval.as_ref(),
+            Duration::from_secs(10),
+        );
+        let token_type = c.token_type.as_ref().and_then(|t| self.string(t));
+        Some(BearerConfig {
+            issuer,
+            audiences,
+            jwks_uri,
+            algorithms,
+            leeway,
+            token_type,
+            claims,
+            introspection,
+            unknown_kid_refetch_interval,
+        })
+    }
+
+    fn api_key(&mut self, k: &S<file::ApiKey>) -> Option<ApiKeyConfig> {
+        let c = k.get_ref();
+        let hash_text = self.string(&c.hash)?;
+        let hash = hash_text
+            .strip_prefix("sha256:")
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|h| <[u8; 32]>::try_from(h).ok());
+        let Some(hash) = hash else {
+            self.r.error(
+                c.hash.span(),
+                "api_key hash must be \"sha256:\" and 64 hex digits, as printed by `gatehouse apikey hash`",
+            );
+            return None;
+        };
+        let expires = match &c.expires {
+            None => None,
+            Some(e) => {
+                let text = self.string(e)?;
+                let parsed = humantime::parse_rfc3339_weak(&text)
+                    .or_else(|_| humantime::parse_rfc3339_weak(&format!("{text} 00:00:00")));
+                match parsed {
+                    Ok(t) => Some(t),
+                    Err(_) => {
+                        self.r.error(
+                            e.span(),
+                            format!("expires {text:?} must be a date (2026-12-31) or an RFC 3339 time (UTC)"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(ApiKeyConfig {
+            name: self.string(&c.name)?,
+            hash,
+            subject: self.string(&c.subject)?,
+            groups: c
+                .groups
+                .iter()
+                .flatten()
+                .filter_map(|g| self.string(g))
+                .collect(),
+            expires,
+        })
     }
 
     fn not_yet_sections(&mut self, f: &file::File) {
@@ -82,11 +261,6 @@ impl Lowerer<'_> {
         };
         flag(f.session.as_ref().map(S::span), "[session]");
         flag(f.idp.as_ref().map(S::span), "[[idp]] (browser login)");
-        flag(
-            f.bearer.as_ref().map(S::span),
-            "[[bearer]] (JWT bearer tokens)",
-        );
-        flag(f.api_key.as_ref().map(S::span), "[[api_key]]");
         flag(f.rate_limit.as_ref().map(S::span), "[[rate_limit]]");
         flag(
             f.rate_limit_store.as_ref().map(S::span),
@@ -470,6 +644,7 @@ impl Lowerer<'_> {
         &mut self,
         routes: &[S<file::Route>],
         upstreams: &BTreeMap<String, UpstreamConfig>,
+        available: Available,
     ) -> Vec<RouteConfig> {
         let mut names: HashMap<String, ()> = HashMap::new();
         let mut places: HashMap<(Option<String>, String), String> = HashMap::new();
@@ -533,12 +708,20 @@ impl Lowerer<'_> {
                     ),
                 );
             }
-            let auth = self.auth(&route.auth);
+            let auth = self.auth(&route.auth, available);
+            let pass_access_token = route.pass_access_token.unwrap_or(false);
+            if pass_access_token && !auth.contains(&AuthMethod::Bearer) {
+                self.r.error(
+                    route.auth.span(),
+                    format!(
+                        "route {name:?} sets pass_access_token but does not accept bearer tokens"
+                    ),
+                );
+            }
             for (key, v) in [
                 ("idp", &route.idp),
                 ("policy", &route.policy),
                 ("rate_limit", &route.rate_limit),
-                ("pass_access_token", &route.pass_access_token),
                 ("acr_values", &route.acr_values),
                 ("max_auth_age", &route.max_auth_age),
             ] {
@@ -566,12 +749,13 @@ impl Lowerer<'_> {
                 cors,
                 security_headers: route.security_headers.unwrap_or(true),
                 path_checks,
+                pass_access_token,
             });
         }
         out
     }
 
-    fn auth(&mut self, auth: &S<Vec<S<String>>>) -> Vec<AuthMethod> {
+    fn auth(&mut self, auth: &S<Vec<S<String>>>, available: Available) -> Vec<AuthMethod> {
         if auth.get_ref().is_empty() {
             self.r.error(
                 auth.span(),
@@ -582,7 +766,17 @@ impl Lowerer<'_> {
         for m in auth.get_ref() {
             match m.get_ref().as_str() {
                 "none" => methods.push(AuthMethod::None),
-                "session" | "bearer" | "api_key" => self.r.error(
+                "bearer" if available.bearer => methods.push(AuthMethod::Bearer),
+                "api_key" if available.api_key => methods.push(AuthMethod::ApiKey),
+                "bearer" => self.r.error(
+                    m.span(),
+                    "auth method \"bearer\" needs at least one [[bearer]] issuer",
+                ),
+                "api_key" => self.r.error(
+                    m.span(),
+                    "auth method \"api_key\" needs at least one [[api_key]]",
+                ),
+                "session" => self.r.error(
                     m.span(),
                     format!(
                         "auth method {:?} {NOT_YET}; a route that needs it cannot be served unprotected, so it is refused",
@@ -728,6 +922,35 @@ impl Lowerer<'_> {
             .unwrap_or_else(|| "default-src 'none'".to_string()),
             content_type_options: s.and_then(|s| s.content_type_options).unwrap_or(true),
         }
+    }
+}
+
+/// Which authentication methods the config can serve.
+#[derive(Clone, Copy)]
+struct Available {
+    bearer: bool,
+    api_key: bool,
+}
+
+/// Issuers, key sets and token endpoints must be `https`, except on loopback.
+pub fn check_secure_url(text: &str) -> Result<(), &'static str> {
+    let url = reqwest::Url::parse(text).map_err(|_| "is not an absolute URL")?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err("must use https (plain http is only accepted on loopback)")
+            }
+        }
+        _ => Err("must be an https URL"),
     }
 }
 

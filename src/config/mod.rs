@@ -20,7 +20,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use diag::{ConfigError, Diagnostic};
-pub use lower::valid_host;
+pub use lower::{check_secure_url, valid_host};
 pub use values::parse_duration;
 
 use crate::normalize::NormalizeOptions;
@@ -38,6 +38,53 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub headers: HeadersConfig,
     pub security_headers: SecurityHeadersConfig,
+    /// Trusted JWT issuers, in file order.
+    pub bearer: Vec<BearerConfig>,
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One trusted JWT issuer (`[[bearer]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BearerConfig {
+    /// Exactly as the tokens' `iss` must say it.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// None: discovered from `issuer` + `/.well-known/openid-configuration`.
+    pub jwks_uri: Option<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub leeway: Duration,
+    /// Required `typ` header (e.g. `at+jwt`, RFC 9068); compared case-insensitively,
+    /// with or without the `application/` prefix.
+    pub token_type: Option<String>,
+    pub claims: ClaimNames,
+    pub introspection: Option<IntrospectionConfig>,
+    pub unknown_kid_refetch_interval: Duration,
+}
+
+/// Where the identity is found in a token's claims; dotted paths reach nested claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimNames {
+    pub subject: String,
+    pub email: String,
+    pub username: String,
+    pub groups: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntrospectionConfig {
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// One accepted API key (`[[api_key]]`); only its SHA-256 is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    pub hash: [u8; 32],
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub expires: Option<std::time::SystemTime>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +153,18 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     None,
+    Bearer,
+    ApiKey,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Bearer => "bearer",
+            AuthMethod::ApiKey => "api_key",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +179,8 @@ pub struct RouteConfig {
     pub cors: Option<CorsConfig>,
     pub security_headers: bool,
     pub path_checks: NormalizeOptions,
+    /// Forward the client's bearer token upstream in `Authorization` (stripped otherwise).
+    pub pass_access_token: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -21,10 +21,47 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// An HTTP/1.1 upstream that answers every request with JSON describing what it received:
-/// `{"server", "method", "target", "headers": [[name, value], ...], "body"}`.
-/// `GET /slow` waits 3 s before answering (for read timeouts).
-pub struct EchoServer {
+/// A request as a test server received it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a test server answers.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
+/// A real HTTP/1.1 server on an ephemeral loopback port, answering with `handler`.
+pub struct TestServer {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -32,47 +69,55 @@ pub struct EchoServer {
     stop: std::sync::Mutex<Option<tokio::sync::watch::Sender<()>>>,
 }
 
-impl EchoServer {
-    pub async fn start(id: &str) -> EchoServer {
+impl TestServer {
+    pub async fn start(handler: Handler) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind echo");
-        Self::serve(listener, id)
+            .expect("bind test server");
+        Self::serve(listener, handler)
     }
 
-    pub async fn start_on(port: u16, id: &str) -> EchoServer {
+    pub async fn start_on(port: u16, handler: Handler) -> TestServer {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("bind echo");
-        Self::serve(listener, id)
+            .expect("bind test server");
+        Self::serve(listener, handler)
     }
 
-    fn serve(listener: tokio::net::TcpListener, id: &str) -> EchoServer {
-        let addr = listener.local_addr().expect("echo addr");
+    fn serve(listener: tokio::net::TcpListener, handler: Handler) -> TestServer {
+        let addr = listener.local_addr().expect("test server addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let (id, counter) = (id.to_string(), hits.clone());
+        let counter = hits.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (id, counter) = (id.clone(), counter.clone());
+                let (handler, counter) = (handler.clone(), counter.clone());
                 let mut stop = stop_rx.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = echo_connection(stream, &id, &counter) => {}
+                        _ = serve_connection(stream, &handler, &counter) => {}
                         _ = stop.changed() => {}
                     }
                 });
             }
         });
-        EchoServer {
+        TestServer {
             addr,
             hits,
             task,
             stop: std::sync::Mutex::new(Some(stop_tx)),
         }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn hit_count(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
     }
 
     /// Closes the listener and every open connection.
@@ -84,20 +129,50 @@ impl EchoServer {
     }
 }
 
-impl Drop for EchoServer {
+impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-async fn echo_connection(
+/// An upstream that answers every request with JSON describing what it received:
+/// `{"server", "method", "target", "headers": [[name, value], ...], "body"}`.
+/// `GET /slow` waits 3 s before answering (for read timeouts).
+pub type EchoServer = TestServer;
+
+pub fn echo_handler(id: &str) -> Handler {
+    let id = id.to_string();
+    Arc::new(move |req: &Request| {
+        let json = serde_json::json!({
+            "server": id,
+            "method": req.method,
+            "target": req.target,
+            "headers": req.headers,
+            "body": req.body,
+        });
+        let mut reply = Reply::json(200, &json);
+        reply.headers.push(("x-upstream".into(), id.clone()));
+        if req.target.starts_with("/slow") {
+            reply.delay = Duration::from_secs(3);
+        }
+        reply
+    })
+}
+
+impl TestServer {
+    /// An echo upstream (see [`echo_handler`]).
+    pub async fn echo(id: &str) -> TestServer {
+        TestServer::start(echo_handler(id)).await
+    }
+}
+
+async fn serve_connection(
     mut stream: tokio::net::TcpStream,
-    id: &str,
+    handler: &Handler,
     hits: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     loop {
-        // read one request head
         let head_end = loop {
             if let Some(i) = find(&buf, b"\r\n\r\n") {
                 break i + 4;
@@ -136,25 +211,32 @@ async fn echo_connection(
         let body = String::from_utf8_lossy(&buf[head_end..head_end + content_length]).into_owned();
         buf.drain(..head_end + content_length);
         hits.fetch_add(1, Ordering::SeqCst);
-        if target.starts_with("/slow") {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        }
-        let json = serde_json::json!({
-            "server": id,
-            "method": method,
-            "target": target,
-            "headers": headers,
-            "body": body,
-        })
-        .to_string();
         let close = headers
             .iter()
             .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close"));
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: {id}\r\n{}\r\n{json}",
-            json.len(),
-            if close { "connection: close\r\n" } else { "" }
+        let request = Request {
+            method,
+            target,
+            headers,
+            body,
+        };
+        let reply = handler(&request);
+        if !reply.delay.is_zero() {
+            tokio::time::sleep(reply.delay).await;
+        }
+        let mut resp = format!(
+            "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
+            reply.status,
+            reply.body.len()
         );
+        for (k, v) in &reply.headers {
+            resp.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if close {
+            resp.push_str("connection: close\r\n");
+        }
+        resp.push_str("\r\n");
+        resp.push_str(&reply.body);
         stream.write_all(resp.as_bytes()).await?;
         if close {
             return Ok(());

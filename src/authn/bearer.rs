@@ -1,0 +1,443 @@
+//! Bearer tokens: JWTs validated against the issuer's cached JWKS, opaque tokens through
+//! RFC 7662 introspection, and a cache of validated tokens so a repeated token costs one
+//! SHA-256 and one lookup.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::Algorithm;
+use moka::sync::Cache;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::introspection::Introspector;
+use super::jwks::{KeyStore, VerifyKey};
+use super::{claim_at, string_list, AuthFailure, Identity};
+use crate::config::{AuthMethod, BearerConfig};
+use crate::metrics::Metrics;
+
+type TokenHash = [u8; 32];
+
+/// A validated token in the cache: valid until `exp`, and only while its key is published.
+struct CachedToken {
+    identity: Arc<Identity>,
+    issuer: usize,
+    kid: Option<String>,
+    expires_at: u64,
+}
+
+/// Cache entries live until the token's `exp` (at most an hour).
+struct UntilExpiry;
+
+impl moka::Expiry<TokenHash, Arc<CachedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &TokenHash,
+        value: &Arc<CachedToken>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        let left = value.expires_at.saturating_sub(unix_now());
+        Some(Duration::from_secs(left.min(3600)))
+    }
+}
+
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Every configured issuer, and what it takes to check their tokens.
+pub struct BearerAuth {
+    pub issuers: Vec<Arc<KeyStore>>,
+    cache: Cache<TokenHash, Arc<CachedToken>>,
+    introspector: Option<Introspector>,
+    metrics: Arc<Metrics>,
+}
+
+/// The parts of a compact JWS, borrowed from the token.
+pub struct Parsed<'a> {
+    pub header: Map<String, Value>,
+    pub claims: Map<String, Value>,
+    pub signing_input: &'a str,
+    pub signature: &'a str,
+}
+
+/// Splits and decodes a compact JWS; no check of any value yet.
+pub fn parse(token: &str) -> Result<Parsed<'_>, AuthFailure> {
+    let malformed = AuthFailure::Invalid("malformed_token");
+    let (signing_input, signature) = token.rsplit_once('.').ok_or(malformed)?;
+    let (header_b64, payload_b64) = signing_input.split_once('.').ok_or(malformed)?;
+    if payload_b64.contains('.') || header_b64.is_empty() || payload_b64.is_empty() {
+        return Err(malformed);
+    }
+    if signature.is_empty() {
+        return Err(AuthFailure::Invalid("bad_signature"));
+    }
+    let decode = |part: &str| -> Result<Map<String, Value>, AuthFailure> {
+        let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed)?;
+        serde_json::from_slice(&bytes).map_err(|_| malformed)
+    };
+    Ok(Parsed {
+        header: decode(header_b64)?,
+        claims: decode(payload_b64)?,
+        signing_input,
+        signature,
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A NumericDate claim (RFC 7519): a JSON number; fractions are allowed and truncated.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthFailure> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| *f >= 0.0 && f.is_finite())
+                    .map(|f| f as u64)
+            })
+            .map(Some)
+            .ok_or(AuthFailure::Invalid("invalid_claims")),
+        Some(_) => Err(AuthFailure::Invalid("invalid_claims")),
+    }
+}
+
+/// Algorithms by their exact registered names; `none` in any casing is not among them.
+fn algorithm(name: &str) -> Option<Algorithm> {
+    use Algorithm::*;
+    Some(match name {
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        _ => return None,
+    })
+}
+
+/// The verdict on a JWT whose signature is yet to be checked.
+pub struct Checked<'a> {
+    pub issuer: usize,
+    pub alg: Algorithm,
+    pub kid: Option<&'a str>,
+}
+
+impl BearerAuth {
+    pub async fn new(configs: Vec<BearerConfig>, metrics: Arc<Metrics>) -> Self {
+        let issuers: Vec<Arc<KeyStore>> = configs
+            .into_iter()
+            .map(|c| Arc::new(KeyStore::new(c, metrics.clone())))
+            .collect();
+        // Fetched before the gateway serves; an unreachable IdP leaves /readyz unready.
+        for store in &issuers {
+            store.refresh().await;
+        }
+        let introspector = Introspector::new(&issuers);
+        BearerAuth {
+            cache: Cache::builder()
+                .max_capacity(CACHE_BYTES)
+                .weigher(|_k: &TokenHash, v: &Arc<CachedToken>| estimated_size(&v.identity))
+                .expire_after(UntilExpiry)
+                .build(),
+            issuers,
+            introspector,
+            metrics,
+        }
+    }
+
+    pub fn same_config(&self, configs: &[BearerConfig]) -> bool {
+        self.issuers.len() == configs.len()
+            && self
+                .issuers
+                .iter()
+                .zip(configs)
+                .all(|(s, c)| s.config == *c)
+    }
+
+    pub fn readiness(&self) -> Vec<(String, bool)> {
+        self.issuers
+            .iter()
+            .map(|s| (s.config.issuer.clone(), s.has_keys()))
+            .collect()
+    }
+
+    /// Checks a bearer token (already syntax-checked and size-capped).
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
+        let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&hash) {
+            let key_still_published = match &hit.kid {
+                Some(kid) => self.issuers[hit.issuer].keys().contains_kid(kid),
+                None => true,
+            };
+            if key_still_published && hit.expires_at > unix_now() {
+                self.metrics
+                    .token_cache_total
+                    .with_label_values(&["hit"])
+                    .inc();
+                return Ok(hit.identity.clone());
+            }
+            self.cache.invalidate(&hash);
+        }
+        self.metrics
+            .token_cache_total
+            .with_label_values(&["miss"])
+            .inc();
+        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+            return match &self.introspector {
+                Some(i) => i.introspect(token, hash).await,
+                None => Err(AuthFailure::Invalid("malformed_token")),
+            };
+        }
+        let parsed = parse(token)?;
+        let checked = self.check_header(&parsed)?;
+        let store = &self.issuers[checked.issuer];
+        let key = match store.keys().find(checked.kid, checked.alg) {
+            Some(k) => k,
+            None => {
+                let had_keys = store.has_keys();
+                match store
+                    .refetch_for_unknown_kid(checked.kid, checked.alg)
+                    .await
+                {
+                    Some(k) => k,
+                    None if !had_keys && !store.has_keys() => {
+                        return Err(AuthFailure::Unavailable("jwks_unavailable"))
+                    }
+                    None => return Err(AuthFailure::Invalid("unknown_kid")),
+                }
+            }
+        };
+        let identity = Arc::new(self.verify(&parsed, &checked, &key, unix_now())?);
+        let expires_at = identity.expires_at.unwrap_or(0);
+        self.cache.insert(
+            hash,
+            Arc::new(CachedToken {
+                identity: identity.clone(),
+                issuer: checked.issuer,
+                kid: checked.kid.map(str::to_string),
+                expires_at,
+            }),
+        );
+        Ok(identity)
+    }
+
+    /// Header and issuer checks that need no key: which issuer, which algorithm, which key id.
+    pub fn check_header<'a>(&self, parsed: &'a Parsed<'_>) -> Result<Checked<'a>, AuthFailure> {
+        let iss = parsed
+            .claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(AuthFailure::Invalid("unknown_issuer"))?;
+        let issuer = self
+            .issuers
+            .iter()
+            .position(|s| s.config.issuer == iss)
+            .ok_or(AuthFailure::Invalid("unknown_issuer"))?;
+        let config = &self.issuers[issuer].config;
+        let alg = parsed
+            .header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(algorithm)
+            .filter(|a| config.algorithms.contains(a))
+            .ok_or(AuthFailure::Invalid("alg_not_allowed"))?;
+        // We understand no JWS extension, so any `crit` must be refused (RFC 7515 §4.1.11).
+        if parsed.header.contains_key("crit") {
+            return Err(AuthFailure::Invalid("unknown_crit"));
+        }
+        if let Some(required) = &config.token_type {
+            let typ = parsed
+                .header
+                .get("typ")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let typ = typ.strip_prefix("application/").unwrap_or(typ);
+            let required = required.strip_prefix("application/").unwrap_or(required);
+            if !typ.eq_ignore_ascii_case(required) {
+                return Err(AuthFailure::Invalid("wrong_type"));
+            }
+        }
+        let kid = match parsed.header.get("kid") {
+            None => None,
+            Some(Value::String(k)) => Some(k.as_str()),
+            Some(_) => return Err(AuthFailure::Invalid("malformed_token")),
+        };
+        // `jwk`, `jku`, `x5u`, `x5c` in the header are never read: keys come from the JWKS only.
+        Ok(Checked { issuer, alg, kid })
+    }
+
+    /// Signature and claims; `now` in Unix seconds.
+    pub fn verify(
+        &self,
+        parsed: &Parsed<'_>,
+        checked: &Checked<'_>,
+        key: &VerifyKey,
+        now: u64,
+    ) -> Result<Identity, AuthFailure> {
+        if !key.family.allows(checked.alg) || key.alg.is_some_and(|a| a != checked.alg) {
+            return Err(AuthFailure::Invalid("key_mismatch"));
+        }
+        let valid = jsonwebtoken::crypto::verify(
+            parsed.signature,
+            parsed.signing_input.as_bytes(),
+            &key.key,
+            checked.alg,
+        )
+        .unwrap_or(false);
+        if !valid {
+            return Err(AuthFailure::Invalid("bad_signature"));
+        }
+        let config = &self.issuers[checked.issuer].config;
+        check_claims(&parsed.claims, config, now)?;
+        identity_from_claims(parsed.claims.clone(), config, AuthMethod::Bearer)
+    }
+
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+/// Time and audience checks (RFC 7519 §4.1) with the issuer's leeway.
+pub fn check_claims(
+    claims: &Map<String, Value>,
+    config: &BearerConfig,
+    now: u64,
+) -> Result<(), AuthFailure> {
+    let leeway = config.leeway.as_secs();
+    let exp = numeric_date(claims, "exp")?.ok_or(AuthFailure::Invalid("invalid_claims"))?;
+    if exp.saturating_add(leeway) <= now {
+        return Err(AuthFailure::Invalid("expired"));
+    }
+    if let Some(nbf) = numeric_date(claims, "nbf")? {
+        if nbf > now.saturating_add(leeway) {
+            return Err(AuthFailure::Invalid("not_yet_valid"));
+        }
+    }
+    if let Some(iat) = numeric_date(claims, "iat")? {
+        if iat > now.saturating_add(leeway) {
+            return Err(AuthFailure::Invalid("issued_in_future"));
+        }
+    }
+    let audience_ok = match claims.get("aud") {
+        Some(Value::String(a)) => config.audiences.iter().any(|c| c == a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| config.audiences.iter().any(|c| c == a)),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(AuthFailure::Invalid("wrong_audience"));
+    }
+    Ok(())
+}
+
+/// The identity a token's claims describe, by the issuer's claim names.
+pub fn identity_from_claims(
+    claims: Map<String, Value>,
+    config: &BearerConfig,
+    method: AuthMethod,
+) -> Result<Identity, AuthFailure> {
+    let text = |path: &str| {
+        claim_at(&claims, path)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let subject = text(&config.claims.subject)
+        .filter(|s| !s.is_empty())
+        .ok_or(AuthFailure::Invalid("missing_subject"))?;
+    let mut scopes = string_list(claim_at(&claims, "scope"));
+    scopes.extend(string_list(claim_at(&claims, "scp")));
+    Ok(Identity {
+        method,
+        email: text(&config.claims.email),
+        username: text(&config.claims.username),
+        groups: string_list(claim_at(&claims, &config.claims.groups)),
+        scopes,
+        issuer: Some(config.issuer.clone()),
+        expires_at: numeric_date(&claims, "exp").ok().flatten(),
+        subject,
+        claims,
+    })
+}
+
+fn estimated_size(identity: &Identity) -> u32 {
+    let claims: usize = identity
+        .claims
+        .iter()
+        .map(|(k, v)| k.len() + value_size(v))
+        .sum();
+    (256 + identity.subject.len() + identity.groups.iter().map(String::len).sum::<usize>() + claims)
+        .try_into()
+        .unwrap_or(u32::MAX)
+}
+
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 24,
+        Value::Array(a) => a.iter().map(value_size).sum::<usize>() + 24,
+        Value::Object(o) => {
+            o.iter()
+                .map(|(k, v)| k.len() + value_size(v))
+                .sum::<usize>()
+                + 48
+        }
+        _ => 16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_are_exact() {
+        assert_eq!(algorithm("RS256"), Some(Algorithm::RS256));
+        for bad in [
+            "none", "None", "NONE", "nOnE", "rs256", "HS256", "HS512", "",
+        ] {
+            assert_eq!(algorithm(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parse_rejects_malformed_segments() {
+        for bad in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c.d",
+            ".b.c",
+            "a..c",
+            "!!.e30.sig",
+            "e30.e30",
+            "e30.e30.",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let p = parse("e30.eyJhIjoxfQ.c2ln").unwrap();
+        assert_eq!(p.claims.get("a"), Some(&Value::from(1)));
+    }
+
+    #[test]
+    fn numeric_dates() {
+        let claims: Map<String, Value> =
+            serde_json::from_str(r#"{"a": 10, "b": 10.7, "c": "10", "d": -1, "e": null}"#).unwrap();
+        assert_eq!(numeric_date(&claims, "a"), Ok(Some(10)));
+        assert_eq!(numeric_date(&claims, "b"), Ok(Some(10)));
+        assert!(numeric_date(&claims, "c").is_err());
+        assert!(numeric_date(&claims, "d").is_err());
+        assert!(numeric_date(&claims, "e").is_err());
+        assert_eq!(numeric_date(&claims, "missing"), Ok(None));
+    }
+}
