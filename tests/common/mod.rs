@@ -3,6 +3,8 @@
 //! exactly as written (path-confusion tests need targets no URL library would produce).
 #![allow(dead_code)]
 
+pub mod keys;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
