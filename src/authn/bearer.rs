@@ -18,7 +18,7 @@ use super::{claim_at, string_list, AuthFailure, Identity};
 use crate::config::{AuthMethod, BearerConfig};
 use crate::metrics::Metrics;
 
-type TokenHash = [u8; 32];
+pub type TokenHash = [u8; 32];
 
 /// A validated token in the cache: valid until `exp`, and only while its key is published.
 struct CachedToken {
@@ -132,15 +132,22 @@ pub struct Checked<'a> {
 }
 
 impl BearerAuth {
+    /// Builds the issuers and fetches their keys once; an unreachable IdP leaves the store
+    /// empty (and `/readyz` unready) rather than failing.
     pub async fn new(configs: Vec<BearerConfig>, metrics: Arc<Metrics>) -> Self {
+        let auth = Self::without_keys(configs, metrics);
+        for store in &auth.issuers {
+            store.refresh().await;
+        }
+        auth
+    }
+
+    /// The issuers with empty key stores (keys come from `refresh` or `install`).
+    pub fn without_keys(configs: Vec<BearerConfig>, metrics: Arc<Metrics>) -> Self {
         let issuers: Vec<Arc<KeyStore>> = configs
             .into_iter()
             .map(|c| Arc::new(KeyStore::new(c, metrics.clone())))
             .collect();
-        // Fetched before the gateway serves; an unreachable IdP leaves /readyz unready.
-        for store in &issuers {
-            store.refresh().await;
-        }
         let introspector = Introspector::new(&issuers);
         BearerAuth {
             cache: Cache::builder()
@@ -170,8 +177,8 @@ impl BearerAuth {
             .collect()
     }
 
-    /// Checks a bearer token (already syntax-checked and size-capped).
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
+    /// The hot path for a repeated token: one SHA-256 and one cache lookup.
+    pub fn cached(&self, token: &str) -> (TokenHash, Option<Arc<Identity>>) {
         let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cache.get(&hash) {
             let key_still_published = match &hit.kid {
@@ -179,18 +186,24 @@ impl BearerAuth {
                 None => true,
             };
             if key_still_published && hit.expires_at > unix_now() {
-                self.metrics
-                    .token_cache_total
-                    .with_label_values(&["hit"])
-                    .inc();
-                return Ok(hit.identity.clone());
+                return (hash, Some(hit.identity.clone()));
             }
             self.cache.invalidate(&hash);
         }
+        (hash, None)
+    }
+
+    /// Checks a bearer token (already syntax-checked and size-capped).
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
+        let (hash, hit) = self.cached(token);
+        let label = if hit.is_some() { "hit" } else { "miss" };
         self.metrics
             .token_cache_total
-            .with_label_values(&["miss"])
+            .with_label_values(&[label])
             .inc();
+        if let Some(identity) = hit {
+            return Ok(identity);
+        }
         if token.bytes().filter(|&b| b == b'.').count() != 2 {
             return match &self.introspector {
                 Some(i) => i.introspect(token, hash).await,

@@ -175,6 +175,14 @@ impl KeyStore {
         self.fetch_count.load(Ordering::Relaxed)
     }
 
+    /// Replaces the keys with those of `set` (for tests and benchmarks).
+    pub fn install(&self, set: &JwkSet) -> usize {
+        let (keys, _) = key_set_from_jwks(set);
+        let count = keys.len();
+        self.keys.store(Arc::new(keys));
+        count
+    }
+
     pub fn refresh_due(&self) -> bool {
         Instant::now() >= **self.next_refresh.load()
     }

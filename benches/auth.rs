@@ -1,0 +1,160 @@
+//! Hot functions of authentication: a repeated (cached) bearer token, first-time RS256 and
+//! ES256 validation next to the bare signature check they are built on, and an API key.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use gatehouse::authn::api_key::{hash_key, ApiKeys};
+use gatehouse::authn::bearer::{parse, BearerAuth};
+use gatehouse::config::{ApiKeyConfig, BearerConfig, ClaimNames};
+use gatehouse::metrics::Metrics;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use serde_json::json;
+
+const ISSUER: &str = "https://idp.example.com";
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims() -> serde_json::Value {
+    json!({
+        "iss": ISSUER, "aud": "api", "sub": "user-1", "exp": now() + 3600, "iat": now(),
+        "email": "user-1@example.com", "preferred_username": "user1",
+        "groups": ["staff", "sales"], "scope": "read write",
+    })
+}
+
+fn sign(alg: Algorithm, kid: &str, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims(), key).unwrap()
+}
+
+fn config() -> BearerConfig {
+    BearerConfig {
+        issuer: ISSUER.into(),
+        audiences: vec!["api".into()],
+        jwks_uri: Some(format!("{ISSUER}/jwks")),
+        algorithms: vec![Algorithm::RS256, Algorithm::ES256],
+        leeway: Duration::from_secs(30),
+        token_type: None,
+        claims: ClaimNames {
+            subject: "sub".into(),
+            email: "email".into(),
+            username: "preferred_username".into(),
+            groups: "groups".into(),
+        },
+        introspection: None,
+        unknown_kid_refetch_interval: Duration::from_secs(10),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rsa = Rsa::generate(2048).unwrap();
+    let rsa_jwk = json!({"kty": "RSA", "kid": "rsa", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())});
+    let rsa_enc = EncodingKey::from_rsa_pem(&rsa.private_key_to_pem().unwrap()).unwrap();
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let ec = EcKey::generate(&group).unwrap();
+    let (mut x, mut y) = (BigNum::new().unwrap(), BigNum::new().unwrap());
+    ec.public_key()
+        .affine_coordinates(&group, &mut x, &mut y, &mut BigNumContext::new().unwrap())
+        .unwrap();
+    let ec_jwk = json!({"kty": "EC", "kid": "ec", "crv": "P-256",
+        "x": b64(&x.to_vec_padded(32).unwrap()), "y": b64(&y.to_vec_padded(32).unwrap())});
+    let ec_enc = EncodingKey::from_ec_pem(
+        &PKey::from_ec_key(ec)
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap(),
+    )
+    .unwrap();
+
+    let auth = BearerAuth::without_keys(vec![config()], Arc::new(Metrics::new()));
+    let set: JwkSet =
+        serde_json::from_value(json!({"keys": [rsa_jwk.clone(), ec_jwk.clone()]})).unwrap();
+    assert_eq!(auth.issuers[0].install(&set), 2);
+    let rs_token = sign(Algorithm::RS256, "rsa", &rsa_enc);
+    let es_token = sign(Algorithm::ES256, "ec", &ec_enc);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(auth.authenticate(&rs_token))
+        .expect("valid token");
+    c.bench_function("bearer/cached_token", |b| {
+        b.iter(|| auth.cached(black_box(&rs_token)).1.expect("cached"))
+    });
+
+    let first_time = |token: &str| {
+        let parsed = parse(token).unwrap();
+        let checked = auth.check_header(&parsed).unwrap();
+        let key = auth.issuers[checked.issuer]
+            .keys()
+            .find(checked.kid, checked.alg)
+            .unwrap();
+        auth.verify(&parsed, &checked, &key, now()).unwrap()
+    };
+    c.bench_function("bearer/uncached_rs256", |b| {
+        b.iter(|| first_time(black_box(&rs_token)))
+    });
+    c.bench_function("bearer/uncached_es256", |b| {
+        b.iter(|| first_time(black_box(&es_token)))
+    });
+
+    let bare = |token: &str, key: &DecodingKey, alg: Algorithm| {
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        assert!(jsonwebtoken::crypto::verify(sig, input.as_bytes(), key, alg).unwrap());
+    };
+    let rsa_dec = DecodingKey::from_jwk(&serde_json::from_value(rsa_jwk).unwrap()).unwrap();
+    let ec_dec = DecodingKey::from_jwk(&serde_json::from_value(ec_jwk).unwrap()).unwrap();
+    c.bench_function("bare_signature/rs256", |b| {
+        b.iter(|| bare(black_box(&rs_token), &rsa_dec, Algorithm::RS256))
+    });
+    c.bench_function("bare_signature/es256", |b| {
+        b.iter(|| bare(black_box(&es_token), &ec_dec, Algorithm::ES256))
+    });
+
+    let keys: Vec<ApiKeyConfig> = (0..10)
+        .map(|i| ApiKeyConfig {
+            name: format!("k{i}"),
+            hash: hex::decode(&hash_key(&format!("key-{i}"))[7..])
+                .unwrap()
+                .try_into()
+                .unwrap(),
+            subject: format!("svc-{i}"),
+            groups: vec!["batch".into()],
+            expires: None,
+        })
+        .collect();
+    let api_keys = ApiKeys::new(&keys);
+    c.bench_function("api_key/10_keys", |b| {
+        b.iter(|| api_keys.authenticate(black_box("key-7")).unwrap())
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);
