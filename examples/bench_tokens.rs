@@ -1,0 +1,39 @@
+//! Makes the signing key of the load benchmark's bearer cases: writes `jwks.json` and
+//! `tokens.txt` (N RS256 tokens for ISSUER, one per line) into DIR.
+//! `cargo run --release --example bench_tokens -- DIR ISSUER N`
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: bench_tokens DIR ISSUER N");
+        std::process::exit(2);
+    }
+    let dir = std::path::Path::new(&args[1]);
+    let issuer = &args[2];
+    let n: usize = args[3].parse().expect("N");
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("RSA key");
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "bench", "use": "sig", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())}]});
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).expect("write jwks");
+    let key = EncodingKey::from_rsa_pem(&rsa.private_key_to_pem().expect("pem")).expect("key");
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("bench".into());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 86_400;
+    let tokens: Vec<String> = (0..n)
+        .map(|i| {
+            let claims = json!({"iss": issuer, "aud": "bench-api", "sub": format!("user-{i}"), "exp": exp,
+                "email": format!("user-{i}@example.com"), "groups": ["staff"]});
+            jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+        })
+        .collect();
+    std::fs::write(dir.join("tokens.txt"), tokens.join("\n") + "\n").expect("write tokens");
+}
