@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=10
+duration=5
 connections=32
 smoke=0
 while [ $# -gt 0 ]; do
@@ -35,6 +35,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# On 2+ cores the proxies get a core of their own and wrk and the upstream share another,
+# so the figures measure the proxy, not the scheduler.
+pin_proxy=(); pin_load=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  pin_proxy=(taskset -c 1); pin_load=(taskset -c 0)
+fi
+
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { # url
   for _ in $(seq 1 150); do
@@ -52,9 +59,9 @@ token=$(head -n 1 "$work/tokens.txt")
 api_key="bench-api-key-0123456789"
 api_hash=$(printf '%s' "$api_key" | "$target/release/gatehouse" apikey hash)
 
-"$target/release/examples/bench_upstream" "127.0.0.1:$up_port" "$work/jwks.json" & pids+=($!)
+"${pin_load[@]}" "$target/release/examples/bench_upstream" "127.0.0.1:$up_port" "$work/jwks.json" & pids+=($!)
 wait_http "http://127.0.0.1:$up_port/"
-"$target/release/examples/bare_proxy" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" 1 >"$work/bare.log" 2>&1 & pids+=($!)
+"${pin_proxy[@]}" "$target/release/examples/bare_proxy" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" 1 >"$work/bare.log" 2>&1 & bare_pid=$!; pids+=($bare_pid)
 
 cat >"$work/gateway.toml" <<TOML
 [server]
@@ -92,7 +99,7 @@ path = "/keys"
 upstream = "app"
 auth = ["api_key"]
 TOML
-"$target/release/gatehouse" run -c "$work/gateway.toml" --upgrade-sock "$work/upgrade.sock" >"$work/gateway.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
+"${pin_proxy[@]}" "$target/release/gatehouse" run -c "$work/gateway.toml" --upgrade-sock "$work/upgrade.sock" >"$work/gateway.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
 wait_http "http://127.0.0.1:$admin_port/readyz"
 wait_http "http://127.0.0.1:$bare_port/"
 
@@ -106,45 +113,80 @@ request = function()
 end
 LUA
 
-# name | url | extra wrk arguments
+# name | proxy pid | url | extra wrk arguments
 CASES=(
-  "bare-pingora|http://127.0.0.1:$bare_port/open/x|"
-  "none|http://127.0.0.1:$gw_port/open/x|"
-  "bearer-repeated|http://127.0.0.1:$gw_port/bearer/x|-H|Authorization: Bearer $token"
-  "bearer-1000-rotating|http://127.0.0.1:$gw_port/bearer/x|-s|$work/rotate.lua"
-  "api-key|http://127.0.0.1:$gw_port/keys/x|-H|X-Api-Key: $api_key"
+  "bare-pingora|$bare_pid|http://127.0.0.1:$bare_port/open/x|"
+  "none|$gw_pid|http://127.0.0.1:$gw_port/open/x|"
+  "bearer-repeated|$gw_pid|http://127.0.0.1:$gw_port/bearer/x|-H|Authorization: Bearer $token"
+  "bearer-1000-rotating|$gw_pid|http://127.0.0.1:$gw_port/bearer/x|-s|$work/rotate.lua"
+  "api-key|$gw_pid|http://127.0.0.1:$gw_port/keys/x|-H|X-Api-Key: $api_key"
 )
+# CPU time the proxy process used (user + system), in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
 
 to_ms() { # "1.23ms" | "456.00us" | "1.02s" -> milliseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
 }
 
 failed=0
-bare_rps=""
-printf '\n%-22s %12s %10s %10s %8s\n' case "req/s" "p50 ms" "p99 ms" "ratio"
-for entry in "${CASES[@]}"; do
-  IFS='|' read -r -a fields <<<"$entry"
-  name="${fields[0]}"; url="${fields[1]}"; extra=("${fields[@]:2}")
+# One wrk run of a case; sets rps, p50, p99 (ms) and cpu_us (proxy CPU time per request).
+measure() { # entry
+  local fields name pid url extra before after total bad
+  IFS='|' read -r -a fields <<<"$1"
+  name="${fields[0]}"; pid="${fields[1]}"; url="${fields[2]}"; extra=("${fields[@]:3}")
   [ "${#extra[@]}" -eq 1 ] && [ -z "${extra[0]}" ] && extra=()
-  if [ "$smoke" -eq 0 ]; then
-    wrk -t1 -c"$connections" -d1s "${extra[@]}" "$url" >/dev/null 2>&1 || true
-  fi
-  out=$(wrk --latency -t1 -c"$connections" -d"${duration}s" "${extra[@]}" "$url" 2>&1)
+  before=$(cpu_ticks "$pid")
+  out=$("${pin_load[@]}" wrk --latency -t1 -c"$connections" -d"${duration}s" "${extra[@]}" "$url" 2>&1)
+  after=$(cpu_ticks "$pid")
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-  p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
-  p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+  p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  total=$(awk '/requests in/ { print $1 }' <<<"$out")
+  cpu_us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="${total:-0}" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print 0 }')
   bad=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' <<<"$out")
-  [ -n "$bare_rps" ] || bare_rps="$rps"
-  ratio=$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
-  printf '%-22s %12s %10s %10s %8s\n' "$name" "${rps:-0}" "$(to_ms "${p50:-0}")" "$(to_ms "${p99:-0}")" "$ratio"
   if [ -z "$rps" ] || awk -v r="$rps" 'BEGIN { exit !(r <= 0) }' || [ -n "$bad" ]; then
     echo "bench: case $name failed (non-2xx: ${bad:-0})" >&2
     echo "$out" >&2
     failed=1
   fi
+}
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Each case runs right after a bare-proxy run, $rounds times; ratios compare neighbours,
+# so drift of the machine over the run cancels out. Figures are medians.
+rounds=3
+[ "$smoke" -eq 1 ] && rounds=1
+printf '\n%-22s %10s %8s %8s %7s %12s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/req" "CPU ratio"
+bare_entry="${CASES[0]}"
+declare -A bare_rps_all=() bare_cpu_all=()
+for entry in "${CASES[@]:1}"; do
+  name="${entry%%|*}"
+  r_rps=(); r_p50=(); r_p99=(); r_cpu=(); r_ratio=(); r_cpu_ratio=()
+  for _ in $(seq 1 "$rounds"); do
+    if [ "$smoke" -eq 0 ]; then
+      IFS='|' read -r -a warm <<<"$entry"
+      "${pin_load[@]}" wrk -t1 -c"$connections" -d1s "${warm[@]:3}" "${warm[2]}" >/dev/null 2>&1 || true
+    fi
+    measure "$bare_entry"; b_rps=$rps; b_cpu=$cpu_us
+    bare_rps_all[$name]+="$rps "; bare_cpu_all[$name]+="$cpu_us "
+    measure "$entry"
+    r_rps+=("$rps"); r_p50+=("$p50"); r_p99+=("$p99"); r_cpu+=("$cpu_us")
+    r_ratio+=("$(awk -v a="$rps" -v b="$b_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print 0 }')")
+    r_cpu_ratio+=("$(awk -v a="$cpu_us" -v b="$b_cpu" 'BEGIN { if (a > 0) printf "%.3f", b / a; else print 0 }')")
+  done
+  printf '%-22s %10s %8s %8s %7.2f %12s %9.2f\n' "$name" \
+    "$(echo "${r_rps[*]}" | median)" "$(echo "${r_p50[*]}" | median)" "$(echo "${r_p99[*]}" | median)" \
+    "$(echo "${r_ratio[*]}" | median)" "$(echo "${r_cpu[*]}" | median)" "$(echo "${r_cpu_ratio[*]}" | median)"
 done
+all_bare_rps=$(printf '%s' "${bare_rps_all[@]}" | median)
+all_bare_cpu=$(printf '%s' "${bare_cpu_all[@]}" | median)
+printf '%-22s %10s %8s %8s %7s %12s %9s\n' "bare-pingora" "$all_bare_rps" "-" "-" "1.00" "$all_bare_cpu" "1.00"
 rss=$(awk '/^VmRSS/ { print $2 " " $3 }' "/proc/$gw_pid/status")
 echo
 echo "gatehouse RSS after the run: $rss"
-echo "(1 proxy thread each; wrk -t1 -c$connections -d${duration}s; loopback; $(nproc) cores)"
+echo "ratio: req/s against the bare proxy; CPU ratio: the bare proxy's CPU time per request"
+echo "divided by this case's (1.00 = as cheap as doing nothing; higher is better)"
+echo "(1 proxy thread each${pin_proxy:+, pinned to CPU 1 (wrk and upstream on CPU 0)}; wrk -t1 -c$connections -d${duration}s x $rounds rounds, medians; loopback; $(nproc) cores)"
 exit "$failed"

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use http::HeaderName;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use pingora::Result;
@@ -66,9 +67,16 @@ pub fn acceptable_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// 128 random bits as 32 lowercase hex digits.
 pub fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    id
 }
 
 /// What the request says about itself, as far as it can be believed.
@@ -81,6 +89,12 @@ pub struct Forwarding<'a> {
     pub request_id: &'a str,
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Sets the forwarding headers for the upstream. From an untrusted peer every client-sent
 /// value is replaced; from a trusted proxy its values are kept and extended.
 pub fn set_forwarding_headers(req: &mut RequestHeader, f: &Forwarding) -> Result<()> {
@@ -88,7 +102,7 @@ pub fn set_forwarding_headers(req: &mut RequestHeader, f: &Forwarding) -> Result
     if f.peer_trusted {
         let chain: Vec<String> = req
             .headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(str::to_string)
@@ -98,21 +112,21 @@ pub fn set_forwarding_headers(req: &mut RequestHeader, f: &Forwarding) -> Result
         } else {
             format!("{}, {peer}", chain.join(", "))
         };
-        req.insert_header("x-forwarded-for", xff)?;
-        if req.headers.get("x-forwarded-proto").is_none() {
-            req.insert_header("x-forwarded-proto", f.scheme)?;
+        req.insert_header(X_FORWARDED_FOR, xff)?;
+        if req.headers.get(&X_FORWARDED_PROTO).is_none() {
+            req.insert_header(X_FORWARDED_PROTO, f.scheme)?;
         }
-        if req.headers.get("x-forwarded-host").is_none() {
-            req.insert_header("x-forwarded-host", f.host)?;
+        if req.headers.get(&X_FORWARDED_HOST).is_none() {
+            req.insert_header(X_FORWARDED_HOST, f.host)?;
         }
     } else {
         req.remove_header("forwarded");
-        req.insert_header("x-forwarded-for", peer)?;
-        req.insert_header("x-forwarded-proto", f.scheme)?;
-        req.insert_header("x-forwarded-host", f.host)?;
+        req.insert_header(X_FORWARDED_FOR, peer)?;
+        req.insert_header(X_FORWARDED_PROTO, f.scheme)?;
+        req.insert_header(X_FORWARDED_HOST, f.host)?;
     }
-    req.insert_header("x-real-ip", f.client_ip.to_string())?;
-    req.insert_header("x-request-id", f.request_id)?;
+    req.insert_header(X_REAL_IP, f.client_ip.to_string())?;
+    req.insert_header(X_REQUEST_ID, f.request_id)?;
     Ok(())
 }
 

@@ -16,7 +16,8 @@ use pingora::services::background::BackgroundService;
 
 use crate::authn::Authenticator;
 use crate::config::{Config, ConfigError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::respond::SecurityHeaders;
 use crate::route::RouteTable;
 use crate::upstream::UpstreamPool;
 
@@ -28,6 +29,9 @@ pub struct Runtime {
     pub pools: HashMap<String, Arc<UpstreamPool>>,
     /// Claim-mapped header names, stripped from clients like the fixed identity headers.
     pub claim_headers: Vec<HeaderName>,
+    /// Per-route request metrics, by route index; the last one is for unrouted requests.
+    pub route_metrics: Vec<RouteMetrics>,
+    pub security_headers: SecurityHeaders,
 }
 
 impl Runtime {
@@ -55,7 +59,16 @@ impl Runtime {
             pools.insert(name.clone(), pool);
         }
         let auth = Authenticator::build(&config, previous.map(|p| &p.auth), metrics).await;
+        let route_metrics = config
+            .routes
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain([NO_ROUTE])
+            .map(|name| RouteMetrics::new(metrics, name))
+            .collect();
         Ok(Runtime {
+            security_headers: SecurityHeaders::new(&config.security_headers),
+            route_metrics,
             auth,
             routes: RouteTable::new(&config.routes),
             claim_headers: config

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use gatehouse::config::Config;
+
+// A proxy allocates and frees small buffers for every request; mimalloc does that with
+// less contention and fewer cycles than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use gatehouse::server::RunOptions;
 
 #[derive(Parser)]

@@ -1,8 +1,13 @@
 //! Prometheus metrics (prefix `gatehouse_`). Label values come from config names and status
 //! codes only, never from request data, so cardinality stays bounded.
 
+use std::sync::OnceLock;
+
+use crate::config::AuthMethod;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -16,6 +21,8 @@ pub struct Metrics {
     pub auth_decisions_total: IntCounterVec,
     pub jwks_refresh_total: IntCounterVec,
     pub token_cache_total: IntCounterVec,
+    pub token_cache_hits: IntCounter,
+    pub token_cache_misses: IntCounter,
 }
 
 /// The `route` label of requests that matched no route.
@@ -136,6 +143,8 @@ impl Metrics {
             rejected_requests_total,
             auth_decisions_total,
             jwks_refresh_total,
+            token_cache_hits: token_cache_total.with_label_values(&["hit"]),
+            token_cache_misses: token_cache_total.with_label_values(&["miss"]),
             token_cache_total,
         }
     }
@@ -157,5 +166,58 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The per-request metrics of one route, with their label lookups done once, not per request.
+pub struct RouteMetrics {
+    route: String,
+    duration: Histogram,
+    /// `gatehouse_requests_total` by status 100..=599, filled on first use.
+    by_status: Box<[OnceLock<IntCounter>]>,
+    /// `gatehouse_auth_decisions_total{decision="allow",reason="authenticated"}` by method.
+    authenticated: [OnceLock<IntCounter>; 3],
+}
+
+impl RouteMetrics {
+    pub fn new(metrics: &Metrics, route: &str) -> Self {
+        RouteMetrics {
+            route: route.to_string(),
+            duration: metrics.request_duration_seconds.with_label_values(&[route]),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+            authenticated: Default::default(),
+        }
+    }
+
+    /// Counts a successful authentication: the hot path of every protected request.
+    pub fn authenticated(&self, metrics: &Metrics, method: AuthMethod) {
+        self.authenticated[method as usize]
+            .get_or_init(|| {
+                metrics.auth_decisions_total.with_label_values(&[
+                    self.route.as_str(),
+                    method.as_str(),
+                    "allow",
+                    "authenticated",
+                ])
+            })
+            .inc();
+    }
+
+    pub fn observe(&self, metrics: &Metrics, status: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        match self.by_status.get(usize::from(status).wrapping_sub(100)) {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    metrics
+                        .requests_total
+                        .with_label_values(&[self.route.as_str(), &status.to_string()])
+                })
+                .inc(),
+            // 0 (no response written) and anything odd
+            None => metrics
+                .requests_total
+                .with_label_values(&[self.route.as_str(), &status.to_string()])
+                .inc(),
+        }
     }
 }

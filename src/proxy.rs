@@ -45,8 +45,10 @@ pub struct RequestCtx {
     tls: bool,
     html: bool,
     host: String,
-    /// The normalized origin-form target the upstream receives.
-    target: Option<Uri>,
+    /// The normalized path: what routing (and policy) judged, and what goes upstream.
+    path: String,
+    /// The target to send upstream when it differs from what the client sent.
+    rewrite: Option<Uri>,
     origin: Option<String>,
     /// Servers that already failed this request, so a retry picks another.
     tried: Vec<SocketAddr>,
@@ -95,13 +97,17 @@ impl GatehouseProxy {
         let config = &rt.config;
         identity::strip_spoofed_identity_headers(session.req_header_mut(), &rt.claim_headers);
 
-        let (host, path_and_query) = target_parts(session.req_header())?;
+        let (host, path_start) = target_parts(session.req_header())?;
         if !config.server.allowed_hosts.is_empty() && !config.server.allowed_hosts.contains(&host) {
             return Err(Refusal::new(421, "host_not_allowed"));
         }
         ctx.host = host;
 
-        let (route, normalized) = route_request(rt, &ctx.host, &path_and_query)?;
+        let raw = match &session.req_header().raw_path()[path_start..] {
+            b"" => b"/",
+            raw => raw,
+        };
+        let (route, normalized) = route_request(rt, &ctx.host, raw)?;
         ctx.route = Some(route);
         if normalized.path == config.server.reserved_prefix
             || normalized
@@ -112,29 +118,32 @@ impl GatehouseProxy {
             // The gateway's own endpoints are never proxied; none exist in this build yet.
             return Err(Refusal::new(404, "reserved_path"));
         }
-        ctx.target = Some(
-            normalized
-                .to_request_target()
-                .parse::<Uri>()
-                .map_err(|_| Refusal::new(400, "unparsable_path"))?,
-        );
+        let target = normalized.to_request_target();
+        // Most requests are already normal: then the client's target goes upstream as is.
+        if path_start > 0 || target.as_bytes() != raw {
+            ctx.rewrite = Some(
+                target
+                    .parse::<Uri>()
+                    .map_err(|_| Refusal::new(400, "unparsable_path"))?,
+            );
+        }
+        ctx.path = normalized.path;
         ctx.origin = session
             .req_header()
             .headers
-            .get("origin")
+            .get(http::header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        // Every route is `auth = ["none"]` until the authentication issues land; config
-        // validation refuses any other method, so nothing protected is proxied unprotected.
         Ok(())
     }
 }
 
-/// The host (lower-case, no port) and path-and-query of a request in origin or absolute form.
-fn target_parts(req: &RequestHeader) -> Result<(String, Vec<u8>), Refusal> {
+/// The host (lower-case, no port) of a request in origin or absolute form, and where its
+/// path-and-query starts in the raw target.
+fn target_parts(req: &RequestHeader) -> Result<(String, usize), Refusal> {
     let raw = req.raw_path();
-    let (authority, path): (Option<&str>, &[u8]) = if raw.first() == Some(&b'/') {
-        (req.uri.authority().map(|a| a.as_str()), raw)
+    let (authority, path_start): (Option<&str>, usize) = if raw.first() == Some(&b'/') {
+        (req.uri.authority().map(|a| a.as_str()), 0)
     } else if let Some(rest) = strip_scheme(raw) {
         // Absolute form: its authority replaces the Host header (RFC 9112 §3.2.2).
         let split = rest
@@ -143,29 +152,24 @@ fn target_parts(req: &RequestHeader) -> Result<(String, Vec<u8>), Refusal> {
             .unwrap_or(rest.len());
         let authority =
             std::str::from_utf8(&rest[..split]).map_err(|_| Refusal::new(400, "bad_target"))?;
-        let path: &[u8] = if split == rest.len() {
-            b"/"
-        } else {
-            &rest[split..]
-        };
-        if path.first() == Some(&b'?') {
+        if rest.get(split) == Some(&b'?') {
             return Err(Refusal::new(400, "bad_target"));
         }
-        (Some(authority), path)
+        // Without a path the target means `/` (supplied by the caller); the rewrite sends it.
+        (Some(authority), raw.len() - rest.len() + split)
     } else {
         return Err(Refusal::new(400, "bad_target"));
     };
     let host_value = match authority {
-        Some(a) => a.to_string(),
+        Some(a) => a,
         None => req
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .ok_or(Refusal::new(400, "missing_host"))?
-            .to_string(),
+            .ok_or(Refusal::new(400, "missing_host"))?,
     };
-    let host = host_without_port(&host_value).ok_or(Refusal::new(400, "bad_host"))?;
-    Ok((host, path.to_vec()))
+    let host = host_without_port(host_value).ok_or(Refusal::new(400, "bad_host"))?;
+    Ok((host, path_start))
 }
 
 fn strip_scheme(raw: &[u8]) -> Option<&[u8]> {
@@ -251,7 +255,8 @@ impl ProxyHttp for GatehouseProxy {
             tls: false,
             html: false,
             host: String::new(),
-            target: None,
+            path: String::new(),
+            rewrite: None,
             origin: None,
             tried: Vec::new(),
             current_server: None,
@@ -276,7 +281,7 @@ impl ProxyHttp for GatehouseProxy {
         let proxied_id = session
             .req_header()
             .headers
-            .get("x-request-id")
+            .get(&forwarded::X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|id| ctx.peer_trusted && forwarded::acceptable_request_id(id));
         ctx.request_id = match proxied_id {
@@ -399,11 +404,9 @@ impl ProxyHttp for GatehouseProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let target = ctx
-            .target
-            .clone()
-            .expect("request_filter normalized the path");
-        upstream_request.set_uri(target);
+        if let Some(target) = ctx.rewrite.take() {
+            upstream_request.set_uri(target);
+        }
         if upstream_request.headers.get(http::header::HOST).is_none() {
             // HTTP/2 and absolute-form requests carry the host in the authority.
             upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
@@ -441,14 +444,10 @@ impl ProxyHttp for GatehouseProxy {
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
         };
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_response.insert_header(forwarded::X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(route) = ctx.route(&rt) {
             if route.security_headers {
-                respond::add_security_headers(
-                    upstream_response,
-                    &rt.config.security_headers,
-                    ctx.tls,
-                )?;
+                rt.security_headers.apply(upstream_response, ctx.tls)?;
             }
             if let Some(cors_config) = &route.cors {
                 cors::decorate_response(cors_config, ctx.origin.as_deref(), upstream_response)?;
@@ -463,7 +462,7 @@ impl ProxyHttp for GatehouseProxy {
         format!(
             "{} {} route={} request_id={}",
             session.req_header().method,
-            ctx.target.as_ref().map_or("-", |t| t.path()),
+            if ctx.path.is_empty() { "-" } else { &ctx.path },
             ctx.route_label(),
             ctx.request_id
         )
@@ -554,17 +553,14 @@ impl ProxyHttp for GatehouseProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route_label().to_string();
-        let metrics = &self.gateway.metrics;
-        let status_label = status.to_string();
-        metrics
-            .requests_total
-            .with_label_values(&[route.as_str(), status_label.as_str()])
-            .inc();
-        metrics
-            .request_duration_seconds
-            .with_label_values(&[route.as_str()])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        if let Some(rt) = &ctx.runtime {
+            let index = ctx.route.unwrap_or(rt.route_metrics.len() - 1);
+            if let Some(m) = rt.route_metrics.get(index) {
+                m.observe(&self.gateway.metrics, status, elapsed);
+            }
+        }
+        let route = ctx.route_label();
         let access_log = ctx
             .runtime
             .as_ref()
@@ -578,10 +574,10 @@ impl ProxyHttp for GatehouseProxy {
                 method = %req.method,
                 host = %ctx.host,
                 // the normalized path, never the query (it may carry secrets)
-                path = %ctx.target.as_ref().map_or("", |t| t.path()),
+                path = %ctx.path,
                 route = %route,
                 status,
-                duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+                duration_ms = elapsed * 1000.0,
                 upstream_server = %ctx.current_server.map(|a| a.to_string()).unwrap_or_default(),
                 refusal = ctx.refusal.unwrap_or(""),
                 error = %e.map(|e| e.etype().as_str()).unwrap_or(""),
@@ -654,6 +650,12 @@ fn strip_consumed_credentials(req: &mut RequestHeader, route: &RouteConfig) {
     }
 }
 
+const X_AUTH_USER: http::HeaderName = http::HeaderName::from_static("x-auth-request-user");
+const X_AUTH_EMAIL: http::HeaderName = http::HeaderName::from_static("x-auth-request-email");
+const X_AUTH_USERNAME: http::HeaderName =
+    http::HeaderName::from_static("x-auth-request-preferred-username");
+const X_AUTH_GROUPS: http::HeaderName = http::HeaderName::from_static("x-auth-request-groups");
+
 /// The identity headers of spec §3; a value that cannot be a header value is left out.
 fn set_identity_headers(
     req: &mut RequestHeader,
@@ -665,24 +667,15 @@ fn set_identity_headers(
             tracing::debug!(header = %name, "identity value is not a valid header value; left out");
         }
     };
-    set(
-        http::HeaderName::from_static("x-auth-request-user"),
-        &identity.subject,
-    );
+    set(X_AUTH_USER, &identity.subject);
     if let Some(email) = &identity.email {
-        set(http::HeaderName::from_static("x-auth-request-email"), email);
+        set(X_AUTH_EMAIL, email);
     }
     if let Some(username) = &identity.username {
-        set(
-            http::HeaderName::from_static("x-auth-request-preferred-username"),
-            username,
-        );
+        set(X_AUTH_USERNAME, username);
     }
     if !identity.groups.is_empty() {
-        set(
-            http::HeaderName::from_static("x-auth-request-groups"),
-            &identity.groups.join(","),
-        );
+        set(X_AUTH_GROUPS, &identity.groups.join(","));
     }
     for (header, path) in claims {
         let value = match claim_at(&identity.claims, path) {
@@ -714,11 +707,18 @@ impl GatehouseProxy {
         subject: Option<&str>,
     ) {
         let route = ctx.route_label();
-        self.gateway
-            .metrics
-            .auth_decisions_total
-            .with_label_values(&[route, method.as_str(), decision, reason])
-            .inc();
+        let cached = rt.route_metrics.get(ctx.route.unwrap_or(usize::MAX));
+        match cached {
+            Some(m) if decision == "allow" && reason == "authenticated" => {
+                m.authenticated(&self.gateway.metrics, method)
+            }
+            _ => self
+                .gateway
+                .metrics
+                .auth_decisions_total
+                .with_label_values(&[route, method.as_str(), decision, reason])
+                .inc(),
+        }
         if rt.config.log.audit {
             tracing::info!(
                 target: "gatehouse::audit",
@@ -727,7 +727,7 @@ impl GatehouseProxy {
                 subject = subject.unwrap_or(""),
                 auth_method = method.as_str(),
                 method = %session.req_header().method,
-                path = %ctx.target.as_ref().map_or("", |t| t.path()),
+                path = %ctx.path,
                 decision,
                 reason,
                 client_ip = %ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
@@ -800,11 +800,11 @@ mod tests {
     #[test]
     fn absolute_form_targets() {
         let req = RequestHeader::build("GET", b"http://Evil.example:81/admin?x=1", None).unwrap();
-        let (host, path) = target_parts(&req).map_err(|r| r.reason).unwrap();
+        let (host, start) = target_parts(&req).map_err(|r| r.reason).unwrap();
         assert_eq!(host, "evil.example");
-        assert_eq!(path, b"/admin?x=1");
+        assert_eq!(&req.raw_path()[start..], b"/admin?x=1");
         let req = RequestHeader::build("GET", b"https://h.example", None).unwrap();
-        let (_, path) = target_parts(&req).map_err(|r| r.reason).unwrap();
-        assert_eq!(path, b"/");
+        let (_, start) = target_parts(&req).map_err(|r| r.reason).unwrap();
+        assert_eq!(&req.raw_path()[start..], b"");
     }
 }

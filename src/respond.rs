@@ -2,7 +2,7 @@
 //! that carry the request id and nothing else, and the security headers on every response.
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::Result;
@@ -11,11 +11,12 @@ use crate::config::SecurityHeadersConfig;
 
 /// A browser navigation gets HTML; scripts and API clients get JSON (spec §7).
 pub fn wants_html(req: &RequestHeader) -> bool {
-    if req.headers.contains_key("x-requested-with") {
+    const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+    if req.headers.contains_key(X_REQUESTED_WITH) {
         return false;
     }
     req.headers
-        .get("accept")
+        .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"))
 }
@@ -52,34 +53,56 @@ pub fn gateway_page_headers(
     Ok(())
 }
 
-/// The security headers added to any response, proxied ones included, where the upstream did
-/// not set its own.
+/// The security headers of one config, as ready-made header values: plain and TLS lists.
+pub struct SecurityHeaders {
+    plain: Vec<(HeaderName, HeaderValue)>,
+    tls: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl SecurityHeaders {
+    pub fn new(sec: &SecurityHeadersConfig) -> Self {
+        let mut plain = Vec::new();
+        let push = |list: &mut Vec<(HeaderName, HeaderValue)>, name: &'static str, value: &str| {
+            // Values were validated when the config was loaded.
+            if let Ok(v) = HeaderValue::from_str(value) {
+                list.push((HeaderName::from_static(name), v));
+            }
+        };
+        if sec.content_type_options {
+            push(&mut plain, "x-content-type-options", "nosniff");
+        }
+        if let Some(v) = &sec.frame_options {
+            push(&mut plain, "x-frame-options", v);
+        }
+        if let Some(v) = &sec.referrer_policy {
+            push(&mut plain, "referrer-policy", v);
+        }
+        let mut tls = plain.clone();
+        if let Some(v) = &sec.hsts {
+            push(&mut tls, "strict-transport-security", v);
+        }
+        SecurityHeaders { plain, tls }
+    }
+
+    /// Adds each header the response does not set itself.
+    pub fn apply(&self, resp: &mut ResponseHeader, tls: bool) -> Result<()> {
+        let list = if tls { &self.tls } else { &self.plain };
+        for (name, value) in list {
+            if !resp.headers.contains_key(name) {
+                resp.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The security headers added to any response, where the response did not set its own.
 pub fn add_security_headers(
     resp: &mut ResponseHeader,
     sec: &SecurityHeadersConfig,
     tls: bool,
 ) -> Result<()> {
-    let mut set_default = |name: &'static str, value: &str| -> Result<()> {
-        if !resp.headers.contains_key(name) {
-            resp.insert_header(name, value)?;
-        }
-        Ok(())
-    };
-    if sec.content_type_options {
-        set_default("x-content-type-options", "nosniff")?;
-    }
-    if let Some(v) = &sec.frame_options {
-        set_default("x-frame-options", v)?;
-    }
-    if let Some(v) = &sec.referrer_policy {
-        set_default("referrer-policy", v)?;
-    }
-    if tls {
-        if let Some(v) = &sec.hsts {
-            set_default("strict-transport-security", v)?;
-        }
-    }
-    Ok(())
+    SecurityHeaders::new(sec).apply(resp, tls)
 }
 
 /// Everything needed to write an error answer.

@@ -196,11 +196,11 @@ impl BearerAuth {
     /// Checks a bearer token (already syntax-checked and size-capped).
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
         let (hash, hit) = self.cached(token);
-        let label = if hit.is_some() { "hit" } else { "miss" };
-        self.metrics
-            .token_cache_total
-            .with_label_values(&[label])
-            .inc();
+        let counter = match hit {
+            Some(_) => &self.metrics.token_cache_hits,
+            None => &self.metrics.token_cache_misses,
+        };
+        counter.inc();
         if let Some(identity) = hit {
             return Ok(identity);
         }
