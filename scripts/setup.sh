@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing gatehouse needs on a fresh Debian machine with Rust:
 # cmake (Pingora's zlib-ng), perl/make (vendored OpenSSL), openssl (dev certificates),
-# wrk (load benchmark), curl. Idempotent and quiet when everything is there already.
+# wrk (load benchmark), curl, Node.js and npm with the test identity provider
+# (oidc-provider). Idempotent and quiet when everything is there already.
 set -euo pipefail
 
 need=()
@@ -13,6 +14,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
@@ -24,4 +28,11 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The real OpenID provider the end-to-end tests run (tests/idp, pinned by package-lock.json).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -d "$root/tests/idp/node_modules/oidc-provider" ]; then
+  echo "setup: installing the test identity provider (npm ci in tests/idp)"
+  npm ci --prefix "$root/tests/idp" --no-audit --no-fund --loglevel=error >/dev/null
 fi

@@ -3,6 +3,7 @@
 //! exactly as written (path-confusion tests need targets no URL library would produce).
 #![allow(dead_code)]
 
+pub mod idp;
 pub mod keys;
 
 use std::collections::HashMap;

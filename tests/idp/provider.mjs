@@ -1,0 +1,120 @@
+// A real OpenID provider for gatehouse's end-to-end tests, built on the npm package
+// oidc-provider. Loopback only, plain http (gatehouse accepts http issuers on loopback).
+//
+//   node tests/idp/provider.mjs --port PORT --config FILE.json
+//
+// FILE.json: { "clients": [oidc-provider client metadata...],
+//              "resources": { "<resource indicator>": { "scope": "...", "audience": "...", "accessTokenTTL": s } },
+//              "accessTokenTTL": s, "idTokenTTL": s, "refreshTokenTTL": s,
+//              "extraClaims": { "<account id>": { ...claims } } }
+// Prints `READY http://127.0.0.1:PORT` once it listens.
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import Provider from 'oidc-provider';
+
+function arg(name) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
+
+const port = Number(arg('port'));
+if (!port) {
+  console.error('usage: provider.mjs --port PORT [--config FILE.json]');
+  process.exit(2);
+}
+const config = arg('config') ? JSON.parse(readFileSync(arg('config'), 'utf8')) : {};
+const issuer = `http://127.0.0.1:${port}`;
+const resources = config.resources ?? {};
+
+function signingKey(kid, options) {
+  const { privateKey } = generateKeyPairSync(options.type, options.params);
+  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: options.alg };
+}
+const keys = [
+  signingKey(`rsa-${randomBytes(4).toString('hex')}`, { type: 'rsa', params: { modulusLength: 2048 }, alg: 'RS256' }),
+  signingKey(`ec-${randomBytes(4).toString('hex')}`, { type: 'ec', params: { namedCurve: 'P-256' }, alg: 'ES256' }),
+];
+
+const groupsOf = { alice: ['admins', 'staff'], bob: ['staff'] };
+const extraClaims = config.extraClaims ?? {};
+
+const resourceScopes = Object.values(resources).flatMap((r) => (r.scope ?? '').split(' ').filter(Boolean));
+
+const provider = new Provider(issuer, {
+  clients: config.clients ?? [],
+  jwks: { keys },
+  cookies: { keys: [randomBytes(16).toString('hex')] },
+  scopes: ['openid', 'offline_access', 'profile', 'email', 'groups', ...resourceScopes],
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'preferred_username'],
+    groups: ['groups'],
+  },
+  conformIdTokenClaims: false,
+  pkce: { required: () => true },
+  ttl: {
+    AccessToken: config.accessTokenTTL ?? 600,
+    ClientCredentials: config.accessTokenTTL ?? 600,
+    IdToken: config.idTokenTTL ?? 600,
+    RefreshToken: config.refreshTokenTTL ?? 86400,
+    Grant: 86400,
+    Session: 86400,
+    Interaction: 600,
+    AuthorizationCode: 60,
+  },
+  issueRefreshToken: async (ctx, client, code) =>
+    client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+  features: {
+    devInteractions: { enabled: true },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => undefined,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resourceIndicator) => {
+        const r = resources[resourceIndicator];
+        if (!r) {
+          throw new Error(`unknown resource ${resourceIndicator}`);
+        }
+        return {
+          scope: r.scope ?? '',
+          audience: r.audience ?? resourceIndicator,
+          accessTokenTTL: r.accessTokenTTL ?? config.accessTokenTTL ?? 600,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: r.alg ?? 'RS256' } },
+        };
+      },
+    },
+  },
+  async findAccount(ctx, id) {
+    return {
+      accountId: id,
+      async claims() {
+        return {
+          sub: id,
+          email: `${id}@example.com`,
+          email_verified: true,
+          name: id.charAt(0).toUpperCase() + id.slice(1),
+          preferred_username: id,
+          groups: groupsOf[id] ?? [],
+          ...(extraClaims[id] ?? {}),
+        };
+      },
+    };
+  },
+});
+provider.on('server_error', (ctx, err) => console.error('server_error', err));
+
+const server = createServer(provider.callback());
+server.listen(port, '127.0.0.1', () => {
+  console.log(`READY ${issuer}`);
+});
+const stop = () => server.close(() => process.exit(0));
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
