@@ -562,6 +562,30 @@ async fn key_rotation_needs_one_refetch_and_junk_kids_share_one() {
         "{} fetches for one unknown kid",
         idp.fetches() - started
     );
+    let metrics = gw.admin("/metrics").body;
+    let success = format!(
+        "gatehouse_jwks_refresh_total{{issuer=\"{}\",result=\"success\"}} 2",
+        idp.issuer()
+    );
+    assert!(metrics.contains(&success), "{metrics}");
+}
+
+#[test]
+fn apikey_hash_reads_stdin() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["apikey", "hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
