@@ -17,6 +17,7 @@ use pingora::services::background::BackgroundService;
 use crate::authn::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
+use crate::ratelimit::{AuthFailures, RateLimiter};
 use crate::respond::SecurityHeaders;
 use crate::route::RouteTable;
 use crate::upstream::UpstreamPool;
@@ -32,6 +33,8 @@ pub struct Runtime {
     /// Per-route request metrics, by route index; the last one is for unrouted requests.
     pub route_metrics: Vec<RouteMetrics>,
     pub security_headers: SecurityHeaders,
+    pub limiter: Arc<RateLimiter>,
+    pub auth_failures: Arc<AuthFailures>,
 }
 
 impl Runtime {
@@ -66,7 +69,20 @@ impl Runtime {
             .chain([NO_ROUTE])
             .map(|name| RouteMetrics::new(metrics, name))
             .collect();
+        // Counters survive a reload unless their store or settings changed.
+        let limiter = match previous {
+            Some(p) if p.limiter.config == config.rate_limit_store => p.limiter.clone(),
+            _ => Arc::new(RateLimiter::new(&config.rate_limit_store)?),
+        };
+        let auth_failures = match previous {
+            Some(p) if p.config.auth_failure_limit == config.auth_failure_limit => {
+                p.auth_failures.clone()
+            }
+            _ => Arc::new(AuthFailures::new(&config.auth_failure_limit)),
+        };
         Ok(Runtime {
+            limiter,
+            auth_failures,
             security_headers: SecurityHeaders::new(&config.security_headers),
             route_metrics,
             auth,
@@ -250,6 +266,12 @@ impl BackgroundService for Supervisor {
                         }
                     }
                     last_check.retain(|name, _| runtime.pools.contains_key(name));
+                    if resolve {
+                        runtime.limiter.sweep();
+                        if let Some(keys) = runtime.limiter.memory_keys() {
+                            self.gateway.metrics.rate_limit_keys.set(keys as i64);
+                        }
+                    }
                     for store in &runtime.auth.bearer.issuers {
                         if store.refresh_due() {
                             store.refresh().await;

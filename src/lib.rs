@@ -22,6 +22,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod normalize;
 pub mod proxy;
+pub mod ratelimit;
 pub mod respond;
 pub mod route;
 pub mod server;

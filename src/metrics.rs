@@ -23,6 +23,10 @@ pub struct Metrics {
     pub token_cache_total: IntCounterVec,
     pub token_cache_hits: IntCounter,
     pub token_cache_misses: IntCounter,
+    pub rate_limited_total: IntCounterVec,
+    pub rate_limit_store_errors_total: IntCounterVec,
+    pub rate_limit_keys: prometheus::IntGauge,
+    pub auth_lockouts_total: IntCounter,
 }
 
 /// The `route` label of requests that matched no route.
@@ -112,6 +116,32 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let rate_limited_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limited_total",
+                "Requests refused by a rate limit, by route and limit.",
+            ),
+            &["route", "limit"],
+        )
+        .expect("static metric definition");
+        let rate_limit_store_errors_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_rate_limit_store_errors_total",
+                "Rate-limit checks the store could not answer (then on_error decides), by store.",
+            ),
+            &["store"],
+        )
+        .expect("static metric definition");
+        let rate_limit_keys = prometheus::IntGauge::new(
+            "gatehouse_rate_limit_keys",
+            "Keys held by the in-memory rate-limit store.",
+        )
+        .expect("static metric definition");
+        let auth_lockouts_total = IntCounter::new(
+            "gatehouse_auth_lockouts_total",
+            "Client IPs locked out for repeated authentication failures.",
+        )
+        .expect("static metric definition");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -130,6 +160,10 @@ impl Metrics {
             Box::new(auth_decisions_total.clone()),
             Box::new(jwks_refresh_total.clone()),
             Box::new(token_cache_total.clone()),
+            Box::new(rate_limited_total.clone()),
+            Box::new(rate_limit_store_errors_total.clone()),
+            Box::new(rate_limit_keys.clone()),
+            Box::new(auth_lockouts_total.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -146,6 +180,10 @@ impl Metrics {
             token_cache_hits: token_cache_total.with_label_values(&["hit"]),
             token_cache_misses: token_cache_total.with_label_values(&["miss"]),
             token_cache_total,
+            rate_limited_total,
+            rate_limit_store_errors_total,
+            rate_limit_keys,
+            auth_lockouts_total,
         }
     }
 

@@ -21,10 +21,11 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::authn::{claim_at, AuthFailure, Identity};
-use crate::config::{AuthMethod, RouteConfig};
+use crate::config::{AuthMethod, RateLimitConfig, RouteConfig};
 use crate::gateway::{Gateway, InFlight, Runtime};
 use crate::metrics::NO_ROUTE;
 use crate::normalize::{normalize_target, NormalizeOptions};
+use crate::ratelimit::{self, gcra::Decision, Outcome};
 use crate::respond::{self, ErrorPage};
 use crate::{cors, forwarded, identity};
 
@@ -56,6 +57,8 @@ pub struct RequestCtx {
     /// Why the gateway refused the request itself, for the access log.
     refusal: Option<&'static str>,
     identity: Option<Arc<Identity>>,
+    /// `RateLimit-Policy` and `RateLimit` for the response, when configured.
+    rate_headers: Option<(String, String)>,
 }
 
 impl RequestCtx {
@@ -262,6 +265,7 @@ impl ProxyHttp for GatehouseProxy {
             current_server: None,
             refusal: None,
             identity: None,
+            rate_headers: None,
         }
     }
 
@@ -301,6 +305,11 @@ impl ProxyHttp for GatehouseProxy {
                     .with_label_values(&[refusal.reason])
                     .inc();
             }
+            if refusal.reason == "reserved_path"
+                && self.reserved_limit_exceeded(session, ctx, &rt).await?
+            {
+                return Ok(true);
+            }
             self.error_page(session, ctx, &rt, refusal.status, &[])
                 .await?;
             return Ok(true);
@@ -332,47 +341,68 @@ impl ProxyHttp for GatehouseProxy {
             }
         }
 
-        if route.auth.contains(&AuthMethod::None) {
-            return Ok(false);
-        }
-        match rt
-            .auth
-            .authenticate(&route.auth, session.req_header())
-            .await
-        {
-            Ok((method, identity)) => {
+        if !route.auth.contains(&AuthMethod::None) {
+            if let Some(left) = ctx.client_ip.and_then(|ip| rt.auth_failures.locked(ip)) {
+                let method = route.auth.first().copied().unwrap_or(AuthMethod::None);
                 self.record_decision(
                     session,
                     ctx,
                     &rt,
                     method,
-                    "allow",
-                    "authenticated",
-                    Some(&identity.subject),
-                );
-                ctx.identity = Some(identity);
-                Ok(false)
-            }
-            Err((method, failure)) => {
-                self.record_decision(
-                    session,
-                    ctx,
-                    &rt,
-                    method,
-                    "unauthenticated",
-                    failure.reason(),
+                    "rate_limited",
+                    "auth_lockout",
                     None,
                 );
-                ctx.refusal = Some(failure.reason());
-                // API clients get JSON, whatever their Accept header says (spec §7).
+                ctx.refusal = Some("auth_lockout");
                 ctx.html = false;
                 session.set_keepalive(None);
-                let (status, challenge) = auth_answer(&route.auth, failure);
-                self.error_page(session, ctx, &rt, status, &challenge)
+                let headers = [("retry-after", left.to_string())];
+                self.error_page(session, ctx, &rt, StatusCode::TOO_MANY_REQUESTS, &headers)
                     .await?;
-                Ok(true)
+                return Ok(true);
+            }
+            match rt
+                .auth
+                .authenticate(&route.auth, session.req_header())
+                .await
+            {
+                Ok((method, identity)) => {
+                    self.record_decision(
+                        session,
+                        ctx,
+                        &rt,
+                        method,
+                        "allow",
+                        "authenticated",
+                        Some(&identity.subject),
+                    );
+                    ctx.identity = Some(identity);
+                }
+                Err((method, failure)) => {
+                    self.record_decision(
+                        session,
+                        ctx,
+                        &rt,
+                        method,
+                        "unauthenticated",
+                        failure.reason(),
+                        None,
+                    );
+                    if matches!(failure, AuthFailure::Invalid(_) | AuthFailure::Malformed(_)) {
+                        self.count_auth_failure(ctx, &rt);
+                    }
+                    ctx.refusal = Some(failure.reason());
+                    // API clients get JSON, whatever their Accept header says (spec §7).
+                    ctx.html = false;
+                    session.set_keepalive(None);
+                    let (status, challenge) = auth_answer(&route.auth, failure);
+                    self.error_page(session, ctx, &rt, status, &challenge)
+                        .await?;
+                    return Ok(true);
+                }
             }
         }
+        self.enforce_rate_limits(session, ctx, &rt).await
     }
 
     async fn upstream_peer(
@@ -445,6 +475,10 @@ impl ProxyHttp for GatehouseProxy {
             return Ok(());
         };
         upstream_response.insert_header(forwarded::X_REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some((policy, state)) = ctx.rate_headers.take() {
+            upstream_response.insert_header("ratelimit-policy", policy)?;
+            upstream_response.insert_header("ratelimit", state)?;
+        }
         if let Some(route) = ctx.route(&rt) {
             if route.security_headers {
                 rt.security_headers.apply(upstream_response, ctx.tls)?;
@@ -694,6 +728,156 @@ fn set_identity_headers(
 }
 
 impl GatehouseProxy {
+    /// A failed authentication from this client; too many lock it out for a while.
+    fn count_auth_failure(&self, ctx: &RequestCtx, rt: &Runtime) {
+        let Some(ip) = ctx.client_ip else { return };
+        if rt.auth_failures.record_failure(ip) {
+            self.gateway.metrics.auth_lockouts_total.inc();
+            tracing::warn!(
+                client_ip = %ip,
+                cooldown_s = rt.auth_failures.cooldown().as_secs(),
+                "client locked out after repeated authentication failures"
+            );
+        }
+    }
+
+    /// Every rate limit of the route must allow the request; answers 429 (or 503 when the
+    /// store is down and `on_error = "fail_closed"`) and returns true when one does not.
+    async fn enforce_rate_limits(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+    ) -> Result<bool> {
+        let Some(route_index) = ctx.route else {
+            return Ok(false);
+        };
+        let route = &rt.config.routes[route_index];
+        if route.rate_limits.is_empty() {
+            return Ok(false);
+        }
+        let mut policy = Vec::with_capacity(route.rate_limits.len());
+        let mut state = Vec::with_capacity(route.rate_limits.len());
+        let mut refused: Option<(&RateLimitConfig, Decision)> = None;
+        for &i in &route.rate_limits {
+            let limit = &rt.config.rate_limits[i];
+            let identity = ctx.identity.as_deref();
+            let Some(key) = ratelimit::limit_key(
+                limit,
+                &route.name,
+                ctx.client_ip,
+                identity,
+                session.req_header(),
+            ) else {
+                continue;
+            };
+            match rt.limiter.check(limit, &key).await {
+                Outcome::Decided(d) => {
+                    policy.push(ratelimit::policy_item(limit));
+                    state.push(ratelimit::state_item(limit, &d));
+                    if !d.allowed && refused.is_none_or(|(_, r)| d.retry_after > r.retry_after) {
+                        refused = Some((limit, d));
+                    }
+                }
+                Outcome::StoreError => {
+                    self.gateway
+                        .metrics
+                        .rate_limit_store_errors_total
+                        .with_label_values(&[rt.limiter.store_label()])
+                        .inc();
+                    if !rt.limiter.config.fail_open {
+                        ctx.refusal = Some("rate_limit_store_unavailable");
+                        session.set_keepalive(None);
+                        let headers = [("retry-after", "1".to_string())];
+                        self.error_page(
+                            session,
+                            ctx,
+                            rt,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &headers,
+                        )
+                        .await?;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        if let Some((limit, decision)) = refused {
+            self.gateway
+                .metrics
+                .rate_limited_total
+                .with_label_values(&[route.name.as_str(), limit.name.as_str()])
+                .inc();
+            let method = ctx.identity.as_ref().map_or(AuthMethod::None, |i| i.method);
+            let subject = ctx.identity.as_ref().map(|i| i.subject.clone());
+            self.record_decision(
+                session,
+                ctx,
+                rt,
+                method,
+                "rate_limited",
+                &limit.name,
+                subject.as_deref(),
+            );
+            ctx.refusal = Some("rate_limited");
+            session.set_keepalive(None);
+            let headers = [
+                (
+                    "retry-after",
+                    ratelimit::ceil_secs(decision.retry_after)
+                        .max(1)
+                        .to_string(),
+                ),
+                ("ratelimit-policy", policy.join(", ")),
+                ("ratelimit", state.join(", ")),
+            ];
+            self.error_page(session, ctx, rt, StatusCode::TOO_MANY_REQUESTS, &headers)
+                .await?;
+            return Ok(true);
+        }
+        if rt.limiter.config.response_headers && !policy.is_empty() {
+            ctx.rate_headers = Some((policy.join(", "), state.join(", ")));
+        }
+        Ok(false)
+    }
+
+    /// The gateway's own endpoints are limited per client IP (login and callback floods).
+    async fn reserved_limit_exceeded(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+    ) -> Result<bool> {
+        let Some(ip) = ctx.client_ip else {
+            return Ok(false);
+        };
+        let limit = &rt.config.reserved_limit;
+        let key = ratelimit::limit_key(limit, "", Some(ip), None, session.req_header())
+            .unwrap_or_default();
+        match rt.limiter.check(limit, &key).await {
+            Outcome::Decided(d) if !d.allowed => {
+                self.gateway
+                    .metrics
+                    .rate_limited_total
+                    .with_label_values(&[crate::metrics::NO_ROUTE, limit.name.as_str()])
+                    .inc();
+                ctx.refusal = Some("rate_limited");
+                let headers = [
+                    (
+                        "retry-after",
+                        ratelimit::ceil_secs(d.retry_after).max(1).to_string(),
+                    ),
+                    ("ratelimit-policy", ratelimit::policy_item(limit)),
+                    ("ratelimit", ratelimit::state_item(limit, &d)),
+                ];
+                self.error_page(session, ctx, rt, StatusCode::TOO_MANY_REQUESTS, &headers)
+                    .await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Counts a decision and writes its audit line (never the credential itself).
     #[allow(clippy::too_many_arguments)]
     fn record_decision(

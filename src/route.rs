@@ -72,6 +72,7 @@ mod tests {
             security_headers: true,
             path_checks: Default::default(),
             pass_access_token: false,
+            rate_limits: Vec::new(),
         }
     }
 

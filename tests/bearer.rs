@@ -137,6 +137,9 @@ hash = "{retired}"
 subject = "svc-retired"
 expires = "2020-01-01"
 
+[auth_failure_limit]
+max_failures = 1000
+
 [headers]
 claims = {{ "X-Auth-Request-Department" = "department" }}
 

@@ -31,8 +31,48 @@ pub struct File {
     pub bearer: Vec<S<Bearer>>,
     #[serde(default)]
     pub api_key: Vec<S<ApiKey>>,
-    pub rate_limit: Option<S<Vec<toml::Table>>>,
-    pub rate_limit_store: Option<S<toml::Table>>,
+    #[serde(default)]
+    pub rate_limit: Vec<S<RateLimit>>,
+    pub rate_limit_store: Option<S<RateLimitStore>>,
+    pub auth_failure_limit: Option<S<AuthFailureLimit>>,
+    pub reserved_limit: Option<S<ReservedLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub name: S<String>,
+    pub key: S<String>,
+    pub limit: S<String>,
+    pub burst: Option<S<i64>>,
+    pub ipv6_prefix: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitStore {
+    pub kind: Option<S<String>>,
+    pub redis_url: Option<S<String>>,
+    pub on_error: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub response_headers: Option<bool>,
+    pub max_keys: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFailureLimit {
+    pub enabled: Option<bool>,
+    pub max_failures: Option<S<i64>>,
+    pub window: Option<S<String>>,
+    pub cooldown: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservedLimit {
+    pub limit: Option<S<String>>,
+    pub burst: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,7 +141,7 @@ pub struct Route {
     // Keys of capabilities not built yet (see `File`).
     pub idp: Option<S<toml::Value>>,
     pub policy: Option<S<toml::Value>>,
-    pub rate_limit: Option<S<toml::Value>>,
+    pub rate_limit: Option<S<Vec<S<String>>>>,
     pub pass_access_token: Option<bool>,
     pub acr_values: Option<S<toml::Value>>,
     pub max_auth_age: Option<S<toml::Value>>,

@@ -66,7 +66,16 @@ impl Lowerer<'_> {
             bearer: !f.bearer.is_empty(),
             api_key: !f.api_key.is_empty(),
         };
-        let routes = self.routes(&f.route, &upstreams, available);
+        let rate_limits: Vec<RateLimitConfig> = f
+            .rate_limit
+            .iter()
+            .filter_map(|l| self.rate_limit(l))
+            .collect();
+        let mut routes = self.routes(&f.route, &upstreams, available);
+        self.route_rate_limits(&f.route, &mut routes, &rate_limits);
+        let rate_limit_store = self.rate_limit_store(f.rate_limit_store.as_ref());
+        let auth_failure_limit = self.auth_failure_limit(f.auth_failure_limit.as_ref());
+        let reserved_limit = self.reserved_limit(f.reserved_limit.as_ref());
         let headers = self.headers(f.headers.as_ref());
         let security_headers = self.security_headers(f.security_headers.as_ref());
         Config {
@@ -80,6 +89,215 @@ impl Lowerer<'_> {
             security_headers,
             bearer,
             api_keys,
+            rate_limits,
+            rate_limit_store,
+            auth_failure_limit,
+            reserved_limit,
+        }
+    }
+
+    fn positive(&mut self, v: Option<&S<i64>>, default: u64, what: &str) -> u64 {
+        match v {
+            None => default,
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as u64,
+            Some(n) => {
+                self.r.error(n.span(), format!("{what} must be at least 1"));
+                default
+            }
+        }
+    }
+
+    /// `"N/second"`, `"N/minute"`, `"N/hour"`, `"N/day"`.
+    fn limit(&mut self, v: &S<String>) -> Option<(u64, Duration)> {
+        let text = self.string(v)?;
+        let parsed = text.split_once('/').and_then(|(n, unit)| {
+            let n: u64 = n.trim().parse().ok().filter(|n| *n >= 1)?;
+            let period = match unit.trim() {
+                "second" | "s" => Duration::from_secs(1),
+                "minute" | "m" => Duration::from_secs(60),
+                "hour" | "h" => Duration::from_secs(3600),
+                "day" | "d" => Duration::from_secs(86_400),
+                _ => return None,
+            };
+            Some((n, period))
+        });
+        if parsed.is_none() {
+            self.r.error(
+                v.span(),
+                format!(
+                    "limit {text:?} must look like \"50/hour\" (per second, minute, hour or day)"
+                ),
+            );
+        }
+        parsed
+    }
+
+    fn rate_limit(&mut self, l: &S<file::RateLimit>) -> Option<RateLimitConfig> {
+        let c = l.get_ref();
+        let name = c.name.get_ref().clone();
+        if !valid_name(&name) {
+            self.r.error(
+                c.name.span(),
+                format!("rate limit name {name:?} may hold only letters, digits, '-' and '_'"),
+            );
+        }
+        let key_text = c.key.get_ref().as_str();
+        let key = match key_text {
+            "client_ip" => LimitKey::ClientIp,
+            "subject" => LimitKey::Subject,
+            "api_key" => LimitKey::ApiKey,
+            "route" => LimitKey::Route,
+            other => match other
+                .strip_prefix("header:")
+                .map(|h| HeaderName::from_bytes(h.as_bytes()))
+            {
+                Some(Ok(h)) => LimitKey::Header(h),
+                _ => {
+                    self.r.error(
+                        c.key.span(),
+                        format!("rate limit key {other:?} must be client_ip, subject, api_key, route or header:NAME"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let (count, period) = self.limit(&c.limit)?;
+        let burst = self.positive(c.burst.as_ref(), count, "burst");
+        let ipv6_prefix = match &c.ipv6_prefix {
+            None => 128,
+            Some(p) if (1..=128).contains(p.get_ref()) => *p.get_ref() as u8,
+            Some(p) => {
+                self.r
+                    .error(p.span(), "ipv6_prefix must be between 1 and 128");
+                128
+            }
+        };
+        Some(RateLimitConfig {
+            name,
+            key,
+            count,
+            period,
+            burst,
+            ipv6_prefix,
+        })
+    }
+
+    fn route_rate_limits(
+        &mut self,
+        routes: &[S<file::Route>],
+        lowered: &mut [RouteConfig],
+        limits: &[RateLimitConfig],
+    ) {
+        for (route, out) in routes.iter().zip(lowered.iter_mut()) {
+            let Some(names) = &route.get_ref().rate_limit else {
+                continue;
+            };
+            for n in names.get_ref() {
+                match limits.iter().position(|l| l.name == *n.get_ref()) {
+                    Some(i) if !out.rate_limits.contains(&i) => out.rate_limits.push(i),
+                    Some(_) => {}
+                    None => self.r.error(
+                        n.span(),
+                        format!(
+                            "route {:?} names unknown rate limit {:?}",
+                            out.name,
+                            n.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn rate_limit_store(&mut self, s: Option<&S<file::RateLimitStore>>) -> RateLimitStoreConfig {
+        let c = s.map(|s| s.get_ref());
+        let kind = match c.and_then(|c| c.kind.as_ref()) {
+            None => StoreKind::Memory,
+            Some(k) => {
+                match k.get_ref().as_str() {
+                    "memory" => StoreKind::Memory,
+                    "redis" => match c.and_then(|c| c.redis_url.as_ref()) {
+                        Some(url) => {
+                            let text = self.string(url).unwrap_or_default();
+                            if redis::Client::open(text.as_str()).is_err() {
+                                self.r
+                                    .error(url.span(), format!("invalid redis_url {text:?}"));
+                            }
+                            StoreKind::Redis { url: text }
+                        }
+                        None => {
+                            self.r
+                                .error(k.span(), "a redis rate_limit_store needs redis_url");
+                            StoreKind::Memory
+                        }
+                    },
+                    other => {
+                        self.r.error(k.span(), format!("rate_limit_store kind must be \"memory\" or \"redis\", not {other:?}"));
+                        StoreKind::Memory
+                    }
+                }
+            }
+        };
+        let fail_open = match c.and_then(|c| c.on_error.as_ref()) {
+            None => true,
+            Some(v) => match v.get_ref().as_str() {
+                "fail_open" => true,
+                "fail_closed" => false,
+                other => {
+                    self.r.error(
+                        v.span(),
+                        format!("on_error must be \"fail_open\" or \"fail_closed\", not {other:?}"),
+                    );
+                    true
+                }
+            },
+        };
+        RateLimitStoreConfig {
+            kind,
+            fail_open,
+            timeout: self.duration(
+                c.and_then(|c| c.timeout.as_ref()),
+                Duration::from_millis(100),
+            ),
+            response_headers: c.and_then(|c| c.response_headers).unwrap_or(false),
+            max_keys: self.positive(c.and_then(|c| c.max_keys.as_ref()), 1_000_000, "max_keys")
+                as usize,
+        }
+    }
+
+    fn auth_failure_limit(
+        &mut self,
+        a: Option<&S<file::AuthFailureLimit>>,
+    ) -> AuthFailureLimitConfig {
+        let c = a.map(|a| a.get_ref());
+        AuthFailureLimitConfig {
+            enabled: c.and_then(|c| c.enabled).unwrap_or(true),
+            max_failures: self.positive(
+                c.and_then(|c| c.max_failures.as_ref()),
+                100,
+                "max_failures",
+            ),
+            window: self.duration(c.and_then(|c| c.window.as_ref()), Duration::from_secs(60)),
+            cooldown: self.duration(
+                c.and_then(|c| c.cooldown.as_ref()),
+                Duration::from_secs(300),
+            ),
+        }
+    }
+
+    fn reserved_limit(&mut self, r: Option<&S<file::ReservedLimit>>) -> RateLimitConfig {
+        let c = r.map(|r| r.get_ref());
+        let (count, period) = c
+            .and_then(|c| c.limit.as_ref())
+            .and_then(|l| self.limit(l))
+            .unwrap_or((30, Duration::from_secs(60)));
+        RateLimitConfig {
+            name: "gatehouse-endpoints".into(),
+            key: LimitKey::ClientIp,
+            count,
+            period,
+            burst: self.positive(c.and_then(|c| c.burst.as_ref()), count, "burst"),
+            ipv6_prefix: 64,
         }
     }
 
@@ -261,11 +479,6 @@ impl Lowerer<'_> {
         };
         flag(f.session.as_ref().map(S::span), "[session]");
         flag(f.idp.as_ref().map(S::span), "[[idp]] (browser login)");
-        flag(f.rate_limit.as_ref().map(S::span), "[[rate_limit]]");
-        flag(
-            f.rate_limit_store.as_ref().map(S::span),
-            "[rate_limit_store]",
-        );
     }
 
     /// A string value with `${ENV}` references replaced.
@@ -721,7 +934,6 @@ impl Lowerer<'_> {
             for (key, v) in [
                 ("idp", &route.idp),
                 ("policy", &route.policy),
-                ("rate_limit", &route.rate_limit),
                 ("acr_values", &route.acr_values),
                 ("max_auth_age", &route.max_auth_age),
             ] {
@@ -750,6 +962,7 @@ impl Lowerer<'_> {
                 security_headers: route.security_headers.unwrap_or(true),
                 path_checks,
                 pass_access_token,
+                rate_limits: Vec::new(),
             });
         }
         out

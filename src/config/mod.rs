@@ -41,6 +41,59 @@ pub struct Config {
     /// Trusted JWT issuers, in file order.
     pub bearer: Vec<BearerConfig>,
     pub api_keys: Vec<ApiKeyConfig>,
+    /// `[[rate_limit]]` in file order; routes refer to them by index.
+    pub rate_limits: Vec<RateLimitConfig>,
+    pub rate_limit_store: RateLimitStoreConfig,
+    pub auth_failure_limit: AuthFailureLimitConfig,
+    /// Per client IP, on the gateway's own endpoints (login, callback, ...).
+    pub reserved_limit: RateLimitConfig,
+}
+
+/// What a limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    Subject,
+    ApiKey,
+    Header(HeaderName),
+    Route,
+}
+
+/// `count` requests per `period`, with bursts of up to `burst` at once (GCRA).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    pub name: String,
+    pub key: LimitKey,
+    pub count: u64,
+    pub period: Duration,
+    pub burst: u64,
+    /// IPv6 clients are counted by this prefix (128: each address on its own).
+    pub ipv6_prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreKind {
+    Memory,
+    Redis { url: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitStoreConfig {
+    pub kind: StoreKind,
+    /// When the store cannot answer: let requests through (true) or refuse them.
+    pub fail_open: bool,
+    pub timeout: Duration,
+    /// Send `RateLimit` on allowed responses too (429s always carry it).
+    pub response_headers: bool,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthFailureLimitConfig {
+    pub enabled: bool,
+    pub max_failures: u64,
+    pub window: Duration,
+    pub cooldown: Duration,
 }
 
 /// One trusted JWT issuer (`[[bearer]]`).
@@ -181,6 +234,8 @@ pub struct RouteConfig {
     pub path_checks: NormalizeOptions,
     /// Forward the client's bearer token upstream in `Authorization` (stripped otherwise).
     pub pass_access_token: bool,
+    /// Indices into `Config::rate_limits`; every one must allow the request.
+    pub rate_limits: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -5,6 +5,7 @@
 
 pub mod idp;
 pub mod keys;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -1,0 +1,98 @@
+//! The in-process store: TATs in 64 mutex-guarded shards, so worker threads rarely meet on
+//! one lock; bounded in keys, with idle keys (a TAT in the past) dropped.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::gcra::{check, Decision, Rate};
+
+const SHARDS: usize = 64;
+
+pub struct MemoryStore {
+    shards: Vec<Mutex<HashMap<u64, u64>>>,
+    hasher: std::collections::hash_map::RandomState,
+    max_per_shard: usize,
+    epoch: Instant,
+}
+
+impl MemoryStore {
+    pub fn new(max_keys: usize) -> Self {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            max_per_shard: (max_keys / SHARDS).max(16),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Checks and counts one request for `key` (already namespaced by limit).
+    pub fn check(&self, key: &[u8], rate: Rate) -> Decision {
+        let hash = self.hasher.hash_one(key);
+        let now = self.now();
+        let shard = &self.shards[(hash as usize) % SHARDS];
+        // A poisoned shard only means another thread panicked mid-update; the map is fine.
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let (decision, tat) = check(map.get(&hash).copied(), now, rate);
+        if decision.allowed {
+            if map.len() >= self.max_per_shard && !map.contains_key(&hash) {
+                map.retain(|_, t| *t > now);
+                if map.len() >= self.max_per_shard {
+                    // Still full of live keys: forget one rather than grow without bound.
+                    if let Some(&victim) = map.keys().next() {
+                        map.remove(&victim);
+                    }
+                }
+            }
+            map.insert(hash, tat);
+        }
+        decision
+    }
+
+    /// Drops keys whose TAT is past: they would start fresh anyway.
+    pub fn sweep(&self) {
+        let now = self.now();
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, t| *t > now);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn keys_are_independent_and_bounded() {
+        let store = MemoryStore::new(16 * SHARDS);
+        let rate = Rate::new(2, Duration::from_secs(60), 2);
+        assert!(store.check(b"a", rate).allowed);
+        assert!(store.check(b"a", rate).allowed);
+        assert!(!store.check(b"a", rate).allowed);
+        assert!(store.check(b"b", rate).allowed);
+        for i in 0..10_000u32 {
+            store.check(&i.to_le_bytes(), rate);
+        }
+        assert!(store.len() <= 16 * SHARDS);
+    }
+}
