@@ -2,13 +2,14 @@
 # Load benchmark: gatehouse against a bare Pingora passthrough, same upstream, same load.
 # Loopback only; every run is bounded by --duration. Prints requests/s, p50/p99 latency,
 # the ratio to the bare proxy, and the gateway's RSS.
-#   bench/run.sh [--smoke] [--duration S] [--connections C]
+#   bench/run.sh [--smoke] [--duration S] [--connections C] [--rounds N]
 # --smoke: 2 s per case, no speed assertion; fails only if a case served no 2xx.
 # To add a case: add a route to the config below and a line to the CASES table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=5
+rounds=3
 connections=32
 smoke=0
 while [ $# -gt 0 ]; do
@@ -16,6 +17,7 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1; duration=2; connections=8 ;;
     --duration) duration="$2"; shift ;;
     --connections) connections="$2"; shift ;;
+    --rounds) rounds="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -83,11 +85,21 @@ jwks_uri = "$issuer/jwks"
 name = "bench"
 hash = "$api_hash"
 subject = "svc-bench"
+[[rate_limit]]
+name = "per-ip"
+key = "client_ip"
+limit = "100000000/second"
 [[route]]
 name = "open"
 path = "/open"
 upstream = "app"
 auth = ["none"]
+[[route]]
+name = "limited"
+path = "/limited"
+upstream = "app"
+auth = ["none"]
+rate_limit = ["per-ip"]
 [[route]]
 name = "bearer"
 path = "/bearer"
@@ -117,6 +129,7 @@ LUA
 CASES=(
   "bare-pingora|$bare_pid|http://127.0.0.1:$bare_port/open/x|"
   "none|$gw_pid|http://127.0.0.1:$gw_port/open/x|"
+  "none+rate-limit|$gw_pid|http://127.0.0.1:$gw_port/limited/x|"
   "bearer-repeated|$gw_pid|http://127.0.0.1:$gw_port/bearer/x|-H|Authorization: Bearer $token"
   "bearer-1000-rotating|$gw_pid|http://127.0.0.1:$gw_port/bearer/x|-s|$work/rotate.lua"
   "api-key|$gw_pid|http://127.0.0.1:$gw_port/keys/x|-H|X-Api-Key: $api_key"
@@ -156,7 +169,6 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (
 
 # Each case runs right after a bare-proxy run, $rounds times; ratios compare neighbours,
 # so drift of the machine over the run cancels out. Figures are medians.
-rounds=3
 [ "$smoke" -eq 1 ] && rounds=1
 printf '\n%-22s %10s %8s %8s %7s %12s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/req" "CPU ratio"
 bare_entry="${CASES[0]}"

@@ -775,8 +775,10 @@ impl GatehouseProxy {
                 Outcome::Decided(d) => {
                     policy.push(ratelimit::policy_item(limit));
                     state.push(ratelimit::state_item(limit, &d));
-                    if !d.allowed && refused.is_none_or(|(_, r)| d.retry_after > r.retry_after) {
+                    if !d.allowed {
+                        // Later limits are not consulted, so they do not count a refused request.
                         refused = Some((limit, d));
+                        break;
                     }
                 }
                 Outcome::StoreError => {

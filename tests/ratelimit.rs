@@ -108,15 +108,22 @@ async fn refill_after_the_interval_and_several_limits_at_once() {
         policy.contains("\"per-tenant\";q=2;w=1") && policy.contains("\"whole-route\";q=5;w=60"),
         "{policy}"
     );
+    // The refused request stopped at the first limit: the route-wide one counted 3, not 4.
     assert!(
         ok.header("ratelimit")
             .unwrap()
-            .contains("\"whole-route\";r=1;"),
+            .contains("\"whole-route\";r=2;"),
         "{ok:?}"
     );
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    // Tenant a has refilled, but the route-wide limit (5/minute, 4 used) allows one more.
-    assert_eq!(statuses(&gw, 3, "X-Tenant: a\r\n"), vec![200, 429, 429]);
+    // Tenant a has refilled...
+    assert_eq!(statuses(&gw, 1, "X-Tenant: a\r\n"), vec![200]);
+    // ...and the route-wide limit (5/minute) has one request left for anybody.
+    let others: Vec<u16> = ["c", "d", "e"]
+        .iter()
+        .map(|t| gw.get("/x", &format!("X-Tenant: {t}\r\n")).status)
+        .collect();
+    assert_eq!(others, vec![200, 429, 429]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,5 +289,55 @@ async fn redis_outage_fails_open_or_closed_as_configured_and_recovers() {
         open.get("/x", "").status,
         200,
         "the open gateway is fine too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_by_api_key_and_subject_follow_the_identity() {
+    let app = EchoServer::echo("app").await;
+    let config = format!(
+        r#"{}{}
+[[rate_limit]]
+name = "per-key"
+key = "api_key"
+limit = "2/minute"
+
+[[rate_limit]]
+name = "per-subject"
+key = "subject"
+limit = "3/minute"
+
+[[api_key]]
+name = "tenant-a"
+hash = "{a}"
+subject = "svc-shared"
+
+[[api_key]]
+name = "tenant-b"
+hash = "{b}"
+subject = "svc-shared"
+
+[[route]]
+name = "keys"
+path = "/"
+upstream = "app"
+auth = ["api_key"]
+rate_limit = ["per-key", "per-subject"]
+"#,
+        base_config(""),
+        upstream_block("app", &[app.addr], ""),
+        a = gatehouse::authn::api_key::hash_key("key-a"),
+        b = gatehouse::authn::api_key::hash_key("key-b"),
+    );
+    let gw = Gateway::start(&config);
+    let a = statuses(&gw, 3, "X-Api-Key: key-a\r\n");
+    assert_eq!(a, vec![200, 200, 429], "2 per key");
+    // key b has a budget of its own, but both keys are the same subject (3 per subject).
+    let b = statuses(&gw, 2, "X-Api-Key: key-b\r\n");
+    assert_eq!(b, vec![200, 429], "the subject's third and last request");
+    let config_json: serde_json::Value = serde_json::from_str(&gw.admin("/config").body).unwrap();
+    assert_eq!(
+        config_json["route"][0]["rate_limit"],
+        serde_json::json!(["per-key", "per-subject"])
     );
 }

@@ -13,6 +13,33 @@ fn secs(d: Duration) -> String {
     }
 }
 
+fn limit_json(l: &RateLimitConfig) -> Value {
+    json!({
+        "name": l.name,
+        "key": match &l.key {
+            LimitKey::ClientIp => "client_ip".to_string(),
+            LimitKey::Subject => "subject".to_string(),
+            LimitKey::ApiKey => "api_key".to_string(),
+            LimitKey::Route => "route".to_string(),
+            LimitKey::Header(h) => format!("header:{h}"),
+        },
+        "limit": format!("{}/{}s", l.count, l.period.as_secs()),
+        "burst": l.burst,
+        "ipv6_prefix": l.ipv6_prefix,
+    })
+}
+
+/// `redis://user:secret@host` → `redis://user:<redacted>@host`.
+fn redact_url_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<redacted>"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl Config {
     pub fn redacted_json(&self) -> Value {
         let s = &self.server;
@@ -48,6 +75,7 @@ impl Config {
                     "upstream": r.upstream,
                     "auth": r.auth.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
                     "pass_access_token": r.pass_access_token,
+                    "rate_limit": r.rate_limits.iter().map(|&i| self.rate_limits[i].name.clone()).collect::<Vec<_>>(),
                     "cors": r.cors.as_ref().map(|c| json!({
                         "allowed_origins": c.allowed_origins,
                         "allowed_methods": c.allowed_methods,
@@ -115,6 +143,28 @@ impl Config {
                 "groups": k.groups,
                 "expires": k.expires.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             })).collect::<Vec<_>>(),
+            "rate_limit": self.rate_limits.iter().map(limit_json).collect::<Vec<_>>(),
+            "rate_limit_store": {
+                "kind": match &self.rate_limit_store.kind {
+                    StoreKind::Memory => "memory".to_string(),
+                    StoreKind::Redis { .. } => "redis".to_string(),
+                },
+                "redis_url": match &self.rate_limit_store.kind {
+                    StoreKind::Redis { url } => Some(redact_url_password(url)),
+                    StoreKind::Memory => None,
+                },
+                "on_error": if self.rate_limit_store.fail_open { "fail_open" } else { "fail_closed" },
+                "timeout": secs(self.rate_limit_store.timeout),
+                "response_headers": self.rate_limit_store.response_headers,
+                "max_keys": self.rate_limit_store.max_keys,
+            },
+            "auth_failure_limit": {
+                "enabled": self.auth_failure_limit.enabled,
+                "max_failures": self.auth_failure_limit.max_failures,
+                "window": secs(self.auth_failure_limit.window),
+                "cooldown": secs(self.auth_failure_limit.cooldown),
+            },
+            "reserved_limit": limit_json(&self.reserved_limit),
             "security_headers": {
                 "hsts": self.security_headers.hsts,
                 "content_type_options": self.security_headers.content_type_options,
@@ -123,5 +173,22 @@ impl Config {
                 "content_security_policy": self.security_headers.content_security_policy,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url_password("redis://gh:s3cret@10.0.0.5:6379/1"),
+            "redis://gh:<redacted>@10.0.0.5:6379/1"
+        );
+        assert_eq!(
+            redact_url_password("redis://10.0.0.5:6379/1"),
+            "redis://10.0.0.5:6379/1"
+        );
     }
 }
