@@ -524,7 +524,7 @@ async fn key_rotation_needs_one_refetch_and_junk_kids_share_one() {
     let old = TestKey::rsa("2026-old", Algorithm::RS256);
     let idp = Idp::start(jwks(&[&old])).await;
     let app = EchoServer::echo("app").await;
-    let gw = Gateway::start(&config(&idp, &app, ""));
+    let gw = Gateway::start(&config(&idp, &app, "unknown_kid_refetch_interval = \"1s\""));
     let started = idp.fetches();
     assert_eq!(started, 1, "one fetch at start-up");
     let cached = old.sign(&idp.claims("ann"));
@@ -545,7 +545,10 @@ async fn key_rotation_needs_one_refetch_and_junk_kids_share_one() {
         "cached token of a withdrawn key"
     );
 
-    // 100 concurrent requests with an unknown kid: one more fetch at most (rate-limited).
+    // 100 concurrent requests with an unknown kid, once a refetch is allowed again: all of
+    // them wait for one shared fetch.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let before_burst = idp.fetches();
     let junk = TestKey::rsa("junk", Algorithm::RS256).sign(&idp.claims("eve"));
     let port = gw.port;
     let threads: Vec<_> = (0..100)
@@ -560,14 +563,17 @@ async fn key_rotation_needs_one_refetch_and_junk_kids_share_one() {
     for t in threads {
         assert_eq!(t.join().unwrap(), Some(401));
     }
-    assert!(
-        idp.fetches() <= started + 2,
-        "{} fetches for one unknown kid",
-        idp.fetches() - started
+    assert_eq!(
+        idp.fetches(),
+        before_burst + 1,
+        "one fetch for 100 concurrent unknown-kid requests"
     );
+    // And the next burst right after is rate-limited: no fetch at all.
+    assert_eq!(bearer(&gw, "/api", &junk).status, 401);
+    assert_eq!(idp.fetches(), before_burst + 1);
     let metrics = gw.admin("/metrics").body;
     let success = format!(
-        "gatehouse_jwks_refresh_total{{issuer=\"{}\",result=\"success\"}} 2",
+        "gatehouse_jwks_refresh_total{{issuer=\"{}\",result=\"success\"}}",
         idp.issuer()
     );
     assert!(metrics.contains(&success), "{metrics}");

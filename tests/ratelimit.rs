@@ -341,3 +341,39 @@ rate_limit = ["per-key", "per-subject"]
         serde_json::json!(["per-key", "per-subject"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_bearer_tokens_lock_the_client_out_too() {
+    let app = EchoServer::echo("app").await;
+    let config = format!(
+        r#"{}{}
+[[bearer]]
+issuer = "http://127.0.0.1:1"
+audiences = ["api"]
+jwks_uri = "http://127.0.0.1:1/jwks"
+
+[auth_failure_limit]
+max_failures = 3
+cooldown = "1m"
+
+[[route]]
+name = "api"
+path = "/"
+upstream = "app"
+auth = ["bearer"]
+"#,
+        base_config(""),
+        upstream_block("app", &[app.addr], ""),
+    );
+    let gw = Gateway::start(&config);
+    let got: Vec<u16> = (0..6)
+        .map(|i| {
+            gw.get("/x", &format!("Authorization: Bearer not.a.jwt{i}\r\n"))
+                .status
+        })
+        .collect();
+    assert_eq!(got, vec![401, 401, 401, 401, 429, 429]);
+    let r = gw.get("/x", "");
+    assert_eq!(r.status, 429, "locked out whatever it sends");
+    assert_eq!(app.hit_count(), 0);
+}
