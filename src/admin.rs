@@ -68,10 +68,19 @@ impl ServeHttp for AdminApp {
                 // Every issuer needs keys. Upstream health is reported but does not make the
                 // gateway unready: taking every instance out of the load balancer would not
                 // bring an upstream back.
-                let ready = issuers.values().all(|v| v["keys"] == true);
+                let store_up = rt.limiter.reachable().await;
+                // A store that is down only makes the instance unready when requests would be
+                // refused for it (fail_closed); with fail_open the instance still serves.
+                let store_ok = store_up || rt.limiter.config.fail_open;
+                let ready = store_ok && issuers.values().all(|v| v["keys"] == true);
+                let store = serde_json::json!({
+                    "kind": rt.limiter.store_label(),
+                    "reachable": store_up,
+                    "on_error": if rt.limiter.config.fail_open { "fail_open" } else { "fail_closed" },
+                });
                 json(
                     if ready { 200 } else { 503 },
-                    serde_json::json!({"ready": ready, "checks": {"config": "loaded", "jwks": issuers, "upstreams": upstreams}}),
+                    serde_json::json!({"ready": ready, "checks": {"config": "loaded", "jwks": issuers, "rate_limit_store": store, "upstreams": upstreams}}),
                 )
             }
             "/config" => json(200, self.gateway.snapshot().config.redacted_json()),

@@ -267,6 +267,16 @@ async fn redis_outage_fails_open_or_closed_as_configured_and_recovers() {
         metrics.contains("gatehouse_rate_limit_store_errors_total{store=\"redis\"}"),
         "{metrics}"
     );
+    // Readiness: the fail_closed instance cannot serve without Redis; the fail_open one can.
+    let ready = closed.admin("/readyz");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let ready = open.admin("/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(
+        ready.body.contains("\"reachable\": false"),
+        "{}",
+        ready.body
+    );
 
     redis.restart();
     // Back: the budget is counted again (a fresh Redis: three requests, then 429).
@@ -290,6 +300,7 @@ async fn redis_outage_fails_open_or_closed_as_configured_and_recovers() {
         200,
         "the open gateway is fine too"
     );
+    assert_eq!(closed.admin("/readyz").status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

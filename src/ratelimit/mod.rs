@@ -108,6 +108,14 @@ impl RateLimiter {
         }
     }
 
+    /// Whether the store can answer now (the memory store always can).
+    pub async fn reachable(&self) -> bool {
+        match &self.store {
+            Store::Memory(_) => true,
+            Store::Redis(r) => r.ping().await,
+        }
+    }
+
     pub fn sweep(&self) {
         if let Store::Memory(m) = &self.store {
             m.sweep();

@@ -62,6 +62,19 @@ impl RedisStore {
         Ok(manager)
     }
 
+    /// Whether Redis answers a PING within the timeout.
+    pub async fn ping(&self) -> bool {
+        let Ok(mut conn) = self.connection().await else {
+            return false;
+        };
+        let pong = tokio::time::timeout(
+            self.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await;
+        matches!(pong, Ok(Ok(p)) if p == "PONG")
+    }
+
     /// One atomic check; an error means the store could not decide.
     pub async fn check(&self, key: &str, rate: Rate) -> Result<Decision, String> {
         let mut conn = self.connection().await?;
