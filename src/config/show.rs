@@ -29,11 +29,11 @@ fn limit_json(l: &RateLimitConfig) -> Value {
     })
 }
 
-/// `redis://user:secret@host` → `redis://user:<redacted>@host`.
+/// `redis://user:secret@host` → `redis://user:REDACTED@host`.
 fn redact_url_password(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("<redacted>"));
+            let _ = u.set_password(Some("REDACTED"));
             u.to_string()
         }
         _ => url.to_string(),
@@ -184,7 +184,7 @@ mod tests {
     fn passwords_in_urls_are_redacted() {
         assert_eq!(
             redact_url_password("redis://gh:s3cret@10.0.0.5:6379/1"),
-            "redis://gh:<redacted>@10.0.0.5:6379/1"
+            "redis://gh:REDACTED@10.0.0.5:6379/1"
         );
         assert_eq!(
             redact_url_password("redis://10.0.0.5:6379/1"),
