@@ -929,3 +929,50 @@ async fn upstream_names_are_resolved_by_the_gateway() {
         assert_eq!(gw.get("/", "").echoed().server, "named");
     }
 }
+
+#[test]
+fn demo_serves_the_whoami_upstream_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin, upstream) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[upstream.whoami]\nservers = [\"127.0.0.1:{upstream}\"]\n\n[[route]]\nname = \"whoami\"\npath = \"/\"\nupstream = \"whoami\"\nauth = [\"none\"]\n"
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["demo", "-c"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut page = None;
+    for _ in 0..200 {
+        if let Some(r) = raw_request(port, b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Auth-Request-User: forged\r\nConnection: close\r\n\r\n") {
+            if r.status == 200 {
+                page = Some(r);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let printed = std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default();
+    let page = page.unwrap_or_else(|| panic!("the demo did not serve:\n{printed}"));
+    assert!(
+        page.body.contains("whoami") && page.body.contains("GET /hello"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("forged"),
+        "identity headers are stripped in the demo too"
+    );
+    assert!(
+        printed.contains(&format!("http://127.0.0.1:{port}/")),
+        "the demo prints its URL:\n{printed}"
+    );
+}
