@@ -684,32 +684,16 @@ fn strip_consumed_credentials(req: &mut RequestHeader, route: &RouteConfig) {
     }
 }
 
-const X_AUTH_USER: http::HeaderName = http::HeaderName::from_static("x-auth-request-user");
-const X_AUTH_EMAIL: http::HeaderName = http::HeaderName::from_static("x-auth-request-email");
-const X_AUTH_USERNAME: http::HeaderName =
-    http::HeaderName::from_static("x-auth-request-preferred-username");
-const X_AUTH_GROUPS: http::HeaderName = http::HeaderName::from_static("x-auth-request-groups");
-
 /// The identity headers of spec §3; a value that cannot be a header value is left out.
 fn set_identity_headers(
     req: &mut RequestHeader,
     identity: &Identity,
     claims: &[(http::HeaderName, String)],
 ) {
-    let mut set = |name: http::HeaderName, value: &str| {
-        if req.insert_header(name.clone(), value).is_err() {
-            tracing::debug!(header = %name, "identity value is not a valid header value; left out");
+    for (name, value) in identity.header_values() {
+        if req.insert_header(name.clone(), value.clone()).is_err() {
+            tracing::debug!(header = %name, "identity header could not be set");
         }
-    };
-    set(X_AUTH_USER, &identity.subject);
-    if let Some(email) = &identity.email {
-        set(X_AUTH_EMAIL, email);
-    }
-    if let Some(username) = &identity.username {
-        set(X_AUTH_USERNAME, username);
-    }
-    if !identity.groups.is_empty() {
-        set(X_AUTH_GROUPS, &identity.groups.join(","));
     }
     for (header, path) in claims {
         let value = match claim_at(&identity.claims, path) {
@@ -723,7 +707,9 @@ fn set_identity_headers(
             Some(serde_json::Value::Bool(b)) => b.to_string(),
             _ => continue,
         };
-        set(header.clone(), &value);
+        if req.insert_header(header.clone(), value).is_err() {
+            tracing::debug!(header = %header, "claim value is not a valid header value; left out");
+        }
     }
 }
 

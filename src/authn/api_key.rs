@@ -34,6 +34,7 @@ impl ApiKeys {
                     issuer: Some(c.name.clone()),
                     claims: serde_json::Map::new(),
                     expires_at: None,
+                    header_values: Default::default(),
                 };
                 (c.clone(), Arc::new(identity))
             })

@@ -379,6 +379,7 @@ pub fn identity_from_claims(
         scopes,
         issuer: Some(config.issuer.clone()),
         expires_at: numeric_date(&claims, "exp").ok().flatten(),
+        header_values: Default::default(),
         subject,
         claims,
     })

@@ -33,6 +33,33 @@ pub struct Identity {
     pub claims: Map<String, Value>,
     /// Unix seconds.
     pub expires_at: Option<u64>,
+    /// The fixed identity headers, built on first use and reused while the identity is
+    /// cached (a repeated token costs no header formatting).
+    pub header_values: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+}
+
+impl Identity {
+    /// `X-Auth-Request-User`, `-Email`, `-Preferred-Username`, `-Groups` (spec §3); a value
+    /// that cannot be a header value is left out.
+    pub fn header_values(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        self.header_values.get_or_init(|| {
+            const USER: http::HeaderName = http::HeaderName::from_static("x-auth-request-user");
+            const EMAIL: http::HeaderName = http::HeaderName::from_static("x-auth-request-email");
+            const USERNAME: http::HeaderName =
+                http::HeaderName::from_static("x-auth-request-preferred-username");
+            const GROUPS: http::HeaderName = http::HeaderName::from_static("x-auth-request-groups");
+            let groups = (!self.groups.is_empty()).then(|| self.groups.join(","));
+            [
+                (USER, Some(self.subject.as_str())),
+                (EMAIL, self.email.as_deref()),
+                (USERNAME, self.username.as_deref()),
+                (GROUPS, groups.as_deref()),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, http::HeaderValue::from_str(value?).ok()?)))
+            .collect()
+        })
+    }
 }
 
 /// Why a request is not authenticated. `reason` is a short, bounded label.
