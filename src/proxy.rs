@@ -315,7 +315,9 @@ impl ProxyHttp for GatehouseProxy {
             return Ok(true);
         }
 
-        let route = ctx.route(&rt).expect("admit sets the route");
+        let Some(route) = ctx.route(&rt) else {
+            return Error::e_explain(ErrorType::InternalError, "admitted request without a route");
+        };
         if let Some(cors_config) = &route.cors {
             if cors::is_preflight(session.req_header()) {
                 let sec = &rt.config.security_headers;
@@ -410,8 +412,13 @@ impl ProxyHttp for GatehouseProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let rt = ctx.runtime.clone().expect("request_filter ran");
-        let route = ctx.route(&rt).expect("request_filter routed");
+        let rt = ctx
+            .runtime
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no config snapshot"))?;
+        let route = ctx
+            .route(&rt)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request without a route"))?;
         let pool = rt
             .pools
             .get(&route.upstream)
