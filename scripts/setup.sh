@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing gatehouse needs on a fresh Debian machine with Rust:
 # cmake (Pingora's zlib-ng), perl/make (vendored OpenSSL), openssl (dev certificates),
-# wrk (load benchmark), curl, redis-server (shared-store tests), Node.js and npm with the test identity provider
+# wrk (load benchmark), curl, redis-server (shared-store tests), prometheus (scrape test),
+# Node.js and npm with the test identity provider
 # (oidc-provider). Idempotent and quiet when everything is there already.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 
