@@ -148,3 +148,32 @@ fn repository_configs_pass_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn deploy_configs_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .arg("check")
+        .arg("-c")
+        .arg(root.join("deploy/config/gateway.toml"))
+        .env("UPSTREAM_HOST", "app")
+        .env("UPSTREAM_PORT", "8000")
+        .env("OIDC_ISSUER", "https://login.example.com/realms/corp")
+        .env("API_AUDIENCE", "crm-api")
+        .env("REDIS_URL", "redis://redis:6379/0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every file the Kubernetes kustomization names is there.
+    let kustomization =
+        std::fs::read_to_string(root.join("deploy/kubernetes/kustomization.yaml")).unwrap();
+    for line in kustomization.lines().map(str::trim) {
+        if let Some(file) = line.strip_prefix("- ").filter(|f| f.ends_with(".yaml")) {
+            assert!(root.join("deploy/kubernetes").join(file).exists(), "{file}");
+        }
+    }
+}
