@@ -133,41 +133,41 @@ fn missing_file_is_reported() {
         .contains("/nonexistent/gateway.toml: cannot read config"));
 }
 
-#[test]
-fn repository_configs_pass_check() {
+/// `gatehouse check` on a file of the repository, with the given environment.
+fn check_repository_file(relative: &str, env: &[(&str, &str)]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("check")
         .arg("-c")
-        .arg(root.join("gateway.toml"))
+        .arg(root.join(relative))
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{relative}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 #[test]
+fn repository_configs_pass_check() {
+    check_repository_file("gateway.toml", &[]);
+}
+
+#[test]
 fn deploy_configs_pass_check() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .arg("check")
-        .arg("-c")
-        .arg(root.join("deploy/config/gateway.toml"))
-        .env("UPSTREAM_HOST", "app")
-        .env("UPSTREAM_PORT", "8000")
-        .env("OIDC_ISSUER", "https://login.example.com/realms/corp")
-        .env("API_AUDIENCE", "crm-api")
-        .env("REDIS_URL", "redis://redis:6379/0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    check_repository_file(
+        "deploy/config/gateway.toml",
+        &[
+            ("UPSTREAM_HOST", "app"),
+            ("UPSTREAM_PORT", "8000"),
+            ("OIDC_ISSUER", "https://login.example.com/realms/corp"),
+            ("API_AUDIENCE", "crm-api"),
+            ("REDIS_URL", "redis://redis:6379/0"),
+        ],
     );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Every file the Kubernetes kustomization names is there.
     let kustomization =
         std::fs::read_to_string(root.join("deploy/kubernetes/kustomization.yaml")).unwrap();
