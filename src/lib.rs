@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod authn;
+pub mod authz;
 pub mod config;
 pub mod cors;
 pub mod demo;

@@ -5,7 +5,7 @@
 //! builds the internal structs the proxy uses. Every problem is reported with its
 //! `file:line:col`, all at once, and a config with any problem is refused whole.
 
-mod diag;
+pub mod diag;
 mod file;
 mod lower;
 mod show;
