@@ -48,6 +48,11 @@ enum Command {
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Authorization policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Bearer token tools.
     Token {
         #[command(subcommand)]
@@ -57,6 +62,30 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run the [[test]] cases of every policy the config uses; exit 1 on any failure.
+    Test {
+        #[arg(short, long, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Print the decision for one request, the rule that made it, and why earlier rules
+    /// did not match.
+    Explain {
+        #[arg(short, long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        route: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long)]
+        path: String,
+        /// The identity's claims as JSON (sub, email, groups, ...); omit for anonymous.
+        #[arg(long)]
+        claims: Option<String>,
     },
 }
 
@@ -112,6 +141,11 @@ fn main() -> ExitCode {
             report(gatehouse::server::run(loaded, &config, options, Vec::new()))
         }
         Command::Demo { config } => report(gatehouse::demo::run(&config)),
+        Command::Policy { command } => match policy_command(command) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => report(Err(e)),
+        },
         Command::Token {
             command: TokenCommand::Inspect { token, config },
         } => {
@@ -160,6 +194,109 @@ fn report(result: Result<(), String>) -> ExitCode {
         Err(e) => {
             eprintln!("gatehouse: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gatehouse policy test|explain`; Ok(false) when a test fails or a request is denied.
+fn policy_command(command: PolicyCommand) -> Result<bool, String> {
+    match command {
+        PolicyCommand::Test { config } => {
+            let config = Config::load(&config).map_err(|e| e.to_string())?;
+            let mut seen = std::collections::HashSet::new();
+            let (mut passed, mut failed) = (0, 0);
+            for route in &config.routes {
+                let Some(policy) = &route.policy else {
+                    continue;
+                };
+                if !seen.insert(policy.source.clone()) {
+                    continue;
+                }
+                println!("{}", policy.source.display());
+                for outcome in policy.run_tests() {
+                    let verdict = if outcome.passed { "pass" } else { "FAIL" };
+                    let got = if outcome.decision.allow {
+                        "allow"
+                    } else {
+                        "deny"
+                    };
+                    println!(
+                        "  {verdict}  {} ({got} by {})",
+                        outcome.name,
+                        outcome.decision.reason()
+                    );
+                    if outcome.passed {
+                        passed += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+            }
+            println!("policy tests: {passed} passed, {failed} failed");
+            Ok(failed == 0)
+        }
+        PolicyCommand::Explain {
+            config,
+            route,
+            method,
+            path,
+            claims,
+        } => {
+            let config = Config::load(&config).map_err(|e| e.to_string())?;
+            let r = config
+                .routes
+                .iter()
+                .find(|r| r.name == route)
+                .ok_or_else(|| format!("no route named {route:?}"))?;
+            let policy = r
+                .policy
+                .as_ref()
+                .ok_or_else(|| format!("route {route:?} has no policy"))?;
+            let identity = match claims {
+                Some(json) => match serde_json::from_str::<serde_json::Value>(&json) {
+                    Ok(serde_json::Value::Object(map)) => {
+                        Some(gatehouse::authz::test_identity(&map))
+                    }
+                    _ => return Err("--claims must be a JSON object".into()),
+                },
+                None => None,
+            };
+            let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("invalid method {method:?}"))?;
+            let normalized =
+                gatehouse::normalize::normalize_target(path.as_bytes(), Default::default())
+                    .map_err(|e| format!("path {path:?} would be refused with 400: {e}"))?;
+            let headers = http::HeaderMap::new();
+            let host = r.host.clone().unwrap_or_default();
+            let request = gatehouse::authz::PolicyRequest {
+                method: &method,
+                path: &normalized.path,
+                host: &host,
+                query: normalized.query.as_deref().unwrap_or(""),
+                headers: &headers,
+                client_ip: None,
+                now: chrono::Utc::now().fixed_offset(),
+            };
+            let (decision, trace) = policy.explain(&request, identity.as_ref());
+            println!(
+                "policy {} (mode {})",
+                policy.source.display(),
+                if policy.report_only {
+                    "report-only"
+                } else {
+                    "enforce"
+                }
+            );
+            println!("request {method} {} on route {route}", normalized.path);
+            for line in &trace {
+                println!("  {line}");
+            }
+            let verdict = if decision.allow { "allow" } else { "deny" };
+            match &decision.rule {
+                Some(rule) => println!("decision: {verdict} by rule {rule:?}"),
+                None => println!("decision: {verdict} by the policy default (no rule matched)"),
+            }
+            Ok(decision.allow)
         }
     }
 }

@@ -21,6 +21,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::authn::{claim_at, AuthFailure, Identity};
+use crate::authz::{Policy, PolicyRequest};
 use crate::config::{AuthMethod, RateLimitConfig, RouteConfig};
 use crate::gateway::{Gateway, InFlight, Runtime};
 use crate::metrics::NO_ROUTE;
@@ -404,6 +405,11 @@ impl ProxyHttp for GatehouseProxy {
                 }
             }
         }
+        if let Some(policy) = route.policy.clone() {
+            if self.authorize(session, ctx, &rt, &policy).await? {
+                return Ok(true);
+            }
+        }
         self.enforce_rate_limits(session, ctx, &rt).await
     }
 
@@ -721,6 +727,65 @@ fn set_identity_headers(
 }
 
 impl GatehouseProxy {
+    /// The route's policy decides on the normalized path, the one the upstream receives;
+    /// answers 403 and returns true on a denial (report-only mode: counts it and lets it pass).
+    async fn authorize(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        policy: &Policy,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        let decision = policy.decide(
+            &PolicyRequest {
+                method: &req.method,
+                path: &ctx.path,
+                host: &ctx.host,
+                query: req.uri.query().unwrap_or(""),
+                headers: &req.headers,
+                client_ip: ctx.client_ip,
+                now: chrono::Utc::now().fixed_offset(),
+            },
+            ctx.identity.as_deref(),
+        );
+        let method = ctx.identity.as_ref().map_or(AuthMethod::None, |i| i.method);
+        let subject = ctx.identity.as_ref().map(|i| i.subject.clone());
+        let outcome = match (decision.allow, policy.report_only) {
+            (true, _) => "allow",
+            (false, true) => "deny_report_only",
+            (false, false) => "deny",
+        };
+        self.record_decision(
+            session,
+            ctx,
+            rt,
+            method,
+            outcome,
+            decision.reason(),
+            subject.as_deref(),
+        );
+        if outcome != "deny" {
+            return Ok(false);
+        }
+        ctx.refusal = Some("policy_denied");
+        session.set_keepalive(None);
+        let bearer_route = ctx
+            .route(rt)
+            .is_some_and(|r| r.auth.contains(&AuthMethod::Bearer));
+        let challenge = if bearer_route {
+            vec![(
+                "www-authenticate",
+                "Bearer realm=\"gatehouse\", error=\"insufficient_scope\"".to_string(),
+            )]
+        } else {
+            Vec::new()
+        };
+        self.error_page(session, ctx, rt, StatusCode::FORBIDDEN, &challenge)
+            .await?;
+        Ok(true)
+    }
+
     /// A failed authentication from this client; too many lock it out for a while.
     fn count_auth_failure(&self, ctx: &RequestCtx, rt: &Runtime) {
         let Some(ip) = ctx.client_ip else { return };

@@ -73,6 +73,7 @@ mod tests {
             path_checks: Default::default(),
             pass_access_token: false,
             rate_limits: Vec::new(),
+            policy: None,
         }
     }
 

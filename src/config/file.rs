@@ -140,7 +140,7 @@ pub struct Route {
     pub path_checks: Option<PathChecks>,
     // Keys of capabilities not built yet (see `File`).
     pub idp: Option<S<toml::Value>>,
-    pub policy: Option<S<toml::Value>>,
+    pub policy: Option<S<String>>,
     pub rate_limit: Option<S<Vec<S<String>>>>,
     pub pass_access_token: Option<bool>,
     pub acr_values: Option<S<toml::Value>>,

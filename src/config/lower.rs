@@ -18,6 +18,8 @@ const NOT_YET: &str = "is not available in this build yet";
 
 struct Lowerer<'a> {
     r: Reporter<'a>,
+    /// Policy files already loaded: routes sharing one file share one compiled policy.
+    policies: HashMap<PathBuf, std::sync::Arc<crate::authz::Policy>>,
     env: &'a dyn Fn(&str) -> Option<String>,
     base_dir: PathBuf,
 }
@@ -29,6 +31,7 @@ pub fn lower(
 ) -> Result<Config, ConfigError> {
     let mut l = Lowerer {
         r: Reporter::new(path, text),
+        policies: HashMap::new(),
         env,
         base_dir: path
             .parent()
@@ -298,6 +301,37 @@ impl Lowerer<'_> {
             period,
             burst: self.positive(c.and_then(|c| c.burst.as_ref()), count, "burst"),
             ipv6_prefix: 64,
+        }
+    }
+
+    /// A route's policy file, relative to the config; its own problems carry its own path.
+    fn policy(&mut self, v: &S<String>) -> Option<std::sync::Arc<crate::authz::Policy>> {
+        let text = self.string(v)?;
+        let path = self.base_dir.join(&text);
+        if let Some(p) = self.policies.get(&path) {
+            return Some(p.clone());
+        }
+        if !path.is_file() {
+            self.r.error(
+                v.span(),
+                format!("cannot read policy file {}", path.display()),
+            );
+            return None;
+        }
+        match crate::authz::Policy::load(&path) {
+            Ok(p) => {
+                let p = std::sync::Arc::new(p);
+                self.policies.insert(path, p.clone());
+                Some(p)
+            }
+            Err(e) => {
+                self.r.error(
+                    v.span(),
+                    format!("policy {} is invalid (see below)", path.display()),
+                );
+                self.r.diagnostics.extend(e.0);
+                None
+            }
         }
     }
 
@@ -933,7 +967,6 @@ impl Lowerer<'_> {
             }
             for (key, v) in [
                 ("idp", &route.idp),
-                ("policy", &route.policy),
                 ("acr_values", &route.acr_values),
                 ("max_auth_age", &route.max_auth_age),
             ] {
@@ -942,6 +975,7 @@ impl Lowerer<'_> {
                         .error(v.span(), format!("route key `{key}` {NOT_YET}"));
                 }
             }
+            let policy = route.policy.as_ref().and_then(|p| self.policy(p));
             let cors = route.cors.as_ref().map(|c| self.cors(c));
             let checks = route.path_checks.as_ref();
             let path_checks = NormalizeOptions {
@@ -963,6 +997,7 @@ impl Lowerer<'_> {
                 path_checks,
                 pass_access_token,
                 rate_limits: Vec::new(),
+                policy,
             });
         }
         out

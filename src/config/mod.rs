@@ -236,6 +236,8 @@ pub struct RouteConfig {
     pub pass_access_token: bool,
     /// Indices into `Config::rate_limits`; every one must allow the request.
     pub rate_limits: Vec<usize>,
+    /// The authorization policy (`policy = "policies/x.toml"`), compiled.
+    pub policy: Option<std::sync::Arc<crate::authz::Policy>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

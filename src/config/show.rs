@@ -75,6 +75,7 @@ impl Config {
                     "upstream": r.upstream,
                     "auth": r.auth.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
                     "pass_access_token": r.pass_access_token,
+                    "policy": r.policy.as_ref().map(|p| p.source.display().to_string()),
                     "rate_limit": r.rate_limits.iter().map(|&i| self.rate_limits[i].name.clone()).collect::<Vec<_>>(),
                     "cors": r.cors.as_ref().map(|c| json!({
                         "allowed_origins": c.allowed_origins,

@@ -21,9 +21,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             config_path.to_path_buf(),
         )
     } else {
-        let path = std::env::current_dir()
-            .map_err(|e| e.to_string())?
-            .join("gatehouse-demo.toml");
+        // Relative paths in the built-in config (its policy) resolve in the source tree.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
         let env = |name: &str| std::env::var(name).ok();
         (
             Config::from_str(&path, BUILTIN_CONFIG, &env).map_err(|e| e.to_string())?,
