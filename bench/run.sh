@@ -110,6 +110,29 @@ name = "keys"
 path = "/keys"
 upstream = "app"
 auth = ["api_key"]
+[[route]]
+name = "guarded"
+path = "/guarded"
+upstream = "app"
+auth = ["bearer"]
+policy = "policy.toml"
+rate_limit = ["per-ip"]
+TOML
+cat >"$work/policy.toml" <<TOML
+[roles]
+reader = ["bench:read"]
+[[binding]]
+role = "reader"
+groups = ["staff"]
+[[rule]]
+name = "admin"
+paths = ["/guarded/admin/**"]
+deny = true
+[[rule]]
+name = "read"
+paths = ["/guarded/**"]
+methods = ["GET"]
+require = "bench:read"
 TOML
 "${pin_proxy[@]}" "$target/release/gatehouse" run -c "$work/gateway.toml" --upgrade-sock "$work/upgrade.sock" >"$work/gateway.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
 wait_http "http://127.0.0.1:$admin_port/readyz"
@@ -133,6 +156,7 @@ CASES=(
   "bearer-repeated|$gw_pid|http://127.0.0.1:$gw_port/bearer/x|-H|Authorization: Bearer $token"
   "bearer-1000-rotating|$gw_pid|http://127.0.0.1:$gw_port/bearer/x|-s|$work/rotate.lua"
   "api-key|$gw_pid|http://127.0.0.1:$gw_port/keys/x|-H|X-Api-Key: $api_key"
+  "bearer+policy+rate-limit|$gw_pid|http://127.0.0.1:$gw_port/guarded/x|-H|Authorization: Bearer $token"
 )
 # CPU time the proxy process used (user + system), in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -170,7 +194,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (
 # Each case runs right after a bare-proxy run, $rounds times; ratios compare neighbours,
 # so drift of the machine over the run cancels out. Figures are medians.
 [ "$smoke" -eq 1 ] && rounds=1
-printf '\n%-22s %10s %8s %8s %7s %12s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/req" "CPU ratio"
+printf '\n%-26s %10s %8s %8s %7s %12s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/req" "CPU ratio"
 bare_entry="${CASES[0]}"
 declare -A bare_rps_all=() bare_cpu_all=()
 for entry in "${CASES[@]:1}"; do
@@ -188,13 +212,13 @@ for entry in "${CASES[@]:1}"; do
     r_ratio+=("$(awk -v a="$rps" -v b="$b_rps" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print 0 }')")
     r_cpu_ratio+=("$(awk -v a="$cpu_us" -v b="$b_cpu" 'BEGIN { if (a > 0) printf "%.3f", b / a; else print 0 }')")
   done
-  printf '%-22s %10s %8s %8s %7.2f %12s %9.2f\n' "$name" \
+  printf '%-26s %10s %8s %8s %7.2f %12s %9.2f\n' "$name" \
     "$(echo "${r_rps[*]}" | median)" "$(echo "${r_p50[*]}" | median)" "$(echo "${r_p99[*]}" | median)" \
     "$(echo "${r_ratio[*]}" | median)" "$(echo "${r_cpu[*]}" | median)" "$(echo "${r_cpu_ratio[*]}" | median)"
 done
 all_bare_rps=$(printf '%s' "${bare_rps_all[@]}" | median)
 all_bare_cpu=$(printf '%s' "${bare_cpu_all[@]}" | median)
-printf '%-22s %10s %8s %8s %7s %12s %9s\n' "bare-pingora" "$all_bare_rps" "-" "-" "1.00" "$all_bare_cpu" "1.00"
+printf '%-26s %10s %8s %8s %7s %12s %9s\n' "bare-pingora" "$all_bare_rps" "-" "-" "1.00" "$all_bare_cpu" "1.00"
 rss=$(awk '/^VmRSS/ { print $2 " " $3 }' "/proc/$gw_pid/status")
 echo
 echo "gatehouse RSS after the run: $rss"
