@@ -1,0 +1,149 @@
+//! The session stores (groundwork of the browser-login issue): the memory store, and the
+//! Redis store against a real Redis shared by two store instances, as two gateways would.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::Redis;
+use gatehouse::session::memory::MemoryStore;
+use gatehouse::session::redis_store::RedisSessionStore;
+use gatehouse::session::{new_session_id, Session, SessionStore, StoreError, TokenCipher};
+
+fn session(subject: &str, sid: &str, cipher: &TokenCipher) -> Session {
+    Session {
+        subject: subject.into(),
+        email: Some(format!("{subject}@example.com")),
+        username: Some(subject.into()),
+        groups: vec!["staff".into()],
+        idp: "corp".into(),
+        sid: Some(sid.into()),
+        created_at: 1,
+        expires_at: u64::MAX,
+        auth_time: Some(1),
+        acr: None,
+        amr: vec!["pwd".into()],
+        claims: serde_json::Map::new(),
+        id_token: Some(cipher.seal("id.token.value")),
+        access_token: Some(cipher.seal("access-token-plaintext")),
+        refresh_token: Some(cipher.seal("refresh-token-plaintext")),
+        access_expires_at: Some(100),
+    }
+}
+
+async fn exercise(a: &dyn SessionStore, b: &dyn SessionStore) {
+    let cipher = TokenCipher::new(b"shared secret of both instances");
+    let (id1, id2, id3) = (new_session_id(), new_session_id(), new_session_id());
+    let hour = Duration::from_secs(3600);
+    a.put(&id1, &session("alice", "idp-sid-1", &cipher), hour)
+        .await
+        .unwrap();
+    a.put(&id2, &session("alice", "idp-sid-2", &cipher), hour)
+        .await
+        .unwrap();
+    a.put(&id3, &session("bob", "idp-sid-3", &cipher), hour)
+        .await
+        .unwrap();
+    // Written on a, read on b.
+    let got = b
+        .get(&id1)
+        .await
+        .unwrap()
+        .expect("session visible to the other instance");
+    assert_eq!(got.subject, "alice");
+    assert_eq!(
+        cipher.open(got.access_token.as_ref().unwrap()).as_deref(),
+        Some("access-token-plaintext")
+    );
+    assert_eq!(b.get(&new_session_id()).await.unwrap(), None);
+    // Back-channel logout by IdP session id, logout everywhere by subject, plain logout.
+    assert_eq!(b.delete_by_sid("idp-sid-2").await.unwrap(), 1);
+    assert!(a.get(&id2).await.unwrap().is_none());
+    assert!(a.get(&id1).await.unwrap().is_some());
+    assert_eq!(b.delete_by_subject("alice").await.unwrap(), 1);
+    assert!(a.get(&id1).await.unwrap().is_none());
+    b.delete(&id3).await.unwrap();
+    assert!(a.get(&id3).await.unwrap().is_none());
+    // Sessions expire by themselves.
+    let short = new_session_id();
+    a.put(
+        &short,
+        &session("carol", "idp-sid-4", &cipher),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    assert!(b.get(&short).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(b.get(&short).await.unwrap().is_none(), "expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store() {
+    let store = MemoryStore::new(10_000);
+    exercise(&store, &store).await;
+    assert!(
+        store.count().await.unwrap() <= 1,
+        "at most the expired session awaits eviction"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_shared_by_two_instances_with_tokens_encrypted_at_rest() {
+    let mut redis = Redis::start();
+    let a = RedisSessionStore::new(
+        &redis.url(),
+        Duration::from_millis(500),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let b = RedisSessionStore::new(
+        &redis.url(),
+        Duration::from_millis(500),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    exercise(&a, &b).await;
+
+    // At rest: no token and no session id in Redis.
+    let cipher = TokenCipher::new(b"shared secret of both instances");
+    let id = new_session_id();
+    a.put(
+        &id,
+        &session("dave", "idp-sid-9", &cipher),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.iter().all(|k| !k.contains(&id)), "{keys:?}");
+    for key in keys.iter().filter(|k| k.starts_with("gatehouse:s:")) {
+        let value: String = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            !value.contains("access-token-plaintext") && !value.contains("refresh-token"),
+            "{value}"
+        );
+    }
+
+    // Redis down: a quick, clear error, never a hang.
+    redis.stop();
+    match a.get(&id).await {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    redis.restart();
+    assert!(
+        a.get(&id).await.unwrap().is_none(),
+        "a fresh Redis has no sessions; the store reconnected"
+    );
+}
