@@ -3,7 +3,8 @@
 # cmake (Pingora's zlib-ng), perl/make (vendored OpenSSL), openssl (dev certificates),
 # wrk (load benchmark), curl, redis-server (shared-store tests), prometheus (scrape test),
 # Node.js and npm with the test identity provider
-# (oidc-provider). Idempotent and quiet when everything is there already.
+# (oidc-provider), Chromium and playwright-core (browser login test), nginx (forward-auth
+# test). Idempotent and quiet when everything is there already.
 set -euo pipefail
 
 need=()
@@ -20,6 +21,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
@@ -35,7 +38,7 @@ fi
 
 # The real OpenID provider the end-to-end tests run (tests/idp, pinned by package-lock.json).
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if [ ! -d "$root/tests/idp/node_modules/oidc-provider" ]; then
+if [ ! -d "$root/tests/idp/node_modules/oidc-provider" ] || [ ! -d "$root/tests/idp/node_modules/playwright-core" ]; then
   echo "setup: installing the test identity provider (npm ci in tests/idp)"
   npm ci --prefix "$root/tests/idp" --no-audit --no-fund --loglevel=error >/dev/null
 fi

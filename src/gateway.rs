@@ -16,6 +16,8 @@ use pingora::services::background::BackgroundService;
 
 use crate::authn::Authenticator;
 use crate::config::{Config, ConfigError};
+use crate::login::assertion::AssertionSigner;
+use crate::login::Login;
 use crate::metrics::{Metrics, RouteMetrics, NO_ROUTE};
 use crate::ratelimit::{AuthFailures, RateLimiter};
 use crate::respond::SecurityHeaders;
@@ -35,6 +37,10 @@ pub struct Runtime {
     pub security_headers: SecurityHeaders,
     pub limiter: Arc<RateLimiter>,
     pub auth_failures: Arc<AuthFailures>,
+    /// Browser login and sessions, when the config has an `[[idp]]`.
+    pub login: Option<Arc<Login>>,
+    /// Signs `X-Gatehouse-Assertion` when `headers.assertion` is on.
+    pub signer: Option<Arc<AssertionSigner>>,
 }
 
 impl Runtime {
@@ -80,7 +86,31 @@ impl Runtime {
             }
             _ => Arc::new(AuthFailures::new(&config.auth_failure_limit)),
         };
+        let login = Login::build(&config, previous.and_then(|p| p.login.as_ref()), metrics).await?;
+        let signer = if config.headers.assertion {
+            let issuer = config
+                .server
+                .public_url
+                .clone()
+                .unwrap_or_else(|| "gatehouse".to_string());
+            let source = (
+                config.headers.assertion_key.clone(),
+                config.headers.assertion_ttl,
+                issuer.clone(),
+            );
+            match previous
+                .and_then(|p| p.signer.as_ref())
+                .filter(|s| s.source == source)
+            {
+                Some(s) => Some(s.clone()),
+                None => Some(Arc::new(AssertionSigner::new(&config.headers, &issuer)?)),
+            }
+        } else {
+            None
+        };
         Ok(Runtime {
+            login,
+            signer,
             limiter,
             auth_failures,
             security_headers: SecurityHeaders::new(&config.security_headers),
@@ -239,6 +269,7 @@ impl BackgroundService for Supervisor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_check: HashMap<String, Instant> = HashMap::new();
         let mut last_resolve = Instant::now();
+        let mut last_sessions = Instant::now() - Duration::from_secs(60);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return self.drain().await,
@@ -275,6 +306,17 @@ impl BackgroundService for Supervisor {
                     for store in &runtime.auth.bearer.issuers {
                         if store.refresh_due() {
                             store.refresh().await;
+                        }
+                    }
+                    if let Some(login) = &runtime.login {
+                        for provider in &login.providers {
+                            provider.maintain().await;
+                        }
+                        if last_sessions.elapsed() >= Duration::from_secs(5) {
+                            last_sessions = Instant::now();
+                            if let Ok(n) = login.store.count().await {
+                                self.gateway.metrics.sessions_active.set(n as i64);
+                            }
                         }
                     }
                 }

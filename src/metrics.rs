@@ -27,6 +27,12 @@ pub struct Metrics {
     pub rate_limit_store_errors_total: IntCounterVec,
     pub rate_limit_keys: prometheus::IntGauge,
     pub auth_lockouts_total: IntCounter,
+    pub logins_total: IntCounterVec,
+    pub token_refresh_total: IntCounterVec,
+    pub sessions_active: prometheus::IntGauge,
+    pub logouts_total: IntCounterVec,
+    pub session_store_degraded: prometheus::IntGauge,
+    pub session_store_errors_total: IntCounter,
 }
 
 /// The `route` label of requests that matched no route.
@@ -142,6 +148,45 @@ impl Metrics {
             "Client IPs locked out for repeated authentication failures.",
         )
         .expect("static metric definition");
+        let logins_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_logins_total",
+                "Browser logins finished at the callback, by IdP and result (success or the failure cause).",
+            ),
+            &["idp", "result"],
+        )
+        .expect("static metric definition");
+        let token_refresh_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_token_refresh_total",
+                "Access-token refreshes with the refresh token, by IdP and result.",
+            ),
+            &["idp", "result"],
+        )
+        .expect("static metric definition");
+        let sessions_active = prometheus::IntGauge::new(
+            "gatehouse_sessions_active",
+            "Live browser sessions in the session store.",
+        )
+        .expect("static metric definition");
+        let logouts_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_logouts_total",
+                "Sessions ended by logout, by kind (rp, everywhere, backchannel).",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
+        let session_store_degraded = prometheus::IntGauge::new(
+            "gatehouse_session_store_degraded",
+            "1 while Redis is unreachable and sessions are kept in memory (session.fallback = \"memory\").",
+        )
+        .expect("static metric definition");
+        let session_store_errors_total = IntCounter::new(
+            "gatehouse_session_store_errors_total",
+            "Session store operations that failed (store unreachable or corrupt entry).",
+        )
+        .expect("static metric definition");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -164,6 +209,12 @@ impl Metrics {
             Box::new(rate_limit_store_errors_total.clone()),
             Box::new(rate_limit_keys.clone()),
             Box::new(auth_lockouts_total.clone()),
+            Box::new(logins_total.clone()),
+            Box::new(token_refresh_total.clone()),
+            Box::new(sessions_active.clone()),
+            Box::new(logouts_total.clone()),
+            Box::new(session_store_degraded.clone()),
+            Box::new(session_store_errors_total.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -184,6 +235,12 @@ impl Metrics {
             rate_limit_store_errors_total,
             rate_limit_keys,
             auth_lockouts_total,
+            logins_total,
+            token_refresh_total,
+            sessions_active,
+            logouts_total,
+            session_store_degraded,
+            session_store_errors_total,
         }
     }
 

@@ -23,6 +23,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::authn::{claim_at, AuthFailure, Identity};
 use crate::authz::{Policy, PolicyRequest};
 use crate::config::{AuthMethod, RateLimitConfig, RouteConfig};
+use crate::endpoints::SessionOutcome;
 use crate::gateway::{Gateway, InFlight, Runtime};
 use crate::metrics::NO_ROUTE;
 use crate::normalize::{normalize_target, NormalizeOptions};
@@ -36,34 +37,40 @@ pub struct GatehouseProxy {
 
 /// Per-request state shared by the stages.
 pub struct RequestCtx {
-    started: Instant,
-    _in_flight: InFlight,
-    runtime: Option<Arc<Runtime>>,
-    request_id: String,
-    route: Option<usize>,
-    peer: Option<IpAddr>,
-    client_ip: Option<IpAddr>,
-    peer_trusted: bool,
-    tls: bool,
-    html: bool,
-    host: String,
+    pub(crate) started: Instant,
+    pub(crate) _in_flight: InFlight,
+    pub(crate) runtime: Option<Arc<Runtime>>,
+    pub(crate) request_id: String,
+    pub(crate) route: Option<usize>,
+    pub(crate) peer: Option<IpAddr>,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) peer_trusted: bool,
+    pub(crate) tls: bool,
+    pub(crate) html: bool,
+    pub(crate) host: String,
     /// The normalized path: what routing (and policy) judged, and what goes upstream.
-    path: String,
+    pub(crate) path: String,
     /// The target to send upstream when it differs from what the client sent.
-    rewrite: Option<Uri>,
-    origin: Option<String>,
+    pub(crate) rewrite: Option<Uri>,
+    pub(crate) origin: Option<String>,
     /// Servers that already failed this request, so a retry picks another.
-    tried: Vec<SocketAddr>,
-    current_server: Option<SocketAddr>,
+    pub(crate) tried: Vec<SocketAddr>,
+    pub(crate) current_server: Option<SocketAddr>,
     /// Why the gateway refused the request itself, for the access log.
-    refusal: Option<&'static str>,
-    identity: Option<Arc<Identity>>,
+    pub(crate) refusal: Option<&'static str>,
+    pub(crate) identity: Option<Arc<Identity>>,
     /// `RateLimit-Policy` and `RateLimit` for the response, when configured.
-    rate_headers: Option<(String, String)>,
+    pub(crate) rate_headers: Option<(String, String)>,
+    /// A request for one of the gateway's own endpoints: the path after the prefix.
+    pub(crate) reserved: Option<String>,
+    /// `/_gatehouse/auth`: judge the forwarded request, answer instead of proxying.
+    pub(crate) forward_auth: bool,
+    /// The browser session that authenticated the request.
+    pub(crate) session: Option<Arc<crate::session::Session>>,
 }
 
 impl RequestCtx {
-    fn route<'a>(&self, runtime: &'a Runtime) -> Option<&'a RouteConfig> {
+    pub(crate) fn route<'a>(&self, runtime: &'a Runtime) -> Option<&'a RouteConfig> {
         self.route.map(|i| &runtime.config.routes[i])
     }
 
@@ -76,13 +83,13 @@ impl RequestCtx {
 }
 
 /// A request the gateway answers itself instead of proxying.
-struct Refusal {
-    status: StatusCode,
-    reason: &'static str,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: &'static str,
 }
 
 impl Refusal {
-    fn new(status: u16, reason: &'static str) -> Self {
+    pub(crate) fn new(status: u16, reason: &'static str) -> Self {
         Refusal {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
             reason,
@@ -111,17 +118,24 @@ impl GatehouseProxy {
             b"" => b"/",
             raw => raw,
         };
+        // The gateway's own endpoints are never proxied, whatever route covers them.
+        if let Ok(strict) = normalize_target(raw, NormalizeOptions::default()) {
+            let prefix = config.server.reserved_prefix.as_str();
+            if strict.path == prefix {
+                return Err(Refusal::new(404, "reserved_path"));
+            }
+            if let Some(rest) = strict
+                .path
+                .strip_prefix(prefix)
+                .filter(|r| r.starts_with('/'))
+            {
+                ctx.reserved = Some(rest.to_string());
+                ctx.path = strict.path.clone();
+                return Ok(());
+            }
+        }
         let (route, normalized) = route_request(rt, &ctx.host, raw)?;
         ctx.route = Some(route);
-        if normalized.path == config.server.reserved_prefix
-            || normalized
-                .path
-                .strip_prefix(config.server.reserved_prefix.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-        {
-            // The gateway's own endpoints are never proxied; none exist in this build yet.
-            return Err(Refusal::new(404, "reserved_path"));
-        }
         let target = normalized.to_request_target();
         // Most requests are already normal: then the client's target goes upstream as is.
         if path_start > 0 || target.as_bytes() != raw {
@@ -185,7 +199,7 @@ fn strip_scheme(raw: &[u8]) -> Option<&[u8]> {
     None
 }
 
-fn host_without_port(value: &str) -> Option<String> {
+pub(crate) fn host_without_port(value: &str) -> Option<String> {
     let value = value.trim();
     if value.contains(['@', '/', ' ']) {
         return None;
@@ -212,7 +226,7 @@ fn host_without_port(value: &str) -> Option<String> {
 
 /// Normalizes the path strictly, or with a route's own opt-outs when that route is the one
 /// the lenient reading leads to; returns the route and the path it judged.
-fn route_request(
+pub(crate) fn route_request(
     rt: &Runtime,
     host: &str,
     raw: &[u8],
@@ -267,6 +281,9 @@ impl ProxyHttp for GatehouseProxy {
             refusal: None,
             identity: None,
             rate_headers: None,
+            reserved: None,
+            forward_auth: false,
+            session: None,
         }
     }
 
@@ -316,10 +333,18 @@ impl ProxyHttp for GatehouseProxy {
             return Ok(true);
         }
 
+        if ctx.reserved.is_some() {
+            if self.reserved_limit_exceeded(session, ctx, &rt).await? {
+                return Ok(true);
+            }
+            if self.gateway_endpoint(session, ctx, &rt).await? {
+                return Ok(true);
+            }
+        }
         let Some(route) = ctx.route(&rt) else {
             return Error::e_explain(ErrorType::InternalError, "admitted request without a route");
         };
-        if let Some(cors_config) = &route.cors {
+        if let Some(cors_config) = route.cors.as_ref().filter(|_| !ctx.forward_auth) {
             if cors::is_preflight(session.req_header()) {
                 let sec = &rt.config.security_headers;
                 match cors::preflight(cors_config, session.req_header()) {
@@ -364,11 +389,16 @@ impl ProxyHttp for GatehouseProxy {
                     .await?;
                 return Ok(true);
             }
-            match rt
-                .auth
-                .authenticate(&route.auth, session.req_header())
-                .await
-            {
+            let outcome = match self.authenticate_session(session, ctx, &rt, route).await? {
+                SessionOutcome::Answered => return Ok(true),
+                SessionOutcome::Authenticated(identity) => Ok((AuthMethod::Session, identity)),
+                SessionOutcome::NotApplicable => {
+                    rt.auth
+                        .authenticate(&route.auth, session.req_header())
+                        .await
+                }
+            };
+            match outcome {
                 Ok((method, identity)) => {
                     self.record_decision(
                         session,
@@ -395,6 +425,12 @@ impl ProxyHttp for GatehouseProxy {
                         self.count_auth_failure(ctx, &rt);
                     }
                     ctx.refusal = Some(failure.reason());
+                    if route.auth.contains(&AuthMethod::Session)
+                        && failure == AuthFailure::Missing
+                        && self.start_login_redirect(session, ctx, &rt, route).await?
+                    {
+                        return Ok(true);
+                    }
                     // API clients get JSON, whatever their Accept header says (spec §7).
                     ctx.html = false;
                     session.set_keepalive(None);
@@ -410,7 +446,14 @@ impl ProxyHttp for GatehouseProxy {
                 return Ok(true);
             }
         }
-        self.enforce_rate_limits(session, ctx, &rt).await
+        if self.enforce_rate_limits(session, ctx, &rt).await? {
+            return Ok(true);
+        }
+        if ctx.forward_auth {
+            self.forward_auth_allow(session, ctx, &rt).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -455,8 +498,26 @@ impl ProxyHttp for GatehouseProxy {
             upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
         }
         if let Some(rt) = &ctx.runtime {
+            if let Some(login) = &rt.login {
+                strip_gateway_cookies(upstream_request, &login.cookies);
+            }
             if let Some(route) = ctx.route(rt) {
                 strip_consumed_credentials(upstream_request, route);
+                if let (Some(identity), Some(signer)) = (&ctx.identity, &rt.signer) {
+                    if let Some(value) = signer.assertion(identity, &route.name) {
+                        upstream_request.insert_header(crate::endpoints::ASSERTION, value)?;
+                    }
+                }
+                if let (true, Some(s), Some(login)) =
+                    (route.pass_access_token, &ctx.session, &rt.login)
+                {
+                    if let Some(token) = login.access_token(s) {
+                        upstream_request.insert_header(
+                            http::header::AUTHORIZATION,
+                            format!("Bearer {token}"),
+                        )?;
+                    }
+                }
             }
             if let Some(identity) = &ctx.identity {
                 set_identity_headers(upstream_request, identity, &rt.config.headers.claims);
@@ -639,7 +700,8 @@ fn auth_answer(
     methods: &[AuthMethod],
     failure: AuthFailure,
 ) -> (StatusCode, Vec<(&'static str, String)>) {
-    let bearer = methods.contains(&AuthMethod::Bearer);
+    // Browser-session routes answer scripts with a Bearer challenge too (spec §7).
+    let bearer = methods.contains(&AuthMethod::Bearer) || methods.contains(&AuthMethod::Session);
     let challenge = |error: Option<(&str, &str)>| -> Vec<(&'static str, String)> {
         let value = match (bearer, error) {
             (true, Some((code, description))) => {
@@ -697,8 +759,37 @@ fn strip_consumed_credentials(req: &mut RequestHeader, route: &RouteConfig) {
     }
 }
 
+/// The gateway's own cookies (session id, login binding) never reach the upstream.
+fn strip_gateway_cookies(req: &mut RequestHeader, cookies: &crate::login::Cookies) {
+    let values: Vec<String> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let ours = |pair: &str| {
+        pair.trim()
+            .split_once('=')
+            .is_some_and(|(name, _)| cookies.is_ours(name))
+    };
+    if !values.iter().any(|v| v.split(';').any(ours)) {
+        return;
+    }
+    let kept: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(';'))
+        .filter(|pair| !ours(pair) && !pair.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    req.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        let _ = req.insert_header(http::header::COOKIE, kept.join("; "));
+    }
+}
+
 /// The identity headers of spec §3; a value that cannot be a header value is left out.
-fn set_identity_headers(
+pub(crate) fn set_identity_headers(
     req: &mut RequestHeader,
     identity: &Identity,
     claims: &[(http::HeaderName, String)],
@@ -787,7 +878,7 @@ impl GatehouseProxy {
     }
 
     /// A failed authentication from this client; too many lock it out for a while.
-    fn count_auth_failure(&self, ctx: &RequestCtx, rt: &Runtime) {
+    pub(crate) fn count_auth_failure(&self, ctx: &RequestCtx, rt: &Runtime) {
         let Some(ip) = ctx.client_ip else { return };
         if rt.auth_failures.record_failure(ip) {
             self.gateway.metrics.auth_lockouts_total.inc();
@@ -940,7 +1031,7 @@ impl GatehouseProxy {
 
     /// Counts a decision and writes its audit line (never the credential itself).
     #[allow(clippy::too_many_arguments)]
-    fn record_decision(
+    pub(crate) fn record_decision(
         &self,
         session: &Session,
         ctx: &RequestCtx,
@@ -980,7 +1071,7 @@ impl GatehouseProxy {
         }
     }
 
-    async fn error_page(
+    pub(crate) async fn error_page(
         &self,
         session: &mut Session,
         ctx: &RequestCtx,

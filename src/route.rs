@@ -74,6 +74,9 @@ mod tests {
             pass_access_token: false,
             rate_limits: Vec::new(),
             policy: None,
+            idp: None,
+            acr_values: Vec::new(),
+            max_auth_age: None,
         }
     }
 

@@ -28,6 +28,9 @@ fn session(subject: &str, sid: &str, cipher: &TokenCipher) -> Session {
         access_token: Some(cipher.seal("access-token-plaintext")),
         refresh_token: Some(cipher.seal("refresh-token-plaintext")),
         access_expires_at: Some(100),
+        refresh_at: None,
+        touched_at: 0,
+        identity: Default::default(),
     }
 }
 
@@ -56,6 +59,19 @@ async fn exercise(a: &dyn SessionStore, b: &dyn SessionStore) {
         Some("access-token-plaintext")
     );
     assert_eq!(b.get(&new_session_id()).await.unwrap(), None);
+    // A login state is read once, by any instance; a second read (replay) finds nothing.
+    a.put_once("login:abc", b"state", hour).await.unwrap();
+    assert_eq!(
+        b.take_once("login:abc").await.unwrap().as_deref(),
+        Some(&b"state"[..])
+    );
+    assert_eq!(a.take_once("login:abc").await.unwrap(), None);
+    // The refresh lock is exclusive until released.
+    assert!(a.try_lock("refresh:x", hour).await.unwrap());
+    assert!(!b.try_lock("refresh:x", hour).await.unwrap());
+    b.unlock("refresh:x").await.unwrap();
+    assert!(a.try_lock("refresh:x", hour).await.unwrap());
+    a.ping().await.unwrap();
     // Back-channel logout by IdP session id, logout everywhere by subject, plain logout.
     assert_eq!(b.delete_by_sid("idp-sid-2").await.unwrap(), 1);
     assert!(a.get(&id2).await.unwrap().is_none());

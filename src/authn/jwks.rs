@@ -183,6 +183,11 @@ impl KeyStore {
         count
     }
 
+    /// Sets the key set's URL (known from the caller's own discovery).
+    pub fn set_jwks_uri(&self, uri: String) {
+        self.jwks_uri.store(Some(Arc::new(uri)));
+    }
+
     pub fn refresh_due(&self) -> bool {
         Instant::now() >= **self.next_refresh.load()
     }

@@ -4,7 +4,7 @@
 
 pub mod api_key;
 pub mod bearer;
-mod fetch;
+pub(crate) mod fetch;
 pub mod introspection;
 pub mod jwks;
 
@@ -198,7 +198,7 @@ fn find_credential<'a>(
                     .ok_or((method, AuthFailure::Malformed("malformed_api_key")))?;
                 return Ok(Some(Credential::ApiKey(key)));
             }
-            AuthMethod::None => {}
+            AuthMethod::None | AuthMethod::Session => {}
         }
     }
     Ok(None)

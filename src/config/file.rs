@@ -23,10 +23,9 @@ pub struct File {
     pub route: Vec<S<Route>>,
     pub headers: Option<Headers>,
     pub security_headers: Option<SecurityHeaders>,
-    // Sections whose capability is not built yet; parsed loosely so that `check` can point
-    // at them with a clear "not available yet" instead of "unknown key".
-    pub session: Option<S<toml::Table>>,
-    pub idp: Option<S<Vec<toml::Table>>>,
+    pub session: Option<S<Session>>,
+    #[serde(default)]
+    pub idp: Vec<S<Idp>>,
     #[serde(default)]
     pub bearer: Vec<S<Bearer>>,
     #[serde(default)]
@@ -36,6 +35,42 @@ pub struct File {
     pub rate_limit_store: Option<S<RateLimitStore>>,
     pub auth_failure_limit: Option<S<AuthFailureLimit>>,
     pub reserved_limit: Option<S<ReservedLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    pub store: Option<S<String>>,
+    pub redis_url: Option<S<String>>,
+    pub cookie_name: Option<S<String>>,
+    pub secret: Option<S<String>>,
+    pub max_lifetime: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub same_site: Option<S<String>>,
+    pub fallback: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub max_sessions: Option<S<i64>>,
+    pub refresh_before: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Idp {
+    pub name: S<String>,
+    pub issuer: S<String>,
+    pub client_id: S<String>,
+    pub client_secret: Option<S<String>>,
+    pub client_auth: Option<S<String>>,
+    pub scopes: Option<S<Vec<S<String>>>>,
+    pub subject_claim: Option<S<String>>,
+    pub email_claim: Option<S<String>>,
+    pub username_claim: Option<S<String>>,
+    pub groups_claim: Option<S<String>>,
+    #[serde(default)]
+    pub extra_auth_params: BTreeMap<S<String>, S<String>>,
+    pub algorithms: Option<S<Vec<S<String>>>>,
+    pub leeway: Option<S<String>>,
+    pub post_logout_redirect_uri: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,13 +173,12 @@ pub struct Route {
     pub cors: Option<S<Cors>>,
     pub security_headers: Option<bool>,
     pub path_checks: Option<PathChecks>,
-    // Keys of capabilities not built yet (see `File`).
-    pub idp: Option<S<toml::Value>>,
+    pub idp: Option<S<String>>,
     pub policy: Option<S<String>>,
     pub rate_limit: Option<S<Vec<S<String>>>>,
     pub pass_access_token: Option<bool>,
-    pub acr_values: Option<S<toml::Value>>,
-    pub max_auth_age: Option<S<toml::Value>>,
+    pub acr_values: Option<S<Vec<S<String>>>>,
+    pub max_auth_age: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +234,9 @@ pub struct Cors {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Headers {
-    pub assertion: Option<S<bool>>,
+    pub assertion: Option<bool>,
+    pub assertion_key: Option<S<String>>,
+    pub assertion_ttl: Option<S<String>>,
     #[serde(default)]
     pub claims: BTreeMap<S<String>, S<String>>,
 }

@@ -14,8 +14,6 @@ use super::values::{interpolate_env, parse_duration};
 use super::*;
 use crate::identity;
 
-const NOT_YET: &str = "is not available in this build yet";
-
 struct Lowerer<'a> {
     r: Reporter<'a>,
     /// Policy files already loaded: routes sharing one file share one compiled policy.
@@ -52,7 +50,6 @@ pub fn lower(
 
 impl Lowerer<'_> {
     fn config(&mut self, f: file::File) -> Config {
-        self.not_yet_sections(&f);
         let server = self.server(&f.server);
         let admin = self.admin(f.admin.as_ref());
         let log = self.log(f.log.as_ref());
@@ -65,16 +62,27 @@ impl Lowerer<'_> {
         let bearer: Vec<BearerConfig> = f.bearer.iter().filter_map(|b| self.bearer(b)).collect();
         let api_keys: Vec<ApiKeyConfig> =
             f.api_key.iter().filter_map(|k| self.api_key(k)).collect();
+        let session = self.session(f.session.as_ref());
+        let idps = self.idps(&f.idp);
         let available = Available {
             bearer: !f.bearer.is_empty(),
             api_key: !f.api_key.is_empty(),
+            session: !f.idp.is_empty(),
         };
         let rate_limits: Vec<RateLimitConfig> = f
             .rate_limit
             .iter()
             .filter_map(|l| self.rate_limit(l))
             .collect();
-        let mut routes = self.routes(&f.route, &upstreams, available);
+        let mut routes = self.routes(&f.route, &upstreams, available, &idps);
+        if routes.iter().any(|r| r.auth.contains(&AuthMethod::Session))
+            && server.public_url.is_none()
+        {
+            self.r.error(
+                f.server.span(),
+                "browser login (auth = [\"session\"]) needs server.public_url: the redirect URI and cookie flags derive from it",
+            );
+        }
         self.route_rate_limits(&f.route, &mut routes, &rate_limits);
         let rate_limit_store = self.rate_limit_store(f.rate_limit_store.as_ref());
         let auth_failure_limit = self.auth_failure_limit(f.auth_failure_limit.as_ref());
@@ -96,6 +104,8 @@ impl Lowerer<'_> {
             rate_limit_store,
             auth_failure_limit,
             reserved_limit,
+            session,
+            idps,
         }
     }
 
@@ -366,32 +376,7 @@ impl Lowerer<'_> {
             .jwks_uri
             .as_ref()
             .and_then(|u| self.secure_url(u, "jwks_uri"));
-        let algorithms = match &c.algorithms {
-            None => vec![jsonwebtoken::Algorithm::RS256],
-            Some(list) => {
-                if list.get_ref().is_empty() {
-                    self.r.error(list.span(), "algorithms must not be empty");
-                }
-                list.get_ref()
-                    .iter()
-                    .filter_map(|a| {
-                        let text = a.get_ref().as_str();
-                        let alg = match text {
-                            "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256"
-                            | "ES384" | "EdDSA" => text.parse::<jsonwebtoken::Algorithm>().ok(),
-                            _ => None,
-                        };
-                        if alg.is_none() {
-                            self.r.error(
-                                a.span(),
-                                format!("algorithm {text:?} is not allowed (use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA; HMAC and none never are)"),
-                            );
-                        }
-                        alg
-                    })
-                    .collect()
-            }
-        };
+        let algorithms = self.algorithms(c.algorithms.as_ref(), &[jsonwebtoken::Algorithm::RS256]);
         let leeway = self.duration(c.leeway.as_ref(), Duration::from_secs(30));
         if leeway > Duration::from_secs(300) {
             if let Some(l) = &c.leeway {
@@ -459,6 +444,347 @@ impl Lowerer<'_> {
         })
     }
 
+    fn algorithms(
+        &mut self,
+        list: Option<&S<Vec<S<String>>>>,
+        default: &[jsonwebtoken::Algorithm],
+    ) -> Vec<jsonwebtoken::Algorithm> {
+        let Some(list) = list else {
+            return default.to_vec();
+        };
+        if list.get_ref().is_empty() {
+            self.r.error(list.span(), "algorithms must not be empty");
+        }
+        list.get_ref()
+            .iter()
+            .filter_map(|a| {
+                let text = a.get_ref().as_str();
+                let alg = match text {
+                    "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256"
+                    | "ES384" | "EdDSA" => text.parse::<jsonwebtoken::Algorithm>().ok(),
+                    _ => None,
+                };
+                if alg.is_none() {
+                    self.r.error(
+                        a.span(),
+                        format!("algorithm {text:?} is not allowed (use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA; HMAC and none never are)"),
+                    );
+                }
+                alg
+            })
+            .collect()
+    }
+
+    fn session(&mut self, s: Option<&S<file::Session>>) -> SessionConfig {
+        let none = file::Session {
+            store: None,
+            redis_url: None,
+            cookie_name: None,
+            secret: None,
+            max_lifetime: None,
+            idle_timeout: None,
+            same_site: None,
+            fallback: None,
+            timeout: None,
+            max_sessions: None,
+            refresh_before: None,
+        };
+        let span = s.map_or(0..0, S::span);
+        let c = s.map_or(&none, S::get_ref);
+        let redis_url = c.redis_url.as_ref().and_then(|u| self.string(u));
+        let store = match c.store.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "memory")) => StoreKind::Memory,
+            Some((v, "redis")) => match redis_url.clone() {
+                Some(url) => StoreKind::Redis { url },
+                None => {
+                    self.r
+                        .error(v.span(), "session store \"redis\" needs session.redis_url");
+                    StoreKind::Memory
+                }
+            },
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("session.store must be \"memory\" or \"redis\", not {other:?}"),
+                );
+                StoreKind::Memory
+            }
+        };
+        if let (Some(u), StoreKind::Memory) = (&c.redis_url, &store) {
+            self.r.error(
+                u.span(),
+                "session.redis_url is only used with store = \"redis\"",
+            );
+        }
+        if let Some(url) = &redis_url {
+            if redis::Client::open(url.as_str()).is_err() {
+                if let Some(u) = &c.redis_url {
+                    self.r.error(u.span(), format!("invalid redis_url {url:?}"));
+                }
+            }
+        }
+        let cookie_name = match &c.cookie_name {
+            None => "gatehouse".to_string(),
+            Some(v) => {
+                let text = self.string(v).unwrap_or_default();
+                let ok = !text.is_empty()
+                    && text.len() <= 64
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                    && !text.starts_with("__");
+                if !ok {
+                    self.r.error(
+                        v.span(),
+                        format!("cookie_name {text:?} may hold only letters, digits, '-', '_' and '.' (the __Host- prefix is added on TLS)"),
+                    );
+                }
+                text
+            }
+        };
+        let secret = match &c.secret {
+            None => {
+                if matches!(store, StoreKind::Redis { .. }) {
+                    self.r.error(
+                        span.clone(),
+                        "session.secret is required with the redis store: every instance must derive the same token encryption key",
+                    );
+                }
+                None
+            }
+            Some(v) => {
+                let text = self.string(v).unwrap_or_default();
+                if text.len() < 32 {
+                    self.r.error(
+                        v.span(),
+                        "session.secret must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+                    );
+                }
+                Some(text.into_bytes())
+            }
+        };
+        let max_lifetime = self.duration(c.max_lifetime.as_ref(), Duration::from_secs(8 * 3600));
+        let idle_timeout = self.duration(c.idle_timeout.as_ref(), Duration::from_secs(3600));
+        for (v, d) in [
+            (&c.max_lifetime, max_lifetime),
+            (&c.idle_timeout, idle_timeout),
+        ] {
+            if let Some(v) = v {
+                if d < Duration::from_secs(60) {
+                    self.r.error(v.span(), "must be at least 1m");
+                }
+            }
+        }
+        if idle_timeout > max_lifetime {
+            if let Some(v) = &c.idle_timeout {
+                self.r
+                    .error(v.span(), "idle_timeout cannot exceed max_lifetime");
+            }
+        }
+        let same_site = match c.same_site.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "lax")) => SameSite::Lax,
+            Some((_, "strict")) => SameSite::Strict,
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("session.same_site must be \"lax\" or \"strict\", not {other:?} (\"none\" would send the session cookie with cross-site requests)"),
+                );
+                SameSite::Lax
+            }
+        };
+        let fallback_memory = match c.fallback.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "none")) => false,
+            Some((_, "memory")) => true,
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("session.fallback must be \"none\" or \"memory\", not {other:?}"),
+                );
+                false
+            }
+        };
+        let timeout = self.duration(c.timeout.as_ref(), Duration::from_millis(500));
+        let refresh_before = self.duration(c.refresh_before.as_ref(), Duration::from_secs(60));
+        let max_sessions = self.positive(c.max_sessions.as_ref(), 1_000_000, "max_sessions");
+        SessionConfig {
+            store,
+            cookie_name,
+            secret,
+            max_lifetime,
+            idle_timeout,
+            same_site,
+            fallback_memory,
+            timeout,
+            max_sessions,
+            refresh_before,
+        }
+    }
+
+    fn idps(&mut self, list: &[S<file::Idp>]) -> Vec<IdpConfig> {
+        let mut out: Vec<IdpConfig> = Vec::new();
+        for i in list {
+            let c = i.get_ref();
+            let name = c.name.get_ref().clone();
+            if !valid_name(&name) {
+                self.r.error(
+                    c.name.span(),
+                    format!("idp name {name:?} may hold only letters, digits, '-' and '_'"),
+                );
+            }
+            if out.iter().any(|o| o.name == name) {
+                self.r.error(
+                    c.name.span(),
+                    format!("an idp named {name:?} is defined twice"),
+                );
+            }
+            let issuer = self.secure_url(&c.issuer, "issuer");
+            let client_id = self.string(&c.client_id).unwrap_or_default();
+            if client_id.is_empty() {
+                self.r
+                    .error(c.client_id.span(), "client_id must not be empty");
+            }
+            let client_secret = c.client_secret.as_ref().and_then(|v| self.string(v));
+            let client_auth = match (&c.client_auth, &client_secret) {
+                (None, Some(_)) => ClientAuth::Basic,
+                (None, None) => ClientAuth::None,
+                (Some(v), secret) => match (v.get_ref().as_str(), secret) {
+                    ("client_secret_basic", Some(_)) => ClientAuth::Basic,
+                    ("client_secret_post", Some(_)) => ClientAuth::Post,
+                    ("none", None) => ClientAuth::None,
+                    ("client_secret_basic" | "client_secret_post", None) => {
+                        self.r
+                            .error(v.span(), "this client_auth needs client_secret");
+                        ClientAuth::None
+                    }
+                    ("none", Some(_)) => {
+                        self.r.error(
+                            v.span(),
+                            "client_auth \"none\" is for public clients; remove client_secret",
+                        );
+                        ClientAuth::None
+                    }
+                    (other, _) => {
+                        self.r.error(
+                            v.span(),
+                            format!("client_auth must be \"client_secret_basic\", \"client_secret_post\" or \"none\", not {other:?}"),
+                        );
+                        ClientAuth::None
+                    }
+                },
+            };
+            let scopes: Vec<String> = match &c.scopes {
+                None => ["openid", "profile", "email"].map(String::from).to_vec(),
+                Some(list) => {
+                    let scopes: Vec<String> = list
+                        .get_ref()
+                        .iter()
+                        .filter_map(|s| self.string(s))
+                        .collect();
+                    if !scopes.iter().any(|s| s == "openid") {
+                        self.r.error(list.span(), "scopes must include \"openid\"");
+                    }
+                    if let Some(bad) = scopes.iter().find(|s| {
+                        s.is_empty()
+                            || !s
+                                .bytes()
+                                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                    }) {
+                        self.r.error(list.span(), format!("invalid scope {bad:?}"));
+                    }
+                    scopes
+                }
+            };
+            let claim = |l: &mut Self, v: &Option<S<String>>, default: &str| -> String {
+                v.as_ref()
+                    .and_then(|v| l.string(v))
+                    .unwrap_or_else(|| default.to_string())
+            };
+            let claims = ClaimNames {
+                subject: claim(self, &c.subject_claim, "sub"),
+                email: claim(self, &c.email_claim, "email"),
+                username: claim(self, &c.username_claim, "preferred_username"),
+                groups: claim(self, &c.groups_claim, "groups"),
+            };
+            const RESERVED_PARAMS: [&str; 10] = [
+                "response_type",
+                "client_id",
+                "redirect_uri",
+                "scope",
+                "state",
+                "nonce",
+                "code_challenge",
+                "code_challenge_method",
+                "response_mode",
+                "request",
+            ];
+            let mut extra_auth_params = Vec::new();
+            for (k, v) in &c.extra_auth_params {
+                if RESERVED_PARAMS.contains(&k.get_ref().as_str()) {
+                    self.r.error(
+                        k.span(),
+                        format!(
+                            "extra_auth_params cannot set {:?}: the gateway sets it",
+                            k.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+                if let Some(value) = self.string(v) {
+                    extra_auth_params.push((k.get_ref().clone(), value));
+                }
+            }
+            let algorithms = self.algorithms(
+                c.algorithms.as_ref(),
+                &[
+                    jsonwebtoken::Algorithm::RS256,
+                    jsonwebtoken::Algorithm::PS256,
+                    jsonwebtoken::Algorithm::ES256,
+                    jsonwebtoken::Algorithm::EdDSA,
+                ],
+            );
+            let leeway = self.duration(c.leeway.as_ref(), Duration::from_secs(30));
+            if leeway > Duration::from_secs(300) {
+                if let Some(l) = &c.leeway {
+                    self.r.error(
+                        l.span(),
+                        "leeway above 5m is refused: it would accept expired tokens",
+                    );
+                }
+            }
+            let post_logout_redirect_uri = c.post_logout_redirect_uri.as_ref().and_then(|v| {
+                let text = self.string(v)?;
+                if url::Url::parse(&text)
+                    .ok()
+                    .is_none_or(|u| !matches!(u.scheme(), "http" | "https"))
+                {
+                    self.r.error(
+                        v.span(),
+                        format!(
+                            "post_logout_redirect_uri {text:?} must be an absolute http(s) URL"
+                        ),
+                    );
+                    return None;
+                }
+                Some(text)
+            });
+            let Some(issuer) = issuer else { continue };
+            out.push(IdpConfig {
+                name,
+                issuer,
+                client_id,
+                client_secret,
+                client_auth,
+                scopes,
+                claims,
+                extra_auth_params,
+                algorithms,
+                leeway,
+                post_logout_redirect_uri,
+            });
+        }
+        out
+    }
+
     fn api_key(&mut self, k: &S<file::ApiKey>) -> Option<ApiKeyConfig> {
         let c = k.get_ref();
         let hash_text = self.string(&c.hash)?;
@@ -503,16 +829,6 @@ impl Lowerer<'_> {
                 .collect(),
             expires,
         })
-    }
-
-    fn not_yet_sections(&mut self, f: &file::File) {
-        let mut flag = |span: Option<std::ops::Range<usize>>, what: &str| {
-            if let Some(span) = span {
-                self.r.error(span, format!("{what} {NOT_YET}"));
-            }
-        };
-        flag(f.session.as_ref().map(S::span), "[session]");
-        flag(f.idp.as_ref().map(S::span), "[[idp]] (browser login)");
     }
 
     /// A string value with `${ENV}` references replaced.
@@ -892,6 +1208,7 @@ impl Lowerer<'_> {
         routes: &[S<file::Route>],
         upstreams: &BTreeMap<String, UpstreamConfig>,
         available: Available,
+        idps: &[IdpConfig],
     ) -> Vec<RouteConfig> {
         let mut names: HashMap<String, ()> = HashMap::new();
         let mut places: HashMap<(Option<String>, String), String> = HashMap::new();
@@ -965,14 +1282,66 @@ impl Lowerer<'_> {
                     ),
                 );
             }
-            for (key, v) in [
-                ("idp", &route.idp),
-                ("acr_values", &route.acr_values),
-                ("max_auth_age", &route.max_auth_age),
+            let session = auth.contains(&AuthMethod::Session);
+            let idp = match (&route.idp, session) {
+                (Some(v), true) => {
+                    let found = idps.iter().position(|i| i.name == *v.get_ref());
+                    if found.is_none() {
+                        self.r.error(
+                            v.span(),
+                            format!("route {name:?} names unknown idp {:?}", v.get_ref()),
+                        );
+                    }
+                    found
+                }
+                (None, true) if idps.len() == 1 => Some(0),
+                (None, true) => {
+                    if idps.len() > 1 {
+                        self.r.error(
+                            route.auth.span(),
+                            format!("route {name:?} uses session login and several [[idp]] exist: name one with `idp`"),
+                        );
+                    }
+                    None
+                }
+                (Some(v), false) => {
+                    self.r.error(
+                        v.span(),
+                        "`idp` is only used on routes with auth = [\"session\"]",
+                    );
+                    None
+                }
+                (None, false) => None,
+            };
+            let acr_values: Vec<String> = route
+                .acr_values
+                .iter()
+                .flat_map(|l| l.get_ref().iter())
+                .filter_map(|v| self.string(v))
+                .collect();
+            let max_auth_age = route
+                .max_auth_age
+                .as_ref()
+                .map(|v| self.duration(Some(v), Duration::ZERO));
+            for (key, span) in [
+                ("acr_values", route.acr_values.as_ref().map(S::span)),
+                ("max_auth_age", route.max_auth_age.as_ref().map(S::span)),
             ] {
-                if let Some(v) = v {
-                    self.r
-                        .error(v.span(), format!("route key `{key}` {NOT_YET}"));
+                if let (Some(span), false) = (span, session) {
+                    self.r.error(
+                        span,
+                        format!(
+                            "`{key}` (step-up) is only used on routes with auth = [\"session\"]"
+                        ),
+                    );
+                }
+            }
+            if let Some(list) = &route.acr_values {
+                if list.get_ref().is_empty() {
+                    self.r.error(
+                        list.span(),
+                        "acr_values must not be empty (leave it out instead)",
+                    );
                 }
             }
             let policy = route.policy.as_ref().and_then(|p| self.policy(p));
@@ -998,6 +1367,9 @@ impl Lowerer<'_> {
                 pass_access_token,
                 rate_limits: Vec::new(),
                 policy,
+                idp,
+                acr_values,
+                max_auth_age,
             });
         }
         out
@@ -1024,16 +1396,16 @@ impl Lowerer<'_> {
                     m.span(),
                     "auth method \"api_key\" needs at least one [[api_key]]",
                 ),
+                "session" if available.session => methods.push(AuthMethod::Session),
                 "session" => self.r.error(
                     m.span(),
-                    format!(
-                        "auth method {:?} {NOT_YET}; a route that needs it cannot be served unprotected, so it is refused",
-                        m.get_ref()
-                    ),
+                    "auth method \"session\" needs at least one [[idp]] for browser login",
                 ),
                 other => self.r.error(
                     m.span(),
-                    format!("unknown auth method {other:?} (expected session, bearer, api_key or none)"),
+                    format!(
+                        "unknown auth method {other:?} (expected session, bearer, api_key or none)"
+                    ),
                 ),
             }
         }
@@ -1107,12 +1479,36 @@ impl Lowerer<'_> {
 
     fn headers(&mut self, h: Option<&file::Headers>) -> HeadersConfig {
         let Some(h) = h else {
-            return HeadersConfig::default();
+            return HeadersConfig {
+                assertion_ttl: Duration::from_secs(60),
+                ..HeadersConfig::default()
+            };
         };
-        if let Some(a) = &h.assertion {
-            if *a.get_ref() {
+        let assertion_key = h.assertion_key.as_ref().and_then(|k| {
+            let path = self.readable_file(k, "assertion key")?;
+            let pem = std::fs::read(&path).unwrap_or_default();
+            let p256 = pingora::tls::pkey::PKey::private_key_from_pem(&pem)
+                .ok()
+                .and_then(|key| key.ec_key().ok())
+                .and_then(|ec| ec.group().curve_name())
+                == Some(pingora::tls::nid::Nid::X9_62_PRIME256V1);
+            if !p256 {
+                self.r.error(
+                    k.span(),
+                    format!(
+                        "assertion key {} must be a PEM P-256 (ES256) private key",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            Some(path)
+        });
+        let assertion_ttl = self.duration(h.assertion_ttl.as_ref(), Duration::from_secs(60));
+        if let Some(v) = &h.assertion_ttl {
+            if assertion_ttl < Duration::from_secs(10) || assertion_ttl > Duration::from_secs(600) {
                 self.r
-                    .error(a.span(), format!("headers.assertion {NOT_YET}"));
+                    .error(v.span(), "assertion_ttl must be between 10s and 10m");
             }
         }
         let mut claims = Vec::new();
@@ -1134,7 +1530,9 @@ impl Lowerer<'_> {
             }
         }
         HeadersConfig {
-            assertion: false,
+            assertion: h.assertion.unwrap_or(false),
+            assertion_key,
+            assertion_ttl,
             claims,
         }
     }
@@ -1178,6 +1576,7 @@ impl Lowerer<'_> {
 struct Available {
     bearer: bool,
     api_key: bool,
+    session: bool,
 }
 
 /// Issuers, key sets and token endpoints must be `https`, except on loopback.

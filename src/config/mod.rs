@@ -47,6 +47,60 @@ pub struct Config {
     pub auth_failure_limit: AuthFailureLimitConfig,
     /// Per client IP, on the gateway's own endpoints (login, callback, ...).
     pub reserved_limit: RateLimitConfig,
+    pub session: SessionConfig,
+    /// OIDC providers for browser login, in file order; routes refer to them by index.
+    pub idps: Vec<IdpConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+}
+
+/// `[session]`: where browser sessions live and how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    pub store: StoreKind,
+    /// Without the `__Host-` prefix, which is added on TLS.
+    pub cookie_name: String,
+    /// Keys token encryption at rest; None: a random secret for this process (memory only).
+    pub secret: Option<Vec<u8>>,
+    pub max_lifetime: Duration,
+    pub idle_timeout: Duration,
+    pub same_site: SameSite,
+    /// Keep logins working from memory while Redis is down (`fallback = "memory"`).
+    pub fallback_memory: bool,
+    pub timeout: Duration,
+    pub max_sessions: u64,
+    /// Refresh access tokens this long before they expire (capped at a fifth of their life).
+    pub refresh_before: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_secret_basic`
+    Basic,
+    /// `client_secret_post`
+    Post,
+    /// A public client: PKCE only.
+    None,
+}
+
+/// One `[[idp]]`: an OpenID provider for browser login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdpConfig {
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_auth: ClientAuth,
+    pub scopes: Vec<String>,
+    pub claims: ClaimNames,
+    pub extra_auth_params: Vec<(String, String)>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub leeway: Duration,
+    pub post_logout_redirect_uri: Option<String>,
 }
 
 /// What a limit counts requests by.
@@ -206,6 +260,7 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     None,
+    Session,
     Bearer,
     ApiKey,
 }
@@ -214,6 +269,7 @@ impl AuthMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::None => "none",
+            AuthMethod::Session => "session",
             AuthMethod::Bearer => "bearer",
             AuthMethod::ApiKey => "api_key",
         }
@@ -238,6 +294,12 @@ pub struct RouteConfig {
     pub rate_limits: Vec<usize>,
     /// The authorization policy (`policy = "policies/x.toml"`), compiled.
     pub policy: Option<std::sync::Arc<crate::authz::Policy>>,
+    /// Index into `Config::idps` for session routes.
+    pub idp: Option<usize>,
+    /// Step-up: the session's `acr` must be one of these (sent as `acr_values` on login).
+    pub acr_values: Vec<String>,
+    /// Step-up: the login (`auth_time`) must be at most this old (sent as `max_age`).
+    pub max_auth_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +316,9 @@ pub struct CorsConfig {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HeadersConfig {
     pub assertion: bool,
+    /// PEM P-256 private key shared by instances; None: generated at start.
+    pub assertion_key: Option<PathBuf>,
+    pub assertion_ttl: Duration,
     /// Extra identity headers filled from claims; stripped from clients like the fixed ones.
     pub claims: Vec<(HeaderName, String)>,
 }

@@ -35,6 +35,8 @@ impl moka::Expiry<String, Entry> for EntryExpiry {
 
 pub struct MemoryStore {
     sessions: Cache<String, Entry>,
+    once: Cache<String, Arc<Vec<u8>>>,
+    locks: Mutex<HashMap<String, Instant>>,
     by_subject: Mutex<HashMap<String, HashSet<String>>>,
     by_sid: Mutex<HashMap<String, HashSet<String>>>,
 }
@@ -46,6 +48,12 @@ impl MemoryStore {
                 .max_capacity(max_sessions)
                 .expire_after(EntryExpiry)
                 .build(),
+            // Logins in progress: bounded in number and in time (10 minutes at most).
+            once: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            locks: Mutex::new(HashMap::new()),
             by_subject: Mutex::new(HashMap::new()),
             by_sid: Mutex::new(HashMap::new()),
         }
@@ -81,12 +89,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+    async fn get(&self, session_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         Ok(self
             .sessions
             .get(&store_key(session_id))
             .await
-            .map(|e| (*e.session).clone()))
+            .map(|e| e.session))
     }
 
     async fn put(
@@ -128,5 +136,43 @@ impl SessionStore for MemoryStore {
     async fn count(&self) -> Result<usize, StoreError> {
         self.sessions.run_pending_tasks().await;
         Ok(self.sessions.entry_count() as usize)
+    }
+
+    async fn put_once(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), StoreError> {
+        self.once
+            .insert(key.to_string(), Arc::new(value.to_vec()))
+            .await;
+        Ok(())
+    }
+
+    async fn take_once(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.once.remove(key).await.map(|v| (*v).clone()))
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        locks.retain(|_, until| *until > now);
+        if locks.contains_key(name) {
+            return Ok(false);
+        }
+        locks.insert(name.to_string(), now + ttl);
+        Ok(true)
+    }
+
+    async fn unlock(&self, name: &str) -> Result<(), StoreError> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn label(&self) -> String {
+        "memory".to_string()
     }
 }

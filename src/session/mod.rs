@@ -1,11 +1,12 @@
-//! Server-side sessions for browser login (the login flow itself is still to come): the
-//! cookie holds only a 256-bit random id; the store keys sessions by the id's SHA-256, keeps
+//! Server-side sessions for browser login: the cookie holds only a 256-bit random id; the store keys sessions by the id's SHA-256, keeps
 //! tokens encrypted (AES-256-GCM, key derived from `session.secret`), indexes sessions by
 //! subject and IdP session id so logout-everywhere never scans, and expires everything by TTL.
 
+pub mod fallback;
 pub mod memory;
 pub mod redis_store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit};
@@ -47,6 +48,15 @@ pub struct Session {
     pub access_token: Option<Vec<u8>>,
     pub refresh_token: Option<Vec<u8>>,
     pub access_expires_at: Option<u64>,
+    /// When to refresh the access token (Unix seconds), ahead of its expiry.
+    #[serde(default)]
+    pub refresh_at: Option<u64>,
+    /// When the idle timeout was last pushed back (Unix seconds).
+    #[serde(default)]
+    pub touched_at: u64,
+    /// The identity this session stands for, built on first use (not stored).
+    #[serde(skip)]
+    pub identity: std::sync::OnceLock<Arc<crate::authn::Identity>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +70,7 @@ pub enum StoreError {
 /// Where sessions live. Every method is bounded in time by the implementation.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
+    async fn get(&self, session_id: &str) -> Result<Option<Arc<Session>>, StoreError>;
     /// Stores (or replaces) a session that lives `ttl` more (idle timeout, capped by the
     /// absolute lifetime by the caller).
     async fn put(
@@ -75,10 +85,23 @@ pub trait SessionStore: Send + Sync {
     /// Ends the sessions of one IdP session (back-channel logout by `sid`).
     async fn delete_by_sid(&self, sid: &str) -> Result<usize, StoreError>;
     async fn count(&self) -> Result<usize, StoreError>;
+    /// A short-lived value read at most once (a login in progress): `take_once` returns it
+    /// and removes it in one step, so a replayed `state` finds nothing.
+    async fn put_once(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    async fn take_once(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A lock shared by every instance of the store, held at most `ttl`; true when this
+    /// caller got it (token refresh single-flight).
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<bool, StoreError>;
+    async fn unlock(&self, name: &str) -> Result<(), StoreError>;
+    /// Whether the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// "memory", "redis", or "redis (memory fallback active)".
+    fn label(&self) -> String;
 }
 
 /// AES-256-GCM for tokens at rest; the key is derived from `session.secret` with HKDF, so
 /// instances that share the secret read each other's sessions.
+#[derive(Clone)]
 pub struct TokenCipher {
     cipher: Aes256Gcm,
 }

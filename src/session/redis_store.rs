@@ -2,6 +2,7 @@
 //! indexes by subject and IdP session id as sets (so logout-everywhere is a set lookup,
 //! never a scan of the keyspace); any instance sharing the Redis sees every session.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,15 @@ pub struct RedisSessionStore {
     redis: LazyRedis,
     /// Index sets outlive every session they name.
     index_ttl: Duration,
+}
+
+/// Every live session's key, scored by when its TTL ends: `count` without a scan.
+const ACTIVE: &str = "gatehouse:active";
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn session_key(session_id: &str) -> String {
@@ -51,10 +61,11 @@ impl RedisSessionStore {
         let ended: usize = self
             .redis
             .run(|mut c| {
-                let (keys, index) = (keys.clone(), index.clone());
+                let (keys, index, members) = (keys.clone(), index.clone(), members.clone());
                 async move {
                     let mut pipe = redis::pipe();
                     pipe.cmd("DEL").arg(&keys).cmd("DEL").arg(&index).ignore();
+                    pipe.cmd("ZREM").arg(ACTIVE).arg(&members).ignore();
                     let (n,): (usize,) = pipe.query_async(&mut c).await?;
                     Ok(n)
                 }
@@ -67,7 +78,7 @@ impl RedisSessionStore {
 
 #[async_trait]
 impl SessionStore for RedisSessionStore {
-    async fn get(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+    async fn get(&self, session_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         let key = session_key(session_id);
         let json: Option<String> = self
             .redis
@@ -80,7 +91,7 @@ impl SessionStore for RedisSessionStore {
         match json {
             None => Ok(None),
             Some(j) => serde_json::from_str(&j)
-                .map(Some)
+                .map(|s| Some(Arc::new(s)))
                 .map_err(|e| StoreError::Corrupt(e.to_string())),
         }
     }
@@ -112,6 +123,11 @@ impl SessionStore for RedisSessionStore {
                         .arg("PX")
                         .arg(ttl_ms)
                         .ignore();
+                    pipe.cmd("ZADD")
+                        .arg(ACTIVE)
+                        .arg(unix_ms() + ttl_ms)
+                        .arg(&member)
+                        .ignore();
                     pipe.cmd("SADD").arg(&subject_index).arg(&member).ignore();
                     pipe.cmd("PEXPIRE")
                         .arg(&subject_index)
@@ -129,11 +145,18 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), StoreError> {
-        let key = session_key(session_id);
+        let member = store_key(session_id);
         self.redis
             .run(|mut c| {
-                let key = key.clone();
-                async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await }
+                let member = member.clone();
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("DEL")
+                        .arg(format!("gatehouse:s:{member}"))
+                        .ignore();
+                    pipe.cmd("ZREM").arg(ACTIVE).arg(&member).ignore();
+                    pipe.query_async::<()>(&mut c).await
+                }
             })
             .await
             .map_err(StoreError::Unavailable)
@@ -147,10 +170,97 @@ impl SessionStore for RedisSessionStore {
         self.delete_indexed(index_key("sid", sid)).await
     }
 
-    /// Not counted in Redis (that would mean scanning the keyspace).
+    /// Live sessions of every instance: expired members are trimmed from the score index.
     async fn count(&self) -> Result<usize, StoreError> {
-        Err(StoreError::Unavailable(
-            "not counted in the Redis store".into(),
-        ))
+        self.redis
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(ACTIVE)
+                    .arg("-inf")
+                    .arg(unix_ms())
+                    .ignore();
+                pipe.cmd("ZCARD").arg(ACTIVE);
+                let (n,): (usize,) = pipe.query_async(&mut c).await?;
+                Ok(n)
+            })
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn put_once(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let key = format!("gatehouse:once:{key}");
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.redis
+            .run(|mut c| {
+                let (key, value) = (key.clone(), value.to_vec());
+                async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn take_once(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = format!("gatehouse:once:{key}");
+        self.redis
+            .run(|mut c| {
+                let key = key.clone();
+                async move { redis::cmd("GETDEL").arg(key).query_async(&mut c).await }
+            })
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = format!("gatehouse:lock:{name}");
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let set: Option<String> = self
+            .redis
+            .run(|mut c| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn unlock(&self, name: &str) -> Result<(), StoreError> {
+        let key = format!("gatehouse:lock:{name}");
+        self.redis
+            .run(|mut c| {
+                let key = key.clone();
+                async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await }
+            })
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.redis
+            .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    fn label(&self) -> String {
+        "redis".to_string()
     }
 }
