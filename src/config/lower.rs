@@ -1274,11 +1274,14 @@ impl Lowerer<'_> {
             }
             let auth = self.auth(&route.auth, available);
             let pass_access_token = route.pass_access_token.unwrap_or(false);
-            if pass_access_token && !auth.contains(&AuthMethod::Bearer) {
+            if pass_access_token
+                && !auth.contains(&AuthMethod::Bearer)
+                && !auth.contains(&AuthMethod::Session)
+            {
                 self.r.error(
                     route.auth.span(),
                     format!(
-                        "route {name:?} sets pass_access_token but does not accept bearer tokens"
+                        "route {name:?} sets pass_access_token but accepts neither bearer tokens nor sessions"
                     ),
                 );
             }

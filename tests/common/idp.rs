@@ -13,6 +13,7 @@ pub struct OidcProvider {
     pub port: u16,
     child: Child,
     _dir: tempfile::TempDir,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl OidcProvider {
@@ -46,11 +47,24 @@ impl OidcProvider {
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => {
                 let issuer = line.trim_start_matches("READY ").to_string();
+                let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+                if let Some(e) = child.stderr.take() {
+                    let sink = stderr.clone();
+                    std::thread::spawn(move || {
+                        for line in BufReader::new(e).lines().map_while(Result::ok) {
+                            if let Ok(mut s) = sink.lock() {
+                                s.push_str(&line);
+                                s.push('\n');
+                            }
+                        }
+                    });
+                }
                 OidcProvider {
                     issuer,
                     port,
                     child,
                     _dir: dir,
+                    stderr,
                 }
             }
             Err(_) => {
@@ -62,6 +76,11 @@ impl OidcProvider {
                 panic!("oidc-provider did not start:\n{err}");
             }
         }
+    }
+
+    /// What the provider wrote to stderr (its error events).
+    pub fn output(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     pub fn discovery_url(&self) -> String {

@@ -3,6 +3,7 @@
 //! exactly as written (path-confusion tests need targets no URL library would produce).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod idp;
 pub mod keys;
 pub mod redis;
@@ -319,7 +320,11 @@ impl Gateway {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Gateway {
-        let port = free_port();
+        Self::start_on(dir, config, free_port())
+    }
+
+    /// On a port chosen beforehand (when the config must name its own URL).
+    pub fn start_on(dir: tempfile::TempDir, config: &str, port: u16) -> Gateway {
         let admin_port = free_port();
         let text = config
             .replace("{port}", &port.to_string())

@@ -53,6 +53,9 @@ const provider = new Provider(issuer, {
     groups: ['groups'],
   },
   conformIdTokenClaims: false,
+  // Outgoing calls (back-channel logout) go to gateways on loopback in these tests, which
+  // oidc-provider's SSRF guard would refuse: use the plain fetch.
+  fetch: (url, options) => fetch(url, { ...options, dispatcher: undefined }),
   pkce: { required: () => true },
   ttl: {
     AccessToken: config.accessTokenTTL ?? 600,
@@ -110,6 +113,9 @@ const provider = new Provider(issuer, {
   },
 });
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+provider.on('backchannel.error', (ctx, err, client) => console.error('backchannel.error', client.clientId, err.message, String(err.cause), err.cause?.code));
+provider.on('backchannel.success', (ctx, client) => console.error('backchannel.success', client.clientId));
+provider.on('end_session.error', (ctx, err) => console.error('end_session.error', err.message));
 
 const server = createServer(provider.callback());
 server.listen(port, '127.0.0.1', () => {
