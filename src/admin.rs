@@ -72,7 +72,23 @@ impl ServeHttp for AdminApp {
                 // A store that is down only makes the instance unready when requests would be
                 // refused for it (fail_closed); with fail_open the instance still serves.
                 let store_ok = store_up || rt.limiter.config.fail_open;
-                let ready = store_ok && issuers.values().all(|v| v["keys"] == true);
+                let mut ready = store_ok && issuers.values().all(|v| v["keys"] == true);
+                let login = match &rt.login {
+                    None => serde_json::Value::Null,
+                    Some(login) => {
+                        let reachable = login.store.ping().await.is_ok();
+                        let idps: serde_json::Map<String, serde_json::Value> = login
+                            .providers
+                            .iter()
+                            .map(|p| (p.config.name.clone(), serde_json::json!({"discovered": p.ready()})))
+                            .collect();
+                        ready = ready && reachable && idps.values().all(|v| v["discovered"] == true);
+                        serde_json::json!({
+                            "session_store": {"kind": login.store.label(), "reachable": reachable},
+                            "idps": idps,
+                        })
+                    }
+                };
                 let store = serde_json::json!({
                     "kind": rt.limiter.store_label(),
                     "reachable": store_up,
@@ -80,7 +96,7 @@ impl ServeHttp for AdminApp {
                 });
                 json(
                     if ready { 200 } else { 503 },
-                    serde_json::json!({"ready": ready, "checks": {"config": "loaded", "jwks": issuers, "rate_limit_store": store, "upstreams": upstreams}}),
+                    serde_json::json!({"ready": ready, "checks": {"config": "loaded", "jwks": issuers, "rate_limit_store": store, "login": login, "upstreams": upstreams}}),
                 )
             }
             "/config" => json(200, self.gateway.snapshot().config.redacted_json()),

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod idp;
 pub mod keys;
+pub mod login;
 pub mod redis;
 
 use std::collections::HashMap;

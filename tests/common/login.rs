@@ -1,0 +1,65 @@
+//! Shared set-up of the login tests: the real provider with a client for gateways on given
+//! ports, the gateway config for a session route, and reading a metric.
+
+use serde_json::json;
+
+use super::idp::OidcProvider;
+use super::{base_config, upstream_block, Gateway, TestServer};
+
+/// The provider with one confidential client whose URLs point at a gateway on `port`.
+pub fn provider_for(ports: &[u16], access_ttl: u64) -> OidcProvider {
+    let url = |p: &u16, path: &str| format!("http://127.0.0.1:{p}{path}");
+    OidcProvider::start(json!({
+        "clients": [{
+            "client_id": "gatehouse",
+            "client_secret": "gatehouse-test-secret",
+            "redirect_uris": ports.iter().map(|p| url(p, "/_gatehouse/callback")).collect::<Vec<_>>(),
+            "post_logout_redirect_uris": ports.iter().map(|p| url(p, "/")).collect::<Vec<_>>(),
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "backchannel_logout_uri": url(&ports[0], "/_gatehouse/backchannel-logout"),
+            "backchannel_logout_session_required": true
+        }],
+        "accessTokenTTL": access_ttl
+    }))
+}
+
+pub fn login_config(idp: &OidcProvider, upstream: &TestServer, session: &str) -> String {
+    format!(
+        r#"{}
+[session]
+{session}
+
+[[idp]]
+name = "test"
+issuer = "{}"
+client_id = "gatehouse"
+client_secret = "gatehouse-test-secret"
+scopes = ["openid", "profile", "email", "groups", "offline_access"]
+extra_auth_params = {{ prompt = "consent" }}
+
+{}
+[[route]]
+name = "app"
+path = "/"
+upstream = "app"
+auth = ["session"]
+pass_access_token = true
+"#,
+        base_config("public_url = \"http://127.0.0.1:{port}\"\nallowed_hosts = [\"127.0.0.1\"]"),
+        idp.issuer,
+        upstream_block("app", &[upstream.addr], ""),
+    )
+}
+
+pub fn metric(gw: &Gateway, line_start: &str) -> f64 {
+    gw.admin("/metrics")
+        .body
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
