@@ -80,9 +80,15 @@ impl ServeHttp for AdminApp {
                         let idps: serde_json::Map<String, serde_json::Value> = login
                             .providers
                             .iter()
-                            .map(|p| (p.config.name.clone(), serde_json::json!({"discovered": p.ready()})))
+                            .map(|p| {
+                                (
+                                    p.config.name.clone(),
+                                    serde_json::json!({"discovered": p.ready()}),
+                                )
+                            })
                             .collect();
-                        ready = ready && reachable && idps.values().all(|v| v["discovered"] == true);
+                        ready =
+                            ready && reachable && idps.values().all(|v| v["discovered"] == true);
                         serde_json::json!({
                             "session_store": {"kind": login.store.label(), "reachable": reachable},
                             "idps": idps,

@@ -644,6 +644,11 @@ impl GatehouseProxy {
         };
         let rd = login.return_target(Some(&rd));
         let binding = cookie_value(&req.headers, &login.cookies.binding).map(str::to_string);
+        // Each login start stores state for 10 minutes: starts count against the per-IP
+        // limit of the gateway's endpoints.
+        if self.reserved_limit_exceeded(session, ctx, rt).await? {
+            return Ok(true);
+        }
         match login
             .start(&provider, &rd, binding.as_deref(), Some(route))
             .await

@@ -334,7 +334,13 @@ impl ProxyHttp for GatehouseProxy {
         }
 
         if ctx.reserved.is_some() {
-            if self.reserved_limit_exceeded(session, ctx, &rt).await? {
+            // Forward-auth is asked by the proxy for every request, userinfo and the JWKS are
+            // cheap reads; the others (login, callback, logout) are limited per client IP.
+            let unlimited = matches!(
+                ctx.reserved.as_deref(),
+                Some("/auth" | "/userinfo" | "/jwks.json")
+            );
+            if !unlimited && self.reserved_limit_exceeded(session, ctx, &rt).await? {
                 return Ok(true);
             }
             if self.gateway_endpoint(session, ctx, &rt).await? {
@@ -993,7 +999,7 @@ impl GatehouseProxy {
     }
 
     /// The gateway's own endpoints are limited per client IP (login and callback floods).
-    async fn reserved_limit_exceeded(
+    pub(crate) async fn reserved_limit_exceeded(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,

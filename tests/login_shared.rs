@@ -5,9 +5,9 @@
 mod common;
 
 use common::browser::Browser;
+use common::login::{login_config, metric, provider_for};
 use common::redis::Redis;
 use common::*;
-use common::login::{login_config, metric, provider_for};
 
 const SECRET: &str = "secret = \"shared-secret-of-both-gateways-0123456789\"";
 
@@ -17,7 +17,10 @@ async fn sessions_are_shared_and_revoked_across_instances() {
     let (port_a, port_b) = (free_port(), free_port());
     let idp = provider_for(&[port_a, port_b], 600);
     let app = TestServer::echo("app").await;
-    let session = format!("store = \"redis\"\nredis_url = \"{}\"\n{SECRET}", redis.url());
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\n{SECRET}",
+        redis.url()
+    );
     let config = login_config(&idp, &app, &session);
     let a = Gateway::start_on(tempfile::tempdir().unwrap(), &config, port_a);
     let b = Gateway::start_on(tempfile::tempdir().unwrap(), &config, port_b);
@@ -29,15 +32,27 @@ async fn sessions_are_shared_and_revoked_across_instances() {
     assert!(cookie.contains("gatehouse="));
 
     // The same cookie on the other instance: the session is in Redis, tokens decrypt there.
-    let on_b = b.get("/from-b", &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"));
+    let on_b = b.get(
+        "/from-b",
+        &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"),
+    );
     assert_eq!(on_b.status, 200, "{}\n{}", on_b.body, b.log());
     assert_eq!(on_b.echoed().header("x-auth-request-user"), Some("alice"));
-    assert!(on_b.echoed().header("authorization").is_some_and(|a| a.starts_with("Bearer ")));
+    assert!(on_b
+        .echoed()
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Bearer ")));
 
     // Log out on B: A refuses the old cookie at once.
-    let out = b.get("/_gatehouse/logout", &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"));
+    let out = b.get(
+        "/_gatehouse/logout",
+        &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"),
+    );
     assert_eq!(out.status, 302, "{}", out.body);
-    let on_a = a.get("/from-a", &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"));
+    let on_a = a.get(
+        "/from-a",
+        &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"),
+    );
     assert_eq!(on_a.status, 401, "{}", on_a.body);
 
     // A second login, then Redis goes away: a clear 503 and an unready instance.
@@ -46,7 +61,10 @@ async fn sessions_are_shared_and_revoked_across_instances() {
     assert_eq!(page.status, 200);
     let cookie = browser.cookie_header(&a.url("/"));
     redis.stop();
-    let down = a.get("/again", &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"));
+    let down = a.get(
+        "/again",
+        &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"),
+    );
     assert_eq!(down.status, 503, "{}", down.body);
     let ready = a.admin("/readyz");
     assert_eq!(ready.status, 503, "{}", ready.body);
@@ -56,10 +74,17 @@ async fn sessions_are_shared_and_revoked_across_instances() {
     redis.restart();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while a.admin("/readyz").status != 200 {
-        assert!(std::time::Instant::now() < deadline, "not ready again: {}", a.admin("/readyz").body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again: {}",
+            a.admin("/readyz").body
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let after = a.get("/again", &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"));
+    let after = a.get(
+        "/again",
+        &format!("Cookie: {cookie}\r\nAccept: application/json\r\n"),
+    );
     assert_eq!(after.status, 401, "{}", after.body);
 }
 
@@ -82,10 +107,19 @@ async fn memory_fallback_keeps_logins_working_while_redis_is_down() {
     let browser = Browser::new();
     let (page, visited) = browser.login(&gw.url("/x"), "alice").await;
     assert_eq!(page.status, 200, "{visited:?} {}\n{}", page.body, gw.log());
-    assert_eq!(page.echoed_header("x-auth-request-user").as_deref(), Some("alice"));
+    assert_eq!(
+        page.echoed_header("x-auth-request-user").as_deref(),
+        Some("alice")
+    );
     let ready = gw.admin("/readyz");
     assert_eq!(ready.status, 200, "{}", ready.body);
-    assert!(ready.body.contains("memory fallback active"), "{}", ready.body);
+    assert!(
+        ready.body.contains("memory fallback active"),
+        "{}",
+        ready.body
+    );
     assert_eq!(metric(&gw, "gatehouse_session_store_degraded"), 1.0);
-    assert!(gw.log().contains("Redis unreachable; logins now kept in this instance's memory"));
+    assert!(gw
+        .log()
+        .contains("Redis unreachable; logins now kept in this instance's memory"));
 }

@@ -62,4 +62,3 @@ pub fn metric(gw: &Gateway, line_start: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
-

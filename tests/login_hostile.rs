@@ -1,0 +1,430 @@
+//! Login against a provider that misbehaves (an in-test stub: a real provider will not send
+//! these): wrong nonce, audience, issuer or azp; expired, badly signed or unsigned ID tokens;
+//! a replayed state; a callback without the browser-binding cookie; IdP errors; and open-
+//! redirect attempts through `rd`. Every refusal ends with no session and a counted reason.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::keys::{jwks, now, unsigned, TestKey};
+use common::login::metric;
+use common::*;
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+
+/// What the stub's token endpoint answers next.
+#[derive(Clone)]
+enum TokenAnswer {
+    IdToken(String),
+    Error(u16),
+}
+
+struct Stub {
+    _server: TestServer,
+    issuer: String,
+    next: Arc<Mutex<TokenAnswer>>,
+    key: TestKey,
+    token_requests: Arc<Mutex<Vec<Request>>>,
+}
+
+async fn stub() -> Stub {
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let key = TestKey::rsa("stub-key", Algorithm::RS256);
+    let next = Arc::new(Mutex::new(TokenAnswer::Error(500)));
+    let token_requests = Arc::new(Mutex::new(Vec::new()));
+    let (iss, keys, answer, seen) = (
+        issuer.clone(),
+        jwks(&[&key]),
+        next.clone(),
+        token_requests.clone(),
+    );
+    let handler: Handler = Arc::new(move |req: &Request| match req.target.split('?').next() {
+        Some("/.well-known/openid-configuration") => Reply::json(
+            200,
+            &json!({
+                "issuer": iss,
+                "authorization_endpoint": format!("{iss}/authorize"),
+                "token_endpoint": format!("{iss}/token"),
+                "jwks_uri": format!("{iss}/jwks"),
+                "code_challenge_methods_supported": ["S256"],
+                "authorization_response_iss_parameter_supported": true,
+            }),
+        ),
+        Some("/jwks") => Reply::json(200, &keys),
+        Some("/token") => {
+            seen.lock().unwrap().push(req.clone());
+            match answer.lock().unwrap().clone() {
+                TokenAnswer::IdToken(t) => Reply::json(
+                    200,
+                    &json!({"access_token": "at-1", "token_type": "Bearer", "expires_in": 300, "id_token": t}),
+                ),
+                TokenAnswer::Error(status) => {
+                    Reply::json(status, &json!({"error": "invalid_grant"}))
+                }
+            }
+        }
+        _ => Reply::json(404, &json!({})),
+    });
+    let server = TestServer::start_on(port, handler).await;
+    Stub {
+        _server: server,
+        issuer,
+        next,
+        key,
+        token_requests,
+    }
+}
+
+fn config(stub: &Stub, app: &TestServer) -> String {
+    format!(
+        r#"{}
+[[idp]]
+name = "stub"
+issuer = "{}"
+client_id = "gatehouse"
+client_secret = "stub-secret"
+
+{}
+[[route]]
+name = "app"
+path = "/"
+upstream = "app"
+auth = ["session"]
+
+[reserved_limit]
+limit = "1000/second"
+"#,
+        base_config("public_url = \"http://127.0.0.1:{port}\"\nallowed_hosts = [\"127.0.0.1\", \"app.example.com\"]"),
+        stub.issuer,
+        upstream_block("app", &[app.addr], ""),
+    )
+}
+
+/// A started login: its state, nonce and the browser-binding cookie.
+struct Started {
+    state: String,
+    nonce: String,
+    binding: String,
+}
+
+fn start(gw: &Gateway, rd: &str) -> Started {
+    let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let r = gw.get(
+        &format!("/_gatehouse/login?rd={rd}"),
+        "Accept: text/html\r\n",
+    );
+    assert_eq!(r.status, 302, "{}", r.body);
+    let to = url::Url::parse(r.header("location").unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    let binding = r.headers["set-cookie"]
+        .iter()
+        .find(|c| c.starts_with("gatehouse_login="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    Started {
+        state: q["state"].clone(),
+        nonce: q["nonce"].clone(),
+        binding,
+    }
+}
+
+fn claims(stub: &Stub, nonce: &str) -> Value {
+    let t = now();
+    json!({
+        "iss": stub.issuer, "aud": "gatehouse", "sub": "mallory-target", "iat": t, "exp": t + 300,
+        "nonce": nonce, "email": "t@example.com", "groups": ["staff"],
+    })
+}
+
+/// Calls the callback; returns the response.
+fn callback(gw: &Gateway, query: &str, cookie: Option<&str>) -> Response {
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    gw.get(
+        &format!("/_gatehouse/callback?{query}"),
+        &format!("Accept: text/html\r\n{cookie}"),
+    )
+}
+
+fn refused(r: &Response) -> bool {
+    let session_cookie = r
+        .headers
+        .get("set-cookie")
+        .is_some_and(|v| v.iter().any(|c| c.starts_with("gatehouse=")));
+    r.status >= 400 && !session_cookie && !r.body.contains("token") && r.body.contains("Request id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_providers_never_produce_a_session() {
+    let stub = stub().await;
+    let app = TestServer::echo("app").await;
+    let gw = Gateway::start(&config(&stub, &app));
+    let iss_param: String = url::form_urlencoded::byte_serialize(stub.issuer.as_bytes()).collect();
+    let other = TestKey::rsa("stub-key", Algorithm::RS256); // same kid, other key
+
+    // The honest answer works, so the refusals below are about what they change.
+    let s = start(&gw, "/reports?x=1");
+    *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&claims(&stub, &s.nonce)));
+    let ok = callback(
+        &gw,
+        &format!("code=c1&state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert_eq!(ok.status, 302, "{}\n{}", ok.body, gw.log());
+    assert_eq!(ok.header("location"), Some("/reports?x=1"));
+    assert!(ok.headers["set-cookie"]
+        .iter()
+        .any(|c| c.starts_with("gatehouse=") && c.contains("HttpOnly")));
+    // The code was redeemed with the PKCE verifier and the client's credentials.
+    let token_request = stub.token_requests.lock().unwrap().last().cloned().unwrap();
+    assert!(token_request.body.contains("code_verifier="));
+    assert!(token_request.body.contains("grant_type=authorization_code"));
+    assert!(token_request
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Basic ")));
+
+    // A replayed state (the one just used) is unknown.
+    let replay = callback(
+        &gw,
+        &format!("code=c1&state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert!(refused(&replay), "{} {}", replay.status, replay.body);
+
+    type Mutate = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, &str, Mutate)> = vec![
+        (
+            "wrong nonce",
+            "wrong_nonce",
+            Box::new(|c| c["nonce"] = json!("attacker-nonce")),
+        ),
+        (
+            "no nonce",
+            "wrong_nonce",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("nonce");
+            }),
+        ),
+        (
+            "wrong aud",
+            "wrong_audience",
+            Box::new(|c| c["aud"] = json!("another-client")),
+        ),
+        (
+            "wrong iss",
+            "unknown_issuer",
+            Box::new(|c| c["iss"] = json!("http://127.0.0.1:1")),
+        ),
+        (
+            "expired",
+            "expired",
+            Box::new(|c| {
+                c["exp"] = json!(now() - 3600);
+                c["iat"] = json!(now() - 7200);
+            }),
+        ),
+        (
+            "no iat",
+            "missing_iat",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("iat");
+            }),
+        ),
+        (
+            "foreign azp",
+            "wrong_azp",
+            Box::new(|c| c["azp"] = json!("another-client")),
+        ),
+        (
+            "several aud, no azp",
+            "missing_azp",
+            Box::new(|c| c["aud"] = json!(["gatehouse", "another"])),
+        ),
+    ];
+    for (what, reason, mutate) in &cases {
+        let s = start(&gw, "/");
+        let mut c = claims(&stub, &s.nonce);
+        mutate(&mut c);
+        *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&c));
+        let r = callback(
+            &gw,
+            &format!("code=c&state={}&iss={iss_param}", s.state),
+            Some(&s.binding),
+        );
+        assert!(refused(&r), "{what}: {} {}", r.status, r.body);
+        assert!(
+            metric(
+                &gw,
+                &format!("gatehouse_logins_total{{idp=\"stub\",result=\"{reason}\"}}")
+            ) >= 1.0,
+            "{what}: no {reason} count\n{}",
+            gw.admin("/metrics").body
+        );
+    }
+
+    // Signatures: another key under the same kid, none, HMAC with the public key.
+    type Forge = Box<dyn Fn(&Value) -> String>;
+    let forgeries: Vec<(&str, Forge)> = vec![
+        ("bad_signature", Box::new(move |c| other.sign(c))),
+        (
+            "bad_signature",
+            Box::new(|c| unsigned(&json!({"alg": "none", "kid": "stub-key"}), c, "")),
+        ),
+        (
+            "alg_not_allowed",
+            Box::new(|c| unsigned(&json!({"alg": "HS256", "kid": "stub-key"}), c, "c2ln")),
+        ),
+    ];
+    for (reason, forge) in &forgeries {
+        let s = start(&gw, "/");
+        *stub.next.lock().unwrap() = TokenAnswer::IdToken(forge(&claims(&stub, &s.nonce)));
+        let r = callback(
+            &gw,
+            &format!("code=c&state={}&iss={iss_param}", s.state),
+            Some(&s.binding),
+        );
+        assert!(refused(&r), "{reason}: {} {}", r.status, r.body);
+        assert!(
+            metric(
+                &gw,
+                &format!("gatehouse_logins_total{{idp=\"stub\",result=\"{reason}\"}}")
+            ) >= 1.0,
+            "{reason}"
+        );
+    }
+
+    // The browser that finishes must be the one that started.
+    let s = start(&gw, "/");
+    *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&claims(&stub, &s.nonce)));
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", s.state),
+        None,
+    );
+    assert!(refused(&r), "no binding cookie: {} {}", r.status, r.body);
+    let s = start(&gw, "/");
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", s.state),
+        Some("gatehouse_login=someone-elses-binding-value-0123456789"),
+    );
+    assert!(
+        refused(&r),
+        "foreign binding cookie: {} {}",
+        r.status,
+        r.body
+    );
+    assert!(
+        metric(
+            &gw,
+            "gatehouse_logins_total{idp=\"stub\",result=\"browser_mismatch\"}"
+        ) >= 2.0
+    );
+
+    // IdP errors, a missing code, a mix-up (foreign iss), a failing token endpoint.
+    let s = start(&gw, "/");
+    let r = callback(
+        &gw,
+        &format!("error=access_denied&state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert!(refused(&r));
+    assert_eq!(
+        metric(
+            &gw,
+            "gatehouse_logins_total{idp=\"stub\",result=\"access_denied\"}"
+        ),
+        1.0
+    );
+    let s = start(&gw, "/");
+    let r = callback(
+        &gw,
+        &format!("state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert!(refused(&r));
+    let s = start(&gw, "/");
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss=http%3A%2F%2Fevil.example", s.state),
+        Some(&s.binding),
+    );
+    assert!(refused(&r));
+    assert_eq!(
+        metric(
+            &gw,
+            "gatehouse_logins_total{idp=\"stub\",result=\"wrong_iss\"}"
+        ),
+        1.0
+    );
+    let s = start(&gw, "/");
+    let r = callback(&gw, &format!("code=c&state={}", s.state), Some(&s.binding));
+    assert!(refused(&r), "iss announced but missing");
+    let s = start(&gw, "/");
+    *stub.next.lock().unwrap() = TokenAnswer::Error(500);
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert!(refused(&r));
+    assert_eq!(r.status, 502);
+    let r = callback(&gw, "code=c", None);
+    assert!(refused(&r) && r.status == 400);
+    let log = gw.log();
+    assert!(log.contains("login failed"), "{log}");
+    assert!(!log.contains("stub-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn return_targets_never_leave_the_allowed_hosts() {
+    let stub = stub().await;
+    let app = TestServer::echo("app").await;
+    let gw = Gateway::start(&config(&stub, &app));
+    let iss_param: String = url::form_urlencoded::byte_serialize(stub.issuer.as_bytes()).collect();
+    let finish = |rd: &str| {
+        let s = start(&gw, rd);
+        *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&claims(&stub, &s.nonce)));
+        let r = callback(
+            &gw,
+            &format!("code=c&state={}&iss={iss_param}", s.state),
+            Some(&s.binding),
+        );
+        assert_eq!(r.status, 302, "{rd}: {}", r.body);
+        r.header("location").unwrap().to_string()
+    };
+    for evil in [
+        "https://evil.example/",
+        "http://evil.example",
+        "//evil.example/path",
+        "///evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https:evil.example",
+        "https://app.example.com@evil.example/",
+        "https://evil.example\\@app.example.com/",
+        "https://app.example.com.evil.example/",
+        "javascript:alert(document.cookie)",
+        "data:text/html,<script>alert(1)</script>",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "\t//evil.example",
+        " https://evil.example",
+        "ftp://app.example.com/",
+        "evil.example",
+    ] {
+        assert_eq!(finish(evil), "/", "rd = {evil:?}");
+    }
+    assert_eq!(
+        finish("/reports/2026?q=a%20b#part"),
+        "/reports/2026?q=a%20b#part"
+    );
+    assert_eq!(
+        finish("https://app.example.com/x"),
+        "https://app.example.com/x"
+    );
+}
