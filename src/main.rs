@@ -133,6 +133,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if loaded.dev_idp.is_some() {
+                eprintln!(
+                    "{}: [dev_idp] logs anyone in and runs only under `gatehouse demo`; remove it to run this config",
+                    config.display()
+                );
+                return ExitCode::FAILURE;
+            }
             gatehouse::telemetry::init(&loaded.log);
             let options = RunOptions {
                 upgrade,

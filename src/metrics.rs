@@ -271,7 +271,7 @@ pub struct RouteMetrics {
     /// `gatehouse_requests_total` by status 100..=599, filled on first use.
     by_status: Box<[OnceLock<IntCounter>]>,
     /// `gatehouse_auth_decisions_total{decision="allow",reason="authenticated"}` by method.
-    authenticated: [OnceLock<IntCounter>; 3],
+    authenticated: [OnceLock<IntCounter>; 4],
 }
 
 impl RouteMetrics {

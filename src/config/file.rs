@@ -35,6 +35,23 @@ pub struct File {
     pub rate_limit_store: Option<S<RateLimitStore>>,
     pub auth_failure_limit: Option<S<AuthFailureLimit>>,
     pub reserved_limit: Option<S<ReservedLimit>>,
+    pub dev_idp: Option<S<DevIdp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevIdp {
+    pub listen: S<String>,
+    pub users: S<Vec<S<DevUser>>>,
+    pub access_token_ttl: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevUser {
+    pub name: S<String>,
+    pub email: Option<S<String>>,
+    pub groups: Option<Vec<S<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

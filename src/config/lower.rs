@@ -63,6 +63,7 @@ impl Lowerer<'_> {
         let api_keys: Vec<ApiKeyConfig> =
             f.api_key.iter().filter_map(|k| self.api_key(k)).collect();
         let session = self.session(f.session.as_ref());
+        let dev_idp = f.dev_idp.as_ref().map(|d| self.dev_idp(d));
         let idps = self.idps(&f.idp);
         let available = Available {
             bearer: !f.bearer.is_empty(),
@@ -106,6 +107,48 @@ impl Lowerer<'_> {
             reserved_limit,
             session,
             idps,
+            dev_idp,
+        }
+    }
+
+    fn dev_idp(&mut self, d: &S<file::DevIdp>) -> DevIdpConfig {
+        let c = d.get_ref();
+        let listen = self
+            .listen_addr(&c.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8082)));
+        if !listen.ip().is_loopback() {
+            self.r.error(
+                c.listen.span(),
+                "dev_idp.listen must be a loopback address: the development provider logs anyone in",
+            );
+        }
+        if c.users.get_ref().is_empty() {
+            self.r
+                .error(c.users.span(), "dev_idp.users needs at least one user");
+        }
+        let users = c
+            .users
+            .get_ref()
+            .iter()
+            .filter_map(|u| {
+                let u = u.get_ref();
+                Some(DevUser {
+                    name: self.string(&u.name)?,
+                    email: u.email.as_ref().and_then(|e| self.string(e)),
+                    groups: u
+                        .groups
+                        .iter()
+                        .flatten()
+                        .filter_map(|g| self.string(g))
+                        .collect(),
+                })
+            })
+            .collect();
+        let access_token_ttl = self.duration(c.access_token_ttl.as_ref(), Duration::from_secs(300));
+        DevIdpConfig {
+            listen,
+            users,
+            access_token_ttl,
         }
     }
 

@@ -50,6 +50,22 @@ pub struct Config {
     pub session: SessionConfig,
     /// OIDC providers for browser login, in file order; routes refer to them by index.
     pub idps: Vec<IdpConfig>,
+    /// The development provider of `gatehouse demo` (refused by `gatehouse run`).
+    pub dev_idp: Option<DevIdpConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevIdpConfig {
+    pub listen: SocketAddr,
+    pub users: Vec<DevUser>,
+    pub access_token_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevUser {
+    pub name: String,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! `gatehouse demo`: the repo's `gateway.toml` in front of a built-in "whoami" upstream, all on
 //! loopback, so one command shows what the gateway does to a request.
 
+mod idp;
 mod whoami;
 
 use std::net::SocketAddr;
@@ -53,6 +54,15 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             }
         }
     }
+    let mut dev_idp = None;
+    if let Some(dev) = &config.dev_idp {
+        let provider = idp::DevIdp::new(dev, &config)?;
+        let mut service = Service::new("demo OIDC provider".to_string(), provider);
+        service.add_tcp(&dev.listen.to_string());
+        service.threads = Some(1);
+        extra.push(Box::new(service));
+        dev_idp = Some(dev.listen);
+    }
     let url = listen
         .first()
         .map(|a| format!("http://{a}/"))
@@ -68,6 +78,9 @@ pub fn run(config_path: &Path) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(addr) = dev_idp {
+        println!("  login       development OIDC provider on http://{addr} (pick a user)");
+    }
     println!("  stop        Ctrl-C");
     server::run(config, &path, RunOptions::default(), extra)
 }

@@ -47,7 +47,8 @@ pub struct TokenError {
 }
 
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
-const REDISCOVER_AFTER: Duration = Duration::from_secs(10);
+/// Discovery that failed is tried again this often (by the supervisor and by logins).
+const REDISCOVER_AFTER: Duration = Duration::from_secs(2);
 
 pub struct Provider {
     pub config: IdpConfig,
