@@ -26,7 +26,7 @@ done
 command -v wrk >/dev/null || { echo "bench: wrk is missing (bash scripts/setup.sh installs it)" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-target}"
 echo "== building release binaries"
-cargo build --release --locked --bin gatehouse --example bare_proxy --example bench_upstream --example bench_tokens >&2
+cargo build --release --locked --bin gatehouse --example bare_proxy --example bench_upstream --example bench_tokens --example bench_login --example session_memory >&2
 
 work="$(mktemp -d)"
 pids=()
@@ -68,6 +68,7 @@ wait_http "http://127.0.0.1:$up_port/"
 cat >"$work/gateway.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$gw_port"]
+public_url = "http://127.0.0.1:$gw_port"
 threads = 1
 [admin]
 listen = "127.0.0.1:$admin_port"
@@ -81,6 +82,11 @@ servers = ["127.0.0.1:$up_port"]
 issuer = "$issuer"
 audiences = ["bench-api"]
 jwks_uri = "$issuer/jwks"
+[[idp]]
+name = "bench"
+issuer = "$issuer"
+client_id = "bench"
+client_secret = "bench-client-secret"
 [[api_key]]
 name = "bench"
 hash = "$api_hash"
@@ -111,6 +117,11 @@ path = "/keys"
 upstream = "app"
 auth = ["api_key"]
 [[route]]
+name = "session"
+path = "/session"
+upstream = "app"
+auth = ["session"]
+[[route]]
 name = "guarded"
 path = "/guarded"
 upstream = "app"
@@ -137,6 +148,7 @@ TOML
 "${pin_proxy[@]}" "$target/release/gatehouse" run -c "$work/gateway.toml" --upgrade-sock "$work/upgrade.sock" >"$work/gateway.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
 wait_http "http://127.0.0.1:$admin_port/readyz"
 wait_http "http://127.0.0.1:$bare_port/"
+session_cookie=$("$target/release/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$gw_port")
 
 cat >"$work/rotate.lua" <<LUA
 local tokens = {}
@@ -156,6 +168,7 @@ CASES=(
   "bearer-repeated|$gw_pid|http://127.0.0.1:$gw_port/bearer/x|-H|Authorization: Bearer $token"
   "bearer-1000-rotating|$gw_pid|http://127.0.0.1:$gw_port/bearer/x|-s|$work/rotate.lua"
   "api-key|$gw_pid|http://127.0.0.1:$gw_port/keys/x|-H|X-Api-Key: $api_key"
+  "session|$gw_pid|http://127.0.0.1:$gw_port/session/x|-H|Cookie: $session_cookie"
   "bearer+policy+rate-limit|$gw_pid|http://127.0.0.1:$gw_port/guarded/x|-H|Authorization: Bearer $token"
 )
 # CPU time the proxy process used (user + system), in clock ticks.
@@ -222,6 +235,11 @@ printf '%-26s %10s %8s %8s %7s %12s %9s\n' "bare-pingora" "$all_bare_rps" "-" "-
 rss=$(awk '/^VmRSS/ { print $2 " " $3 }' "/proc/$gw_pid/status")
 echo
 echo "gatehouse RSS after the run: $rss"
+if [ "$smoke" -eq 1 ]; then
+  "$target/release/examples/session_memory" 10000
+else
+  "$target/release/examples/session_memory" 100000
+fi
 echo "ratio: req/s against the bare proxy; CPU ratio: the bare proxy's CPU time per request"
 echo "divided by this case's (1.00 = as cheap as doing nothing; higher is better)"
 echo "(1 proxy thread each${pin_proxy:+, pinned to CPU 1 (wrk and upstream on CPU 0)}; wrk -t1 -c$connections -d${duration}s x $rounds rounds, medians; loopback; $(nproc) cores)"

@@ -1,5 +1,6 @@
-//! Makes the signing key of the load benchmark's bearer cases: writes `jwks.json` and
-//! `tokens.txt` (N RS256 tokens for ISSUER, one per line) into DIR.
+//! Makes the signing key of the load benchmark's bearer cases: writes `jwks.json`,
+//! `key.pem` (for `bench_login`) and `tokens.txt` (N RS256 tokens for ISSUER, one per line)
+//! into DIR.
 //! `cargo run --release --example bench_tokens -- DIR ISSUER N`
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,7 +21,9 @@ fn main() {
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
     let jwks = json!({"keys": [{"kty": "RSA", "kid": "bench", "use": "sig", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())}]});
     std::fs::write(dir.join("jwks.json"), jwks.to_string()).expect("write jwks");
-    let key = EncodingKey::from_rsa_pem(&rsa.private_key_to_pem().expect("pem")).expect("key");
+    let pem = rsa.private_key_to_pem().expect("pem");
+    std::fs::write(dir.join("key.pem"), &pem).expect("write key");
+    let key = EncodingKey::from_rsa_pem(&pem).expect("key");
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("bench".into());
     let exp = std::time::SystemTime::now()

@@ -1,5 +1,7 @@
 //! The upstream of the load benchmark: answers every request with a tiny 200, keep-alive,
-//! and serves a JWKS file at `/jwks` for the bearer cases.
+//! and serves a JWKS file at `/jwks` for the bearer cases. For the session case it is also
+//! a minimal OpenID provider: discovery, and a token endpoint whose `code` is the ID token
+//! itself (minted by `bench_login`, which knows the nonce).
 //! `cargo run --release --example bench_upstream -- LISTEN [JWKS_FILE]`
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,6 +13,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn serve(
     mut stream: tokio::net::TcpStream,
     jwks: std::sync::Arc<Vec<u8>>,
+    issuer: std::sync::Arc<String>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(8192);
     let mut chunk = [0u8; 8192];
@@ -30,7 +33,28 @@ async fn serve(
             if buf.len() < end + 4 + length {
                 break;
             }
-            let response: Vec<u8> = if head.starts_with(b"GET /jwks ") {
+            let body = &buf[end + 4..end + 4 + length];
+            let json = |value: String| {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{value}",
+                    value.len()
+                )
+                .into_bytes()
+            };
+            let response: Vec<u8> = if head.starts_with(b"GET /.well-known/openid-configuration ") {
+                json(format!(
+                    r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/authorize","token_endpoint":"{issuer}/token","jwks_uri":"{issuer}/jwks","code_challenge_methods_supported":["S256"]}}"#,
+                    issuer = issuer.as_str()
+                ))
+            } else if head.starts_with(b"POST /token ") {
+                let code = url::form_urlencoded::parse(body)
+                    .find(|(k, _)| k == "code")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                json(format!(
+                    r#"{{"access_token":"bench-access","token_type":"Bearer","expires_in":86400,"id_token":"{code}"}}"#
+                ))
+            } else if head.starts_with(b"GET /jwks ") {
                 let mut r = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=3600\r\ncontent-length: {}\r\n\r\n",
                     jwks.len()
@@ -64,6 +88,7 @@ fn main() {
         .map(|p| std::fs::read(p).expect("JWKS file"))
         .unwrap_or_else(|| b"{\"keys\":[]}".to_vec());
     let jwks = std::sync::Arc::new(jwks);
+    let issuer = std::sync::Arc::new(format!("http://{listen}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -76,7 +101,7 @@ fn main() {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve(stream, jwks.clone()));
+            tokio::spawn(serve(stream, jwks.clone(), issuer.clone()));
         }
     });
 }

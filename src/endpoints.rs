@@ -437,6 +437,10 @@ impl GatehouseProxy {
         rt: &Runtime,
     ) -> Result<bool> {
         ctx.forward_auth = true;
+        ctx.forward_auth_redirect = matches!(
+            query_param(session.req_header().uri.query(), "redirect").as_deref(),
+            Some("1" | "true")
+        );
         ctx.html = false;
         if !ctx.peer_trusted {
             tracing::warn!(peer = ?ctx.peer, "forward-auth request from a peer not in server.trusted_proxies; refused");
@@ -467,12 +471,10 @@ impl GatehouseProxy {
                 .await?;
             return Ok(true);
         }
-        let routed = crate::proxy::route_request(rt, &host, uri.as_bytes())
-            .ok()
-            .filter(|(_, t)| {
-                let prefix = rt.config.server.reserved_prefix.as_str();
-                !(t.path == prefix || t.path.starts_with(&format!("{prefix}/")))
-            });
+        let routed = match crate::proxy::route_request(rt, &host, uri.as_bytes()) {
+            Ok(crate::proxy::Routed::Route(route, target)) => Some((route, target)),
+            _ => None,
+        };
         let Some((route, target)) = routed else {
             // Deny by default: nginx only understands 2xx, 401 and 403 here.
             self.refuse(session, ctx, rt, 403, "no_route").await?;
@@ -631,7 +633,7 @@ impl GatehouseProxy {
             return Ok(false);
         };
         let req = session.req_header();
-        let navigation = !ctx.forward_auth
+        let navigation = (!ctx.forward_auth || ctx.forward_auth_redirect)
             && (req.method == Method::GET || req.method == Method::HEAD)
             && respond::wants_html(req);
         let provider = route.idp.and_then(|i| login.providers.get(i)).cloned();

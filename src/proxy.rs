@@ -65,6 +65,9 @@ pub struct RequestCtx {
     pub(crate) reserved: Option<String>,
     /// `/_gatehouse/auth`: judge the forwarded request, answer instead of proxying.
     pub(crate) forward_auth: bool,
+    /// `/_gatehouse/auth?redirect=true` (Traefik, Caddy): browser navigations get the login
+    /// redirect instead of a 401, since those proxies pass the answer to the client.
+    pub(crate) forward_auth_redirect: bool,
     /// The browser session that authenticated the request.
     pub(crate) session: Option<Arc<crate::session::Session>>,
 }
@@ -118,23 +121,21 @@ impl GatehouseProxy {
             b"" => b"/",
             raw => raw,
         };
-        // The gateway's own endpoints are never proxied, whatever route covers them.
-        if let Ok(strict) = normalize_target(raw, NormalizeOptions::default()) {
-            let prefix = config.server.reserved_prefix.as_str();
-            if strict.path == prefix {
-                return Err(Refusal::new(404, "reserved_path"));
+        let (route, normalized) = match route_request(rt, &ctx.host, raw)? {
+            Routed::Route(route, normalized) => (route, normalized),
+            // The gateway's own endpoints are never proxied, whatever route covers them.
+            Routed::Reserved(target) => {
+                let prefix = config.server.reserved_prefix.as_str();
+                match target.path.strip_prefix(prefix) {
+                    Some(rest) if rest.starts_with('/') => {
+                        ctx.reserved = Some(rest.to_string());
+                        ctx.path = target.path;
+                        return Ok(());
+                    }
+                    _ => return Err(Refusal::new(404, "reserved_path")),
+                }
             }
-            if let Some(rest) = strict
-                .path
-                .strip_prefix(prefix)
-                .filter(|r| r.starts_with('/'))
-            {
-                ctx.reserved = Some(rest.to_string());
-                ctx.path = strict.path.clone();
-                return Ok(());
-            }
-        }
-        let (route, normalized) = route_request(rt, &ctx.host, raw)?;
+        };
         ctx.route = Some(route);
         let target = normalized.to_request_target();
         // Most requests are already normal: then the client's target goes upstream as is.
@@ -226,19 +227,27 @@ pub(crate) fn host_without_port(value: &str) -> Option<String> {
 
 /// Normalizes the path strictly, or with a route's own opt-outs when that route is the one
 /// the lenient reading leads to; returns the route and the path it judged.
-pub(crate) fn route_request(
-    rt: &Runtime,
-    host: &str,
-    raw: &[u8],
-) -> Result<(usize, crate::normalize::NormalizedTarget), Refusal> {
+pub(crate) enum Routed {
+    Route(usize, crate::normalize::NormalizedTarget),
+    /// Under `server.reserved_prefix`: the gateway's own (normalized strictly).
+    Reserved(crate::normalize::NormalizedTarget),
+}
+
+pub(crate) fn route_request(rt: &Runtime, host: &str, raw: &[u8]) -> Result<Routed, Refusal> {
     let routes = &rt.config.routes;
     match normalize_target(raw, NormalizeOptions::default()) {
         Ok(target) => {
+            let prefix = rt.config.server.reserved_prefix.as_str();
+            if target.path.starts_with(prefix)
+                && matches!(target.path.as_bytes().get(prefix.len()), None | Some(b'/'))
+            {
+                return Ok(Routed::Reserved(target));
+            }
             let route = rt
                 .routes
                 .lookup(routes, host, &target.path)
                 .ok_or(Refusal::new(404, "no_route"))?;
-            Ok((route, target))
+            Ok(Routed::Route(route, target))
         }
         Err(strict_error) => {
             for (i, route) in routes.iter().enumerate() {
@@ -247,7 +256,7 @@ pub(crate) fn route_request(
                 }
                 if let Ok(target) = normalize_target(raw, route.path_checks) {
                     if rt.routes.lookup(routes, host, &target.path) == Some(i) {
-                        return Ok((i, target));
+                        return Ok(Routed::Route(i, target));
                     }
                 }
             }
@@ -283,6 +292,7 @@ impl ProxyHttp for GatehouseProxy {
             rate_headers: None,
             reserved: None,
             forward_auth: false,
+            forward_auth_redirect: false,
             session: None,
         }
     }
@@ -765,32 +775,44 @@ fn strip_consumed_credentials(req: &mut RequestHeader, route: &RouteConfig) {
     }
 }
 
-/// The gateway's own cookies (session id, login binding) never reach the upstream.
+/// The gateway's own cookies (session id, login binding) never reach the upstream. Runs
+/// on every request of a login-enabled config, so the common cases allocate nothing.
 fn strip_gateway_cookies(req: &mut RequestHeader, cookies: &crate::login::Cookies) {
-    let values: Vec<String> = req
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect();
-    let ours = |pair: &str| {
-        pair.trim()
-            .split_once('=')
-            .is_some_and(|(name, _)| cookies.is_ours(name))
+    let is_ours = |pair: &[u8]| {
+        let pair = pair.trim_ascii();
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        name == cookies.session.as_bytes() || name == cookies.binding.as_bytes()
     };
-    if !values.iter().any(|v| v.split(';').any(ours)) {
+    let (mut ours, mut others) = (false, false);
+    for value in req.headers.get_all(http::header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            if is_ours(pair) {
+                ours = true;
+            } else if !pair.trim_ascii().is_empty() {
+                others = true;
+            }
+        }
+    }
+    if !ours {
         return;
     }
-    let kept: Vec<&str> = values
-        .iter()
-        .flat_map(|v| v.split(';'))
-        .filter(|pair| !ours(pair) && !pair.trim().is_empty())
-        .map(str::trim)
-        .collect();
+    let kept: Vec<Vec<u8>> = if others {
+        req.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+            .filter(|pair| !is_ours(pair) && !pair.trim_ascii().is_empty())
+            .map(|pair| pair.trim_ascii().to_vec())
+            .collect()
+    } else {
+        Vec::new()
+    };
     req.remove_header(&http::header::COOKIE);
     if !kept.is_empty() {
-        let _ = req.insert_header(http::header::COOKIE, kept.join("; "));
+        let joined = kept.join(&b"; "[..]);
+        if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
+            let _ = req.insert_header(http::header::COOKIE, value);
+        }
     }
 }
 

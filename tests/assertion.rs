@@ -35,7 +35,8 @@ auth = ["api_key"]
 }
 
 fn verify(gw: &Gateway, token: &str) -> serde_json::Value {
-    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&gw.get("/_gatehouse/jwks.json", "").body).unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&gw.get("/_gatehouse/jwks.json", "").body).unwrap();
     let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
     let jwk = jwks.find(&kid).expect("the assertion's key is published");
     let mut v = Validation::new(Algorithm::ES256);
@@ -50,9 +51,16 @@ fn verify(gw: &Gateway, token: &str) -> serde_json::Value {
 async fn upstreams_can_verify_who_they_serve() {
     let app = TestServer::echo("legacy").await;
     let gw = Gateway::start(&config(&app, ""));
-    let r = gw.get("/x", "X-Api-Key: ops-key-0123456789\r\nX-Gatehouse-Assertion: forged.by.client\r\n");
+    let r = gw.get(
+        "/x",
+        "X-Api-Key: ops-key-0123456789\r\nX-Gatehouse-Assertion: forged.by.client\r\n",
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    let token = r.echoed().header("x-gatehouse-assertion").unwrap().to_string();
+    let token = r
+        .echoed()
+        .header("x-gatehouse-assertion")
+        .unwrap()
+        .to_string();
     assert_ne!(token, "forged.by.client");
     let claims = verify(&gw, &token);
     assert_eq!(claims["sub"], "svc-ops");
@@ -60,18 +68,35 @@ async fn upstreams_can_verify_who_they_serve() {
     let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
     assert_eq!(lifetime, 60);
     // Unauthenticated routes carry none, and a client's own never passes.
-    assert_eq!(gw.get("/x", "X-Gatehouse-Assertion: forged\r\n").status, 401);
+    assert_eq!(
+        gw.get("/x", "X-Gatehouse-Assertion: forged\r\n").status,
+        401
+    );
 
     // A shared key file: two instances publish the same key and sign verifiably.
     let dir = tempfile::tempdir().unwrap();
-    let key = openssl::ec::EcKey::generate(&openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap()).unwrap();
-    let pem = openssl::pkey::PKey::from_ec_key(key).unwrap().private_key_to_pem_pkcs8().unwrap();
+    let key = openssl::ec::EcKey::generate(
+        &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+    )
+    .unwrap();
+    let pem = openssl::pkey::PKey::from_ec_key(key)
+        .unwrap()
+        .private_key_to_pem_pkcs8()
+        .unwrap();
     std::fs::write(dir.path().join("assertion.pem"), pem).unwrap();
-    let key_line = format!("assertion_key = \"{}\"", dir.path().join("assertion.pem").display());
+    let key_line = format!(
+        "assertion_key = \"{}\"",
+        dir.path().join("assertion.pem").display()
+    );
     let a = Gateway::start(&config(&app, &key_line));
     let b = Gateway::start(&config(&app, &key_line));
     let ja = a.get("/_gatehouse/jwks.json", "").body;
     assert_eq!(ja, b.get("/_gatehouse/jwks.json", "").body);
-    let from_b = b.get("/y", "X-Api-Key: ops-key-0123456789\r\n").echoed().header("x-gatehouse-assertion").unwrap().to_string();
+    let from_b = b
+        .get("/y", "X-Api-Key: ops-key-0123456789\r\n")
+        .echoed()
+        .header("x-gatehouse-assertion")
+        .unwrap()
+        .to_string();
     assert_eq!(verify(&a, &from_b)["sub"], "svc-ops");
 }

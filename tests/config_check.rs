@@ -170,6 +170,13 @@ fn deploy_configs_pass_check() {
             ("OIDC_ISSUER", "https://login.example.com/realms/corp"),
             ("API_AUDIENCE", "crm-api"),
             ("REDIS_URL", "redis://redis:6379/0"),
+            ("PUBLIC_URL", "https://app.example.com"),
+            ("OIDC_CLIENT_ID", "gatehouse"),
+            ("OIDC_CLIENT_SECRET", "a-client-secret"),
+            (
+                "GATEHOUSE_SESSION_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            ),
         ],
     );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -181,4 +188,32 @@ fn deploy_configs_pass_check() {
             assert!(root.join("deploy/kubernetes").join(file).exists(), "{file}");
         }
     }
+}
+
+#[test]
+fn documentation_configs_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("docs/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".toml") || name.ends_with("-policy.toml") {
+            continue;
+        }
+        check_repository_file(
+            &format!("docs/examples/{name}"),
+            &[
+                (
+                    "GATEHOUSE_SESSION_SECRET",
+                    "0123456789abcdef0123456789abcdef",
+                ),
+                ("OIDC_CLIENT_SECRET", "a-client-secret"),
+            ],
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 7,
+        "every IdP guide and the forward-auth example have a config"
+    );
 }

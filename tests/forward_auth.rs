@@ -243,6 +243,20 @@ policy = "policy.toml"
         Some("admins,staff")
     );
 
+    // Traefik and Caddy pass the answer to the client: with ?redirect=true a browser
+    // navigation gets the login redirect itself, a script still gets 401.
+    let nav = gw.get(
+        "/_gatehouse/auth?redirect=true",
+        "X-Forwarded-Method: GET\r\nX-Forwarded-Uri: /reports?q=1\r\nX-Forwarded-Host: 127.0.0.1\r\nAccept: text/html\r\n",
+    );
+    assert_eq!(nav.status, 302, "{}", nav.body);
+    assert!(nav.header("location").unwrap().starts_with(&idp.issuer));
+    let script = gw.get(
+        "/_gatehouse/auth?redirect=true",
+        "X-Forwarded-Method: GET\r\nX-Forwarded-Uri: /reports\r\nX-Forwarded-Host: 127.0.0.1\r\nAccept: application/json\r\n",
+    );
+    assert_eq!(script.status, 401);
+
     // Forward-auth from a peer that is not a trusted proxy is refused.
     let other_dir = tempfile::tempdir().unwrap();
     std::fs::copy(

@@ -428,3 +428,104 @@ async fn return_targets_never_leave_the_allowed_hosts() {
         "https://app.example.com/x"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_sends_the_browser_back_for_a_stronger_login() {
+    let stub = stub().await;
+    let app = TestServer::echo("app").await;
+    let config = config(&stub, &app).replace(
+        "[reserved_limit]",
+        "[[route]]\nname = \"admin\"\npath = \"/admin/\"\nupstream = \"app\"\nauth = [\"session\"]\nacr_values = [\"gold\"]\nmax_auth_age = \"10m\"\n\n[reserved_limit]",
+    );
+    let gw = Gateway::start(&config);
+    let iss_param: String = url::form_urlencoded::byte_serialize(stub.issuer.as_bytes()).collect();
+    // An ordinary login (acr "silver").
+    let s = start(&gw, "/");
+    let mut c = claims(&stub, &s.nonce);
+    c["acr"] = json!("silver");
+    c["auth_time"] = json!(now());
+    *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&c));
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert_eq!(r.status, 302, "{}", r.body);
+    let session = r.headers["set-cookie"]
+        .iter()
+        .find(|c| c.starts_with("gatehouse="))
+        .unwrap();
+    let session = session.split(';').next().unwrap().to_string();
+    let cookies = format!("Cookie: {session}; {}\r\n", s.binding);
+    assert_eq!(
+        gw.get("/home", &format!("{cookies}Accept: application/json\r\n"))
+            .status,
+        200
+    );
+
+    // The admin area wants acr "gold": a script is told so, a navigation goes to the IdP
+    // asking for it.
+    let xhr = gw.get(
+        "/admin/users",
+        &format!("{cookies}Accept: application/json\r\n"),
+    );
+    assert_eq!(xhr.status, 401);
+    assert!(xhr
+        .header("www-authenticate")
+        .unwrap()
+        .contains("insufficient_user_authentication"));
+    let nav = gw.get("/admin/users", &format!("{cookies}Accept: text/html\r\n"));
+    assert_eq!(nav.status, 302, "{}", nav.body);
+    let to = url::Url::parse(nav.header("location").unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    assert_eq!(q["acr_values"], "gold");
+    assert_eq!(q["max_age"], "600");
+
+    // The IdP answers with "silver" again: refused. With "gold": the admin area opens.
+    let mut weak = claims(&stub, &q["nonce"]);
+    weak["acr"] = json!("silver");
+    *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&weak));
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", q["state"]),
+        Some(&s.binding),
+    );
+    assert!(refused(&r), "{} {}", r.status, r.body);
+    assert_eq!(
+        metric(
+            &gw,
+            "gatehouse_logins_total{idp=\"stub\",result=\"acr_not_satisfied\"}"
+        ),
+        1.0
+    );
+    let nav = gw.get("/admin/users", &format!("{cookies}Accept: text/html\r\n"));
+    let to = url::Url::parse(nav.header("location").unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    let mut strong = claims(&stub, &q["nonce"]);
+    strong["acr"] = json!("gold");
+    strong["auth_time"] = json!(now());
+    *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&strong));
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", q["state"]),
+        Some(&s.binding),
+    );
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/admin/users"));
+    let stronger = r.headers["set-cookie"]
+        .iter()
+        .find(|c| c.starts_with("gatehouse="))
+        .unwrap();
+    let stronger = stronger.split(';').next().unwrap().to_string();
+    assert_ne!(stronger, session, "a new session id after the new login");
+    let admin = gw.get(
+        "/admin/users",
+        &format!("Cookie: {stronger}\r\nAccept: application/json\r\n"),
+    );
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    // Policies see the login's acr.
+    assert_eq!(
+        admin.echoed().header("x-auth-request-user"),
+        Some("mallory-target")
+    );
+}

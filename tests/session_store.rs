@@ -23,7 +23,7 @@ fn session(subject: &str, sid: &str, cipher: &TokenCipher) -> Session {
         auth_time: Some(1),
         acr: None,
         amr: vec!["pwd".into()],
-        claims: serde_json::Map::new(),
+        claims: "{}".into(),
         id_token: Some(cipher.seal("id.token.value")),
         access_token: Some(cipher.seal("access-token-plaintext")),
         refresh_token: Some(cipher.seal("refresh-token-plaintext")),

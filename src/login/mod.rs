@@ -138,6 +138,41 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// Claims the session already keeps in its own fields, or that only mattered while the ID
+/// token was checked: not stored twice (memory per session), put back by [`Login::identity`].
+const BOOKKEEPING_CLAIMS: [&str; 14] = [
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "jti",
+    "azp",
+    "sid",
+    "auth_time",
+    "acr",
+    "amr",
+];
+
+/// The ID token's claims as a session keeps them (compact JSON).
+pub fn stored_claims(
+    mut claims: serde_json::Map<String, Value>,
+    names: &crate::config::ClaimNames,
+) -> String {
+    for name in BOOKKEEPING_CLAIMS {
+        claims.remove(name);
+    }
+    for name in [&names.subject, &names.email, &names.username, &names.groups] {
+        if !name.contains('.') {
+            claims.remove(name.as_str());
+        }
+    }
+    serde_json::to_string(&claims).unwrap_or_else(|_| "{}".to_string())
+}
+
 /// Why a login callback failed: a bounded label for metrics, the detail for the log.
 #[derive(Debug)]
 pub struct LoginFailure {
@@ -179,6 +214,8 @@ pub struct Login {
     pub public_url: String,
     pub reserved_prefix: String,
     allowed_hosts: Vec<String>,
+    /// Some route passes the access token upstream: only then is it kept in the session.
+    keep_access_token: bool,
     /// In-process single flight for refreshes, by session key.
     refreshing: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     metrics: Arc<Metrics>,
@@ -256,6 +293,10 @@ impl Login {
                 .with_label_values(&[&idp.name, "success"]);
         }
         Ok(Some(Arc::new(Login {
+            keep_access_token: config
+                .routes
+                .iter()
+                .any(|r| r.pass_access_token && r.auth.contains(&AuthMethod::Session)),
             cookies: Cookies::new(&config.session, secure),
             redirect_uri: format!("{public_url}{}/callback", config.server.reserved_prefix),
             reserved_prefix: config.server.reserved_prefix.clone(),
@@ -528,8 +569,8 @@ impl Login {
             auth_time: auth_time.or(Some(now)),
             acr,
             amr: string_list(claims.get("amr")),
-            claims: identity.claims.clone(),
-            id_token: Some(self.cipher.seal(id_token)),
+            claims: stored_claims(identity.claims.clone(), &provider.config.claims),
+            id_token: Some(self.cipher.seal_token(id_token)),
             access_token: None,
             refresh_token: None,
             access_expires_at: None,
@@ -552,14 +593,17 @@ impl Login {
     }
 
     fn apply_tokens(&self, session: &mut Session, tokens: &oidc::Tokens, now: u64) {
-        if let Some(t) = &tokens.access_token {
-            session.access_token = Some(self.cipher.seal(t));
+        match &tokens.access_token {
+            Some(t) if self.keep_access_token => {
+                session.access_token = Some(self.cipher.seal_token(t))
+            }
+            _ => session.access_token = None,
         }
         if let Some(t) = &tokens.refresh_token {
-            session.refresh_token = Some(self.cipher.seal(t));
+            session.refresh_token = Some(self.cipher.seal_token(t));
         }
         if let Some(t) = &tokens.id_token {
-            session.id_token = Some(self.cipher.seal(t));
+            session.id_token = Some(self.cipher.seal_token(t));
         }
         session.access_expires_at = tokens.expires_in.map(|s| now + s);
         // Ahead of expiry by `refresh_before`, but never more than a fifth of the lifetime.
@@ -669,7 +713,7 @@ impl Login {
         let refresh_token = latest
             .refresh_token
             .as_deref()
-            .and_then(|t| self.cipher.open(t));
+            .and_then(|t| self.cipher.open_token(t));
         let (Some(provider), Some(metadata), Some(refresh_token)) =
             (provider, metadata, refresh_token)
         else {
@@ -689,7 +733,7 @@ impl Login {
                             fresh.email = identity.email.clone();
                             fresh.username = identity.username.clone();
                             fresh.groups = identity.groups.clone();
-                            fresh.claims = identity.claims;
+                            fresh.claims = stored_claims(identity.claims, &provider.config.claims);
                         }
                         Ok(_) | Err(_) => {
                             count("failure");
@@ -725,9 +769,32 @@ impl Login {
     pub fn identity(&self, s: &Session) -> Arc<Identity> {
         s.identity
             .get_or_init(|| {
-                let issuer = self.provider(&s.idp).map(|p| p.config.issuer.clone());
-                let mut claims = s.claims.clone();
+                let provider = self.provider(&s.idp);
+                let issuer = provider.map(|p| p.config.issuer.clone());
+                let mut claims: serde_json::Map<String, Value> =
+                    serde_json::from_str(&s.claims).unwrap_or_default();
                 claims.insert("idp".into(), Value::from(s.idp.clone()));
+                if let Some(names) = provider.map(|p| &p.config.claims) {
+                    let mut restore = |name: &str, value: Option<Value>| {
+                        if let (false, Some(v)) = (name.contains('.'), value) {
+                            claims.insert(name.to_string(), v);
+                        }
+                    };
+                    restore(&names.subject, Some(Value::from(s.subject.clone())));
+                    restore(&names.email, s.email.clone().map(Value::from));
+                    restore(&names.username, s.username.clone().map(Value::from));
+                    restore(&names.groups, Some(Value::from(s.groups.clone())));
+                }
+                for (name, value) in [
+                    ("sid", s.sid.clone().map(Value::from)),
+                    ("acr", s.acr.clone().map(Value::from)),
+                    ("auth_time", s.auth_time.map(Value::from)),
+                    ("amr", Some(Value::from(s.amr.clone()))),
+                ] {
+                    if let Some(v) = value {
+                        claims.insert(name.to_string(), v);
+                    }
+                }
                 Arc::new(Identity {
                     method: AuthMethod::Session,
                     subject: s.subject.clone(),
@@ -762,7 +829,9 @@ impl Login {
 
     /// The decrypted access token of a session (for `pass_access_token`).
     pub fn access_token(&self, s: &Session) -> Option<String> {
-        s.access_token.as_deref().and_then(|t| self.cipher.open(t))
+        s.access_token
+            .as_deref()
+            .and_then(|t| self.cipher.open_token(t))
     }
 
     /// Ends a session; with `everywhere`, every session of its subject. Returns where to
@@ -806,7 +875,11 @@ impl Login {
             .unwrap_or_else(|| format!("{}/", self.public_url));
         {
             let mut q = url.query_pairs_mut();
-            if let Some(hint) = s.id_token.as_deref().and_then(|t| self.cipher.open(t)) {
+            if let Some(hint) = s
+                .id_token
+                .as_deref()
+                .and_then(|t| self.cipher.open_token(t))
+            {
                 q.append_pair("id_token_hint", &hint);
             }
             q.append_pair("client_id", &provider.config.client_id);
@@ -863,5 +936,73 @@ impl Login {
             "expires_at": s.expires_at,
             "name": claim_at(&identity.claims, "name"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_config() -> SessionConfig {
+        SessionConfig {
+            store: StoreKind::Memory,
+            cookie_name: "gatehouse".into(),
+            secret: None,
+            max_lifetime: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(600),
+            same_site: SameSite::Lax,
+            fallback_memory: false,
+            timeout: Duration::from_millis(500),
+            max_sessions: 10,
+            refresh_before: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn cookies_are_host_only_and_secure_on_tls() {
+        let tls = Cookies::new(&session_config(), true);
+        let set = tls.set_session("abc");
+        assert!(set.starts_with("__Host-gatehouse=abc; Path=/; HttpOnly; SameSite=Lax; Secure"));
+        assert!(!set.contains("Domain") && !set.contains("Max-Age"));
+        assert!(tls
+            .set_binding("b")
+            .starts_with("__Host-gatehouse_login=b;"));
+        assert!(tls.set_binding("b").contains("Max-Age=600"));
+        assert!(tls.clear_session().contains("Max-Age=0"));
+        let plain = Cookies::new(&session_config(), false);
+        assert!(plain.set_session("abc").starts_with("gatehouse=abc;"));
+        assert!(!plain.set_session("abc").contains("Secure"));
+        assert!(plain.is_ours("gatehouse") && plain.is_ours("gatehouse_login"));
+        assert!(!plain.is_ours("gatehouse2"));
+    }
+
+    #[test]
+    fn cookie_values_are_found_among_others() {
+        let mut h = http::HeaderMap::new();
+        h.append(http::header::COOKIE, "a=1; gatehouse=xyz".parse().unwrap());
+        h.append(http::header::COOKIE, "b=2".parse().unwrap());
+        assert_eq!(cookie_value(&h, "gatehouse"), Some("xyz"));
+        assert_eq!(cookie_value(&h, "b"), Some("2"));
+        assert_eq!(cookie_value(&h, "gate"), None);
+    }
+
+    #[test]
+    fn stored_claims_drop_what_the_session_keeps_anyway() {
+        let names = crate::config::ClaimNames {
+            subject: "sub".into(),
+            email: "email".into(),
+            username: "preferred_username".into(),
+            groups: "realm_access.roles".into(),
+        };
+        let claims = serde_json::json!({"sub": "a", "email": "e", "nonce": "n", "department": "sales", "realm_access": {"roles": ["x"]}});
+        let stored: serde_json::Map<String, Value> =
+            serde_json::from_str(&stored_claims(claims.as_object().unwrap().clone(), &names))
+                .unwrap();
+        assert!(!stored.contains_key("sub") && !stored.contains_key("nonce"));
+        assert_eq!(stored["department"], "sales");
+        assert!(
+            stored.contains_key("realm_access"),
+            "nested claim paths stay"
+        );
     }
 }
