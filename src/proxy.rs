@@ -353,7 +353,7 @@ impl ProxyHttp for GatehouseProxy {
             if !unlimited && self.reserved_limit_exceeded(session, ctx, &rt).await? {
                 return Ok(true);
             }
-            if self.gateway_endpoint(session, ctx, &rt).await? {
+            if Box::pin(self.gateway_endpoint(session, ctx, &rt)).await? {
                 return Ok(true);
             }
         }
@@ -405,7 +405,14 @@ impl ProxyHttp for GatehouseProxy {
                     .await?;
                 return Ok(true);
             }
-            let outcome = match self.authenticate_session(session, ctx, &rt, route).await? {
+            // The session step lives in its own (boxed) future: routes without sessions do
+            // not carry its size.
+            let session_step = if route.auth.contains(&AuthMethod::Session) {
+                Box::pin(self.authenticate_session(session, ctx, &rt, route)).await?
+            } else {
+                SessionOutcome::NotApplicable
+            };
+            let outcome = match session_step {
                 SessionOutcome::Answered => return Ok(true),
                 SessionOutcome::Authenticated(identity) => Ok((AuthMethod::Session, identity)),
                 SessionOutcome::NotApplicable => {
@@ -443,7 +450,7 @@ impl ProxyHttp for GatehouseProxy {
                     ctx.refusal = Some(failure.reason());
                     if route.auth.contains(&AuthMethod::Session)
                         && failure == AuthFailure::Missing
-                        && self.start_login_redirect(session, ctx, &rt, route).await?
+                        && Box::pin(self.start_login_redirect(session, ctx, &rt, route)).await?
                     {
                         return Ok(true);
                     }
@@ -466,7 +473,7 @@ impl ProxyHttp for GatehouseProxy {
             return Ok(true);
         }
         if ctx.forward_auth {
-            self.forward_auth_allow(session, ctx, &rt).await?;
+            Box::pin(self.forward_auth_allow(session, ctx, &rt)).await?;
             return Ok(true);
         }
         Ok(false)

@@ -637,7 +637,7 @@ impl Login {
             return Ok(None);
         }
         if s.refresh_at.is_some_and(|at| now >= at) {
-            match self.refresh(id, s.clone(), now).await? {
+            match Box::pin(self.refresh(id, s.clone(), now)).await? {
                 Some(fresh) => s = fresh,
                 None => return Ok(None),
             }
