@@ -48,7 +48,23 @@ impl GatehouseProxy {
         headers: &[(&'static str, String)],
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<()> {
-        let mut resp = ResponseHeader::build(status, Some(headers.len() + 10))?;
+        self.answer_with(session, ctx, rt, status, headers, &[], body)
+            .await
+    }
+
+    /// [`Self::answer`] with further headers of any name (the identity headers).
+    #[allow(clippy::too_many_arguments)]
+    async fn answer_with(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        rt: &Runtime,
+        status: StatusCode,
+        headers: &[(&'static str, String)],
+        more: &[(HeaderName, String)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(status, Some(headers.len() + more.len() + 10))?;
         let len = body.as_ref().map_or(0, |(_, b)| b.len());
         resp.insert_header("content-length", len.to_string())?;
         if let Some((content_type, _)) = &body {
@@ -62,6 +78,9 @@ impl GatehouseProxy {
         )?;
         for (name, value) in headers {
             resp.append_header(*name, value)?;
+        }
+        for (name, value) in more {
+            resp.append_header(name.clone(), value)?;
         }
         let head_only = session.req_header().method == Method::HEAD;
         let body = body.map(|(_, b)| b).filter(|b| !b.is_empty() && !head_only);
@@ -521,21 +540,8 @@ impl GatehouseProxy {
             headers.push(("ratelimit-policy", policy));
             headers.push(("ratelimit", state));
         }
-        let mut resp = ResponseHeader::build(StatusCode::OK, Some(owned.len() + 12))?;
-        resp.insert_header("content-length", "0")?;
-        respond::gateway_page_headers(
-            &mut resp,
-            &rt.config.security_headers,
-            ctx.tls,
-            &ctx.request_id,
-        )?;
-        for (name, value) in headers {
-            resp.append_header(name, value)?;
-        }
-        for (name, value) in owned {
-            resp.append_header(name, value)?;
-        }
-        session.write_response_header(Box::new(resp), true).await
+        self.answer_with(session, ctx, rt, StatusCode::OK, &headers, &owned, None)
+            .await
     }
 
     /// The session step of authentication for a route that accepts `session`.

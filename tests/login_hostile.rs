@@ -529,3 +529,52 @@ async fn step_up_sends_the_browser_back_for_a_stronger_login() {
         Some("mallory-target")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_and_post_clients_authenticate_as_configured() {
+    let stub = stub().await;
+    let app = TestServer::echo("app").await;
+    let iss_param: String = url::form_urlencoded::byte_serialize(stub.issuer.as_bytes()).collect();
+    for (variant, config) in [
+        (
+            "public",
+            config(&stub, &app).replace("client_secret = \"stub-secret\"\n", ""),
+        ),
+        (
+            "post",
+            config(&stub, &app).replace(
+                "client_secret = \"stub-secret\"\n",
+                "client_secret = \"stub-secret\"\nclient_auth = \"client_secret_post\"\n",
+            ),
+        ),
+    ] {
+        let gw = Gateway::start(&config);
+        let s = start(&gw, "/");
+        *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&claims(&stub, &s.nonce)));
+        let r = callback(
+            &gw,
+            &format!("code=c&state={}&iss={iss_param}", s.state),
+            Some(&s.binding),
+        );
+        assert_eq!(r.status, 302, "{variant}: {}", r.body);
+        let req = stub.token_requests.lock().unwrap().last().cloned().unwrap();
+        assert!(
+            req.header("authorization").is_none(),
+            "{variant}: no Basic auth"
+        );
+        assert!(
+            req.body.contains("client_id=gatehouse"),
+            "{variant}: {}",
+            req.body
+        );
+        assert!(
+            req.body.contains("code_verifier="),
+            "{variant}: PKCE always"
+        );
+        assert_eq!(
+            req.body.contains("client_secret=stub-secret"),
+            variant == "post",
+            "{variant}"
+        );
+    }
+}

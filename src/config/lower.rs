@@ -420,26 +420,13 @@ impl Lowerer<'_> {
             .as_ref()
             .and_then(|u| self.secure_url(u, "jwks_uri"));
         let algorithms = self.algorithms(c.algorithms.as_ref(), &[jsonwebtoken::Algorithm::RS256]);
-        let leeway = self.duration(c.leeway.as_ref(), Duration::from_secs(30));
-        if leeway > Duration::from_secs(300) {
-            if let Some(l) = &c.leeway {
-                self.r.error(
-                    l.span(),
-                    "leeway above 5m is refused: it would accept expired tokens",
-                );
-            }
-        }
-        let claim = |l: &mut Self, v: &Option<S<String>>, default: &str| -> String {
-            v.as_ref()
-                .and_then(|v| l.string(v))
-                .unwrap_or_else(|| default.to_string())
-        };
-        let claims = ClaimNames {
-            subject: claim(self, &c.subject_claim, "sub"),
-            email: claim(self, &c.email_claim, "email"),
-            username: claim(self, &c.username_claim, "preferred_username"),
-            groups: claim(self, &c.groups_claim, "groups"),
-        };
+        let leeway = self.leeway(c.leeway.as_ref());
+        let claims = self.claim_names([
+            &c.subject_claim,
+            &c.email_claim,
+            &c.username_claim,
+            &c.groups_claim,
+        ]);
         let introspection = match (
             &c.introspection_endpoint,
             &c.introspection_client_id,
@@ -737,17 +724,12 @@ impl Lowerer<'_> {
                     scopes
                 }
             };
-            let claim = |l: &mut Self, v: &Option<S<String>>, default: &str| -> String {
-                v.as_ref()
-                    .and_then(|v| l.string(v))
-                    .unwrap_or_else(|| default.to_string())
-            };
-            let claims = ClaimNames {
-                subject: claim(self, &c.subject_claim, "sub"),
-                email: claim(self, &c.email_claim, "email"),
-                username: claim(self, &c.username_claim, "preferred_username"),
-                groups: claim(self, &c.groups_claim, "groups"),
-            };
+            let claims = self.claim_names([
+                &c.subject_claim,
+                &c.email_claim,
+                &c.username_claim,
+                &c.groups_claim,
+            ]);
             const RESERVED_PARAMS: [&str; 10] = [
                 "response_type",
                 "client_id",
@@ -785,15 +767,7 @@ impl Lowerer<'_> {
                     jsonwebtoken::Algorithm::EdDSA,
                 ],
             );
-            let leeway = self.duration(c.leeway.as_ref(), Duration::from_secs(30));
-            if leeway > Duration::from_secs(300) {
-                if let Some(l) = &c.leeway {
-                    self.r.error(
-                        l.span(),
-                        "leeway above 5m is refused: it would accept expired tokens",
-                    );
-                }
-            }
+            let leeway = self.leeway(c.leeway.as_ref());
             let post_logout_redirect_uri = c.post_logout_redirect_uri.as_ref().and_then(|v| {
                 let text = self.string(v)?;
                 if url::Url::parse(&text)
@@ -826,6 +800,36 @@ impl Lowerer<'_> {
             });
         }
         out
+    }
+
+    /// Clock leeway for token times: 30 s by default, at most 5 minutes.
+    fn leeway(&mut self, v: Option<&S<String>>) -> Duration {
+        let leeway = self.duration(v, Duration::from_secs(30));
+        if let (Some(l), true) = (v, leeway > Duration::from_secs(300)) {
+            self.r.error(
+                l.span(),
+                "leeway above 5m is refused: it would accept expired tokens",
+            );
+        }
+        leeway
+    }
+
+    /// Where identity claims are found: subject, email, username, groups (defaults: `sub`,
+    /// `email`, `preferred_username`, `groups`).
+    fn claim_names(&mut self, names: [&Option<S<String>>; 4]) -> ClaimNames {
+        let defaults = ["sub", "email", "preferred_username", "groups"];
+        let [subject, email, username, groups] = std::array::from_fn(|i| {
+            names[i]
+                .as_ref()
+                .and_then(|v| self.string(v))
+                .unwrap_or_else(|| defaults[i].to_string())
+        });
+        ClaimNames {
+            subject,
+            email,
+            username,
+            groups,
+        }
     }
 
     fn api_key(&mut self, k: &S<file::ApiKey>) -> Option<ApiKeyConfig> {
