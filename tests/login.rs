@@ -154,6 +154,9 @@ async fn a_person_logs_in_works_with_refreshed_tokens_and_logs_out() {
         2.0
     );
 
+    // The supervisor counts live sessions every 5 s (9 s have passed since the login).
+    assert_eq!(metric(&gw, "gatehouse_sessions_active"), 1.0);
+
     // Logout: the session ends, the cookie is cleared, and the browser goes to the IdP's
     // end-session endpoint with id_token_hint; after confirming it comes back to the app.
     let cookie_before = browser.cookie_header(&gw.url("/"));
