@@ -267,7 +267,16 @@ impl BackgroundService for Supervisor {
         };
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_check: HashMap<String, Instant> = HashMap::new();
+        // Servers count as healthy until a check says otherwise; the first check waits one
+        // interval, so upstreams starting alongside the gateway (the demo's) are not marked
+        // down by a check that ran before they listened.
+        let mut last_check: HashMap<String, Instant> = self
+            .gateway
+            .snapshot()
+            .pools
+            .keys()
+            .map(|name| (name.clone(), Instant::now()))
+            .collect();
         let mut last_resolve = Instant::now();
         let mut last_sessions = Instant::now() - Duration::from_secs(60);
         loop {

@@ -39,15 +39,19 @@ async fn the_demo_logs_people_in_with_its_development_provider() {
     let printed = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let base = format!("http://127.0.0.1:{port}");
     let browser = Browser::new();
-    // Wait until the demo serves and its provider is discovered (a navigation redirects).
+    // Wait until the demo is ready (its provider discovered), then navigate: a redirect.
     let mut first = None;
     for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        let ready = raw_request(
+            admin,
+            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .is_some_and(|r| r.status == 200);
+        if ready {
             let p = browser.get(&format!("{base}/users/alice/profile")).await;
-            if p.status == 302 {
-                first = Some(p);
-                break;
-            }
+            assert_eq!(p.status, 302, "{}", p.body);
+            first = Some(p);
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

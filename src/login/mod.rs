@@ -274,7 +274,15 @@ impl Login {
                 Some(o) => o.clone(),
                 None => {
                     let p = Arc::new(Provider::new(idp.clone(), metrics.clone()));
-                    if let Err(e) = p.discover().await {
+                    // The demo's own provider starts with the server, after this: the
+                    // supervisor discovers it a moment later.
+                    let demo_provider = config
+                        .dev_idp
+                        .as_ref()
+                        .is_some_and(|d| idp.issuer == format!("http://{}", d.listen));
+                    if demo_provider {
+                        // nothing to fetch yet
+                    } else if let Err(e) = p.discover().await {
                         tracing::warn!(idp = %idp.name, error = %e, "OIDC discovery failed; browser login for this IdP is unavailable until it succeeds");
                     }
                     p
