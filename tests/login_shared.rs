@@ -123,3 +123,47 @@ async fn memory_fallback_keeps_logins_working_while_redis_is_down() {
         .log()
         .contains("Redis unreachable; logins now kept in this instance's memory"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refresh_per_session_across_instances() {
+    let redis = Redis::start();
+    let (port_a, port_b) = (free_port(), free_port());
+    let idp = provider_for(&[port_a, port_b], 5);
+    let app = TestServer::echo("app").await;
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\n{SECRET}",
+        redis.url()
+    );
+    let config = login_config(&idp, &app, &session);
+    let a = Gateway::start_on(tempfile::tempdir().unwrap(), &config, port_a);
+    let b = Gateway::start_on(tempfile::tempdir().unwrap(), &config, port_b);
+    let browser = Browser::new();
+    let (page, _) = browser.login(&a.url("/"), "alice").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let cookie = browser.cookie_header(&a.url("/"));
+    // Past the refresh point: requests on both instances at once share one refresh (a
+    // short Redis lock; the other instance waits for the refreshed session).
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let url = if i % 2 == 0 { a.url("/x") } else { b.url("/x") };
+        let cookie = cookie.clone();
+        handles.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap(), 200, "{}\n{}", a.log(), b.log());
+    }
+    let line = "gatehouse_token_refresh_total{idp=\"test\",result=\"success\"}";
+    assert_eq!(metric(&a, line) + metric(&b, line), 1.0);
+    let failures = "gatehouse_token_refresh_total{idp=\"test\",result=\"failure\"}";
+    assert_eq!(metric(&a, failures) + metric(&b, failures), 0.0);
+}

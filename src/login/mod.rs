@@ -1014,3 +1014,129 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod timeouts {
+    use super::*;
+
+    /// A Login on the memory store whose provider is never reached.
+    async fn login() -> Arc<Login> {
+        let text = r#"
+[server]
+listen = ["127.0.0.1:1"]
+public_url = "http://127.0.0.1:1"
+[session]
+max_lifetime = "2h"
+idle_timeout = "10m"
+[[idp]]
+name = "corp"
+issuer = "http://127.0.0.1:1"
+client_id = "gatehouse"
+[upstream.app]
+servers = ["127.0.0.1:2"]
+[[route]]
+name = "web"
+path = "/"
+upstream = "app"
+auth = ["session"]
+"#;
+        let config = Config::from_str(std::path::Path::new("gateway.toml"), text, &|_| None)
+            .expect("config");
+        Login::build(&config, None, &Arc::new(Metrics::new()))
+            .await
+            .expect("login")
+            .expect("an idp")
+    }
+
+    fn session(now: u64) -> Session {
+        Session {
+            subject: "alice".into(),
+            email: None,
+            username: None,
+            groups: Vec::new(),
+            idp: "corp".into(),
+            sid: None,
+            created_at: now,
+            expires_at: now + 7200,
+            auth_time: Some(now),
+            acr: None,
+            amr: Vec::new(),
+            claims: "{}".into(),
+            id_token: None,
+            access_token: None,
+            refresh_token: None,
+            access_expires_at: None,
+            refresh_at: None,
+            touched_at: now,
+            identity: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn absolute_lifetime_and_idle_push_back() {
+        let login = login().await;
+        let now = unix_now();
+        // Past its absolute end: gone, and deleted.
+        let id = session::new_session_id();
+        let mut old = session(now - 8000);
+        old.expires_at = now - 1;
+        login
+            .store
+            .put(&id, &old, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(login.lookup(&id).await.unwrap().is_none());
+        assert!(login.store.get(&id).await.unwrap().is_none());
+        // Used after more than a tenth of the idle timeout: pushed back (touched now).
+        let id = session::new_session_id();
+        login
+            .store
+            .put(&id, &session(now - 120), Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(login.lookup(&id).await.unwrap().is_some());
+        assert!(login.store.get(&id).await.unwrap().unwrap().touched_at >= now);
+        // The store keeps it for the idle timeout, cut at the absolute end.
+        let s = session(now);
+        assert_eq!(login.ttl(&s, now), Duration::from_secs(600));
+        let mut ending = session(now);
+        ending.expires_at = now + 30;
+        assert_eq!(login.ttl(&ending, now), Duration::from_secs(30));
+        // Malformed ids never reach the store.
+        assert!(login.lookup("not-hex").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn step_up_demands() {
+        let login = login().await;
+        let now = unix_now();
+        let mut route = crate::config::RouteConfig {
+            name: "admin".into(),
+            host: None,
+            path: "/admin".into(),
+            upstream: "app".into(),
+            auth: vec![AuthMethod::Session],
+            cors: None,
+            security_headers: true,
+            path_checks: Default::default(),
+            pass_access_token: false,
+            rate_limits: Vec::new(),
+            policy: None,
+            idp: Some(0),
+            acr_values: vec!["gold".into()],
+            max_auth_age: Some(Duration::from_secs(300)),
+        };
+        let mut s = session(now - 60);
+        s.acr = Some("silver".into());
+        assert!(!login.satisfies(&s, &route));
+        s.acr = Some("gold".into());
+        assert!(login.satisfies(&s, &route));
+        s.auth_time = Some(now - 600);
+        assert!(
+            !login.satisfies(&s, &route),
+            "login older than max_auth_age"
+        );
+        route.max_auth_age = None;
+        assert!(login.satisfies(&s, &route));
+    }
+}
