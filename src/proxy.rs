@@ -345,10 +345,11 @@ impl ProxyHttp for GatehouseProxy {
 
         if ctx.reserved.is_some() {
             // Forward-auth is asked by the proxy for every request, userinfo and the JWKS are
-            // cheap reads; the others (login, callback, logout) are limited per client IP.
+            // cheap reads, back-channel logouts come from the IdP in bursts (and are signed);
+            // the others (login, callback, logout) are limited per client IP.
             let unlimited = matches!(
                 ctx.reserved.as_deref(),
-                Some("/auth" | "/userinfo" | "/jwks.json")
+                Some("/auth" | "/userinfo" | "/jwks.json" | "/backchannel-logout")
             );
             if !unlimited && self.reserved_limit_exceeded(session, ctx, &rt).await? {
                 return Ok(true);
