@@ -11,11 +11,19 @@ use common::*;
 
 const SECRET: &str = "secret = \"shared-secret-of-both-gateways-0123456789\"";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_are_shared_and_revoked_across_instances() {
-    let mut redis = Redis::start();
+/// One provider, one upstream, a real Redis and two gateway processes sharing it.
+struct Shared {
+    redis: Redis,
+    idp: common::idp::OidcProvider,
+    app: TestServer,
+    a: Gateway,
+    b: Gateway,
+}
+
+async fn two_gateways(access_ttl: u64) -> Shared {
+    let redis = Redis::start();
     let (port_a, port_b) = (free_port(), free_port());
-    let idp = provider_for(&[port_a, port_b], 600);
+    let idp = provider_for(&[port_a, port_b], access_ttl);
     let app = TestServer::echo("app").await;
     let session = format!(
         "store = \"redis\"\nredis_url = \"{}\"\n{SECRET}",
@@ -24,6 +32,24 @@ async fn sessions_are_shared_and_revoked_across_instances() {
     let config = login_config(&idp, &app, &session);
     let a = Gateway::start_on(tempfile::tempdir().unwrap(), &config, port_a);
     let b = Gateway::start_on(tempfile::tempdir().unwrap(), &config, port_b);
+    Shared {
+        redis,
+        idp,
+        app,
+        a,
+        b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_shared_and_revoked_across_instances() {
+    let Shared {
+        mut redis,
+        idp: _idp,
+        app: _app,
+        a,
+        b,
+    } = two_gateways(600).await;
 
     let browser = Browser::new();
     let (page, visited) = browser.login(&a.url("/from-a"), "alice").await;
@@ -126,17 +152,13 @@ async fn memory_fallback_keeps_logins_working_while_redis_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_refresh_per_session_across_instances() {
-    let redis = Redis::start();
-    let (port_a, port_b) = (free_port(), free_port());
-    let idp = provider_for(&[port_a, port_b], 5);
-    let app = TestServer::echo("app").await;
-    let session = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\n{SECRET}",
-        redis.url()
-    );
-    let config = login_config(&idp, &app, &session);
-    let a = Gateway::start_on(tempfile::tempdir().unwrap(), &config, port_a);
-    let b = Gateway::start_on(tempfile::tempdir().unwrap(), &config, port_b);
+    let Shared {
+        redis: _redis,
+        idp: _idp,
+        app: _app,
+        a,
+        b,
+    } = two_gateways(5).await;
     let browser = Browser::new();
     let (page, _) = browser.login(&a.url("/"), "alice").await;
     assert_eq!(page.status, 200, "{}", page.body);
