@@ -1,13 +1,14 @@
-//! The one-instance session store: a bounded moka cache with a TTL per session (keyed by the
-//! SHA-256 of the id, 32 bytes), and indexes by subject and IdP session id for
-//! logout-everywhere, cleaned as sessions end.
+//! The one-instance session store: sessions in sharded hash maps keyed by the SHA-256 of the
+//! id (32 bytes), each with its expiry, swept regularly; indexes by subject and IdP session
+//! id for logout-everywhere, cleaned as sessions end. Plain maps rather than a cache crate:
+//! with 100,000 sessions the per-entry bookkeeping is what decides the memory.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
@@ -15,34 +16,22 @@ use super::{Session, SessionStore, StoreError};
 
 type Key = [u8; 32];
 
-#[derive(Clone)]
-struct Entry {
+struct Slot {
     session: Arc<Session>,
-    ttl: Duration,
+    expires: Instant,
 }
 
-struct EntryExpiry;
+type Shard = RwLock<HashMap<Key, Slot>>;
 
-impl moka::Expiry<Key, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _k: &Key, v: &Entry, _now: Instant) -> Option<Duration> {
-        Some(v.ttl)
-    }
-    fn expire_after_update(
-        &self,
-        _k: &Key,
-        v: &Entry,
-        _now: Instant,
-        _d: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
-}
+const SHARDS: usize = 16;
 
 /// Name → the sessions under it (a short list: a person has few sessions at once).
-type Index = Arc<Mutex<HashMap<Box<str>, Vec<Key>>>>;
+type Index = Mutex<HashMap<Box<str>, Vec<Key>>>;
 
 pub struct MemoryStore {
-    sessions: Cache<Key, Entry>,
+    shards: Box<[Shard]>,
+    len: AtomicUsize,
+    max_sessions: usize,
     once: Cache<String, Arc<Vec<u8>>>,
     locks: Mutex<HashMap<String, Instant>>,
     by_subject: Index,
@@ -67,48 +56,136 @@ fn unindex(index: &Index, name: &str, key: &Key) {
     }
 }
 
+fn index(index: &Index, name: &str, key: Key) {
+    let mut map = lock(index);
+    let keys = map.entry(name.into()).or_default();
+    if !keys.contains(&key) {
+        keys.push(key);
+    }
+}
+
 impl MemoryStore {
     pub fn new(max_sessions: u64) -> Self {
-        let by_subject: Index = Arc::default();
-        let by_sid: Index = Arc::default();
-        let (subjects, sids) = (by_subject.clone(), by_sid.clone());
         MemoryStore {
-            sessions: Cache::builder()
-                .max_capacity(max_sessions)
-                .expire_after(EntryExpiry)
-                // An ended session leaves the indexes too (a replaced one stays).
-                .eviction_listener(move |k: Arc<Key>, v: Entry, cause| {
-                    if cause != RemovalCause::Replaced {
-                        unindex(&subjects, &v.session.subject, &k);
-                        if let Some(sid) = &v.session.sid {
-                            unindex(&sids, sid, &k);
-                        }
-                    }
-                })
-                .build(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            len: AtomicUsize::new(0),
+            max_sessions: usize::try_from(max_sessions).unwrap_or(usize::MAX).max(1),
             // Logins in progress: bounded in number and in time (10 minutes at most).
             once: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             locks: Mutex::new(HashMap::new()),
-            by_subject,
-            by_sid,
+            by_subject: Index::default(),
+            by_sid: Index::default(),
+        }
+    }
+
+    fn shard(&self, key: &Key) -> &Shard {
+        &self.shards[key[0] as usize % SHARDS]
+    }
+
+    fn write(shard: &Shard) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Slot>> {
+        shard.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a session out of the map and the indexes.
+    fn forget(&self, key: &Key, slot: Slot) {
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        unindex(&self.by_subject, &slot.session.subject, key);
+        if let Some(sid) = &slot.session.sid {
+            unindex(&self.by_sid, sid, key);
+        }
+    }
+
+    fn remove(&self, key: &Key) -> bool {
+        let removed = Self::write(self.shard(key)).remove(key);
+        match removed {
+            Some(slot) => {
+                self.forget(key, slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every expired session (the supervisor calls it through `count`). Shards are
+    /// scanned under their read lock; the write lock is taken only when something expired.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let keys: Vec<Key> = shard
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(_, slot)| slot.expires <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let expired: Vec<(Key, Slot)> = {
+                let mut map = Self::write(shard);
+                let mut expired = Vec::with_capacity(keys.len());
+                for k in keys {
+                    // Refreshed since the scan: it stays.
+                    if map.get(&k).is_some_and(|slot| slot.expires <= now) {
+                        if let Some(slot) = map.remove(&k) {
+                            expired.push((k, slot));
+                        }
+                    }
+                }
+                expired
+            };
+            for (k, slot) in expired {
+                self.forget(&k, slot);
+            }
+        }
+    }
+
+    /// At capacity: expired sessions go first, then the one closest to its end.
+    fn make_room(&self) {
+        if self.len.load(Ordering::Relaxed) < self.max_sessions {
+            return;
+        }
+        self.sweep();
+        if self.len.load(Ordering::Relaxed) < self.max_sessions {
+            return;
+        }
+        let oldest = self
+            .shards
+            .iter()
+            .filter_map(|shard| {
+                let map = shard.read().unwrap_or_else(|e| e.into_inner());
+                map.iter()
+                    .min_by_key(|(_, s)| s.expires)
+                    .map(|(k, s)| (*k, s.expires))
+            })
+            .min_by_key(|(_, expires)| *expires);
+        if let Some((k, _)) = oldest {
+            tracing::warn!(
+                max_sessions = self.max_sessions,
+                "session store full; the session closest to its end was dropped"
+            );
+            self.remove(&k);
         }
     }
 
     fn delete_indexed(&self, index: &Index, name: &str) -> usize {
         let keys = lock(index).remove(name).unwrap_or_default();
-        keys.iter()
-            .filter(|k| self.sessions.remove(*k).is_some())
-            .count()
+        keys.iter().filter(|k| self.remove(k)).count()
     }
 }
 
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn get(&self, session_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
-        Ok(self.sessions.get(&key(session_id)).map(|e| e.session))
+        let k = key(session_id);
+        let map = self.shard(&k).read().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .get(&k)
+            .filter(|slot| slot.expires > Instant::now())
+            .map(|slot| slot.session.clone()))
     }
 
     async fn put(
@@ -118,29 +195,41 @@ impl SessionStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let k = key(session_id);
-        let add = |index: &Index, name: &str| {
-            let mut map = lock(index);
-            let keys = map.entry(name.into()).or_default();
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        };
-        add(&self.by_subject, &session.subject);
+        self.make_room();
+        let shard = self.shard(&k);
+        index(&self.by_subject, &session.subject, k);
         if let Some(sid) = &session.sid {
-            add(&self.by_sid, sid);
+            index(&self.by_sid, sid, k);
         }
-        self.sessions.insert(
-            k,
-            Entry {
-                session: Arc::new(session.clone()),
-                ttl,
-            },
-        );
+        let slot = Slot {
+            session: Arc::new(session.clone()),
+            expires: Instant::now() + ttl,
+        };
+        let replaced = Self::write(shard).insert(k, slot);
+        match replaced {
+            // A replaced session under other names leaves those indexes.
+            Some(old) => {
+                if old.session.subject != session.subject {
+                    unindex(&self.by_subject, &old.session.subject, &k);
+                }
+                if let Some(sid) = old
+                    .session
+                    .sid
+                    .as_ref()
+                    .filter(|s| session.sid.as_ref() != Some(*s))
+                {
+                    unindex(&self.by_sid, sid, &k);
+                }
+            }
+            None => {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), StoreError> {
-        self.sessions.invalidate(&key(session_id));
+        self.remove(&key(session_id));
         Ok(())
     }
 
@@ -153,8 +242,8 @@ impl SessionStore for MemoryStore {
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
-        self.sessions.run_pending_tasks();
-        Ok(self.sessions.entry_count() as usize)
+        self.sweep();
+        Ok(self.len.load(Ordering::Relaxed))
     }
 
     async fn put_once(&self, key: &str, value: &[u8], _ttl: Duration) -> Result<(), StoreError> {
@@ -234,18 +323,34 @@ mod tests {
             .await
             .unwrap();
         store.delete("a").await.unwrap();
-        // Expiry is noticed by the cache's timer wheel (about a second); poll, bounded.
-        for _ in 0..50 {
-            store.sessions.run_pending_tasks();
-            if lock(&store.by_subject).is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(store.get("b").await.unwrap().is_none(), "expired");
+        assert_eq!(store.count().await.unwrap(), 0);
         assert!(
             lock(&store.by_subject).is_empty(),
             "deleted and expired sessions are unindexed"
         );
         assert!(lock(&store.by_sid).is_empty());
+    }
+
+    #[tokio::test]
+    async fn bounded_and_replacements_keep_the_indexes_right() {
+        let store = MemoryStore::new(2);
+        let hour = Duration::from_secs(3600);
+        store.put("a", &session("alice", "s1"), hour).await.unwrap();
+        store.put("a", &session("bob", "s1"), hour).await.unwrap();
+        assert_eq!(store.delete_by_subject("alice").await.unwrap(), 0);
+        store
+            .put("b", &session("carol", "s2"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        store.put("c", &session("dave", "s3"), hour).await.unwrap();
+        assert_eq!(store.count().await.unwrap(), 2, "at most max_sessions");
+        assert!(
+            store.get("b").await.unwrap().is_none(),
+            "the one closest to its end went"
+        );
+        assert_eq!(store.delete_by_sid("s1").await.unwrap(), 1);
+        assert_eq!(store.count().await.unwrap(), 1);
     }
 }
