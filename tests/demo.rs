@@ -7,6 +7,22 @@ mod common;
 use common::browser::{form, Browser};
 use common::*;
 
+/// The demo process, stopped when the test ends, also when it fails.
+struct Stopped(std::process::Child);
+
+impl Stopped {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn demo_config(port: u16, admin: u16, upstream: u16, idp: u16) -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml"))
         .unwrap()
@@ -28,14 +44,16 @@ async fn the_demo_logs_people_in_with_its_development_provider() {
     std::fs::write(&path, demo_config(port, admin, upstream, idp)).unwrap();
     let log_path = dir.path().join("demo.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["demo", "-c"])
-        .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = Stopped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["demo", "-c"])
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let printed = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let base = format!("http://127.0.0.1:{port}");
     let browser = Browser::new();
@@ -97,8 +115,7 @@ async fn the_demo_logs_people_in_with_its_development_provider() {
         "{visited:?}"
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
     let printed = printed();
     assert!(
         printed.contains(&format!("http://127.0.0.1:{port}/")),

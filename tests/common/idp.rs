@@ -17,19 +17,53 @@ pub struct OidcProvider {
 }
 
 impl OidcProvider {
-    /// Starts the provider with `config` (see provider.mjs) and waits until it listens.
+    /// Starts the provider with `config` (see provider.mjs) and waits until it listens; a
+    /// start that fails (the port taken meanwhile, a slow machine) is tried again on
+    /// another port, three times at most.
     pub fn start(config: Value) -> OidcProvider {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("idp.json");
         std::fs::write(&config_path, config.to_string()).expect("write idp config");
-        let port = super::free_port();
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            let port = super::free_port();
+            match Self::try_start(&config_path, port) {
+                Ok((child, issuer)) => {
+                    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+                    let mut child = child;
+                    if let Some(e) = child.stderr.take() {
+                        let sink = stderr.clone();
+                        std::thread::spawn(move || {
+                            for line in BufReader::new(e).lines().map_while(Result::ok) {
+                                if let Ok(mut s) = sink.lock() {
+                                    s.push_str(&line);
+                                    s.push('\n');
+                                }
+                            }
+                        });
+                    }
+                    return OidcProvider {
+                        issuer,
+                        port,
+                        child,
+                        _dir: dir,
+                        stderr,
+                    };
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        panic!("oidc-provider did not start:\n{}", errors.join("\n---\n"));
+    }
+
+    fn try_start(config_path: &std::path::Path, port: u16) -> Result<(Child, String), String> {
         let mut child = Command::new("node")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/idp/provider.mjs"
             ))
             .args(["--port", &port.to_string(), "--config"])
-            .arg(&config_path)
+            .arg(config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -44,38 +78,23 @@ impl OidcProvider {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => {
-                let issuer = line.trim_start_matches("READY ").to_string();
-                let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-                if let Some(e) = child.stderr.take() {
-                    let sink = stderr.clone();
-                    std::thread::spawn(move || {
-                        for line in BufReader::new(e).lines().map_while(Result::ok) {
-                            if let Ok(mut s) = sink.lock() {
-                                s.push_str(&line);
-                                s.push('\n');
-                            }
-                        }
-                    });
-                }
-                OidcProvider {
-                    issuer,
-                    port,
-                    child,
-                    _dir: dir,
-                    stderr,
-                }
+        // Bounded: up to 45 s for READY, or the process ends (it exits on a listen error).
+        let deadline = std::time::Instant::now() + Duration::from_secs(45);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                return Ok((child, line.trim_start_matches("READY ").to_string()));
             }
-            Err(_) => {
-                let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("oidc-provider did not start:\n{err}");
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
             }
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        Err(format!("port {port}: {err}"))
     }
 
     /// What the provider wrote to stderr (its error events).

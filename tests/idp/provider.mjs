@@ -118,6 +118,10 @@ provider.on('backchannel.success', (ctx, client) => console.error('backchannel.s
 provider.on('end_session.error', (ctx, err) => console.error('end_session.error', err.message));
 
 const server = createServer(provider.callback());
+server.on('error', (err) => {
+  console.error(`listen error: ${err.message}`);
+  process.exit(1);
+});
 server.listen(port, '127.0.0.1', () => {
   console.log(`READY ${issuer}`);
 });
