@@ -84,7 +84,8 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, AuthFailure> {
     })
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::authn::bearer::unix_now;
 use crate::config::{Config, DevIdpConfig, DevUser};
 
 struct Grant {
@@ -61,12 +62,6 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn reply(
@@ -308,7 +303,7 @@ impl DevIdp {
 
     fn tokens(&self, user: &str, client_id: &str, nonce: Option<&str>, sid: &str) -> Value {
         let u = self.users.iter().find(|u| u.name == user);
-        let t = now();
+        let t = unix_now();
         let mut claims = json!({
             "iss": self.issuer, "aud": client_id, "sub": user, "iat": t, "exp": t + 300,
             "auth_time": t, "sid": sid, "acr": "dev", "amr": ["pwd"],

@@ -234,8 +234,9 @@ impl Login {
         let public_url = config.server.public_url.clone().unwrap_or_default();
         let secure = public_url.starts_with("https://");
         let reusable = previous.filter(|p| p.session == config.session);
-        let (store, cipher_secret): (Arc<dyn SessionStore>, Vec<u8>) = match reusable {
-            Some(p) => (p.store.clone(), Vec::new()),
+        // The store and the token key carry over when the session settings did not change.
+        let (store, cipher): (Arc<dyn SessionStore>, TokenCipher) = match reusable {
+            Some(p) => (p.store.clone(), p.cipher.clone()),
             None => {
                 let store: Arc<dyn SessionStore> = match &config.session.store {
                     StoreKind::Memory => Arc::new(MemoryStore::new(config.session.max_sessions)),
@@ -260,12 +261,8 @@ impl Login {
                     let random: [u8; 32] = rand::random();
                     random.to_vec()
                 });
-                (store, secret)
+                (store, TokenCipher::new(&secret))
             }
-        };
-        let cipher = match reusable {
-            Some(p) => p.cipher.clone(),
-            None => TokenCipher::new(&cipher_secret),
         };
         let mut providers = Vec::new();
         for idp in &config.idps {

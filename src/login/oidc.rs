@@ -62,11 +62,7 @@ pub struct Provider {
     seen_logout_tokens: moka::sync::Cache<String, ()>,
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::authn::bearer::unix_now;
 
 impl Provider {
     pub fn new(config: IdpConfig, metrics: Arc<Metrics>) -> Provider {
