@@ -178,9 +178,10 @@ impl GatehouseProxy {
                         Some(id) => login.lookup(id).await,
                         None => Ok(None),
                     };
+                let found = found.map(|s| s.and_then(|s| Some((login.identity(&s)?, s))));
                 match found {
-                    Ok(Some(s)) => {
-                        let info = login.userinfo(&s);
+                    Ok(Some((identity, s))) => {
+                        let info = login.userinfo(&s, &identity);
                         self.json(session, ctx, rt, StatusCode::OK, info, &[])
                             .await?
                     }
@@ -593,10 +594,14 @@ impl GatehouseProxy {
                 return Ok(SessionOutcome::Answered);
             }
         };
+        // A session whose tokens this instance cannot read (another secret) is no session.
+        let Some(identity) = login.identity(&s) else {
+            return Ok(SessionOutcome::NotApplicable);
+        };
         let right_idp = route
             .idp
             .and_then(|i| login.idp_config(i))
-            .is_none_or(|c| c.name == s.idp);
+            .is_none_or(|c| c.name == s.idp());
         if !right_idp || !login.satisfies(&s, route) {
             self.record_decision(
                 session,
@@ -605,7 +610,7 @@ impl GatehouseProxy {
                 AuthMethod::Session,
                 "unauthenticated",
                 "step_up_required",
-                Some(&s.subject),
+                Some(s.subject()),
             );
             ctx.refusal = Some("step_up_required");
             if self.start_login_redirect(session, ctx, rt, route).await? {
@@ -621,7 +626,6 @@ impl GatehouseProxy {
                 .await?;
             return Ok(SessionOutcome::Answered);
         }
-        let identity = login.identity(&s);
         ctx.session = Some(s);
         Ok(SessionOutcome::Authenticated(identity))
     }

@@ -138,40 +138,11 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// Claims the session already keeps in its own fields, or that only mattered while the ID
-/// token was checked: not stored twice (memory per session), put back by [`Login::identity`].
-const BOOKKEEPING_CLAIMS: [&str; 14] = [
-    "aud",
-    "exp",
-    "iat",
-    "nbf",
-    "nonce",
-    "at_hash",
-    "c_hash",
-    "s_hash",
-    "jti",
-    "azp",
-    "sid",
-    "auth_time",
-    "acr",
-    "amr",
+/// ID-token claims that only mattered while the token was checked: left out of a session's
+/// identity (policies see the person, not the token's bookkeeping).
+const BOOKKEEPING_CLAIMS: [&str; 10] = [
+    "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "s_hash", "jti", "azp",
 ];
-
-/// The ID token's claims as a session keeps them (compact JSON).
-pub fn stored_claims(
-    mut claims: serde_json::Map<String, Value>,
-    names: &crate::config::ClaimNames,
-) -> String {
-    for name in BOOKKEEPING_CLAIMS {
-        claims.remove(name);
-    }
-    for name in [&names.subject, &names.email, &names.username, &names.groups] {
-        if !name.contains('.') {
-            claims.remove(name.as_str());
-        }
-    }
-    serde_json::to_string(&claims).unwrap_or_else(|_| "{}".to_string())
-}
 
 /// Why a login callback failed: a bounded label for metrics, the detail for the log.
 #[derive(Debug)]
@@ -559,31 +530,22 @@ impl Login {
             }
         }
         let now = unix_now();
-        let mut session = Session {
-            subject: identity.subject.clone(),
-            email: identity.email.clone(),
-            username: identity.username.clone(),
-            groups: identity.groups.clone(),
-            idp: idp.to_string(),
-            sid: claims
-                .get("sid")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            created_at: now,
-            expires_at: now + self.session.max_lifetime.as_secs(),
-            auth_time: auth_time.or(Some(now)),
-            acr,
-            amr: string_list(claims.get("amr")),
-            claims: stored_claims(identity.claims.clone(), &provider.config.claims),
-            id_token: Some(self.cipher.seal_token(id_token)),
-            access_token: None,
-            refresh_token: None,
-            access_expires_at: None,
-            refresh_at: None,
-            touched_at: now,
-            identity: Default::default(),
+        let names = session::Names {
+            idp,
+            subject: &identity.subject,
+            sid: claims.get("sid").and_then(Value::as_str),
+            acr: acr.as_deref(),
         };
-        self.apply_tokens(&mut session, &tokens, now);
+        let kept = self.kept_tokens(session::Tokens::default(), &tokens);
+        let mut session = Session::new(
+            names,
+            &kept,
+            &self.cipher,
+            now,
+            now + self.session.max_lifetime.as_secs(),
+        );
+        session.auth_time = auth_time.or(Some(now));
+        self.set_token_times(&mut session, &kept, &tokens, now);
         let session_id = session::new_session_id();
         self.store
             .put(&session_id, &session, self.ttl(&session, now))
@@ -592,27 +554,34 @@ impl Login {
         Ok(LoggedIn {
             session_id,
             return_to: login.rd,
-            subject: session.subject,
+            subject: identity.subject,
             idp: idp.to_string(),
         })
     }
 
-    fn apply_tokens(&self, session: &mut Session, tokens: &oidc::Tokens, now: u64) {
-        match &tokens.access_token {
-            Some(t) if self.keep_access_token => {
-                session.access_token = Some(self.cipher.seal_token(t))
-            }
-            _ => session.access_token = None,
+    /// What a session keeps of a token response, over what it kept before: the access token
+    /// only when a route passes it on; a refresh without a new ID or refresh token keeps the old.
+    fn kept_tokens(&self, before: session::Tokens, tokens: &oidc::Tokens) -> session::Tokens {
+        session::Tokens {
+            id_token: tokens.id_token.clone().or(before.id_token),
+            access_token: tokens
+                .access_token
+                .clone()
+                .filter(|_| self.keep_access_token),
+            refresh_token: tokens.refresh_token.clone().or(before.refresh_token),
         }
-        if let Some(t) = &tokens.refresh_token {
-            session.refresh_token = Some(self.cipher.seal_token(t));
-        }
-        if let Some(t) = &tokens.id_token {
-            session.id_token = Some(self.cipher.seal_token(t));
-        }
+    }
+
+    fn set_token_times(
+        &self,
+        session: &mut Session,
+        kept: &session::Tokens,
+        tokens: &oidc::Tokens,
+        now: u64,
+    ) {
         session.access_expires_at = tokens.expires_in.map(|s| now + s);
         // Ahead of expiry by `refresh_before`, but never more than a fifth of the lifetime.
-        session.refresh_at = match (tokens.expires_in, &session.refresh_token) {
+        session.refresh_at = match (tokens.expires_in, &kept.refresh_token) {
             (Some(life), Some(_)) => {
                 let ahead = self.session.refresh_before.as_secs().min(life / 5);
                 Some(now + life - ahead)
@@ -703,7 +672,7 @@ impl Login {
         id: &str,
         latest: &Session,
     ) -> Result<Option<Arc<Session>>, StoreError> {
-        let idp = latest.idp.as_str();
+        let idp = latest.idp();
         let count = |result: &str| {
             self.metrics
                 .token_refresh_total
@@ -715,44 +684,36 @@ impl Login {
             Some(p) => p.ensure_discovered().await,
             None => None,
         };
-        let refresh_token = latest
-            .refresh_token
-            .as_deref()
-            .and_then(|t| self.cipher.open_token(t));
+        let before = latest.tokens(&self.cipher).unwrap_or_default();
         let (Some(provider), Some(metadata), Some(refresh_token)) =
-            (provider, metadata, refresh_token)
+            (provider, metadata, before.refresh_token.clone())
         else {
             count("failure");
-            tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject, reason = "refresh_unavailable", "token refresh failed; session ended");
+            tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject(), reason = "refresh_unavailable", "token refresh failed; session ended");
             self.store.delete(id).await?;
             return Ok(None);
         };
         let now = unix_now();
         match provider.refresh(&metadata, &refresh_token).await {
             Ok(tokens) => {
-                let mut fresh = latest.clone();
-                fresh.identity = Default::default();
                 if let Some(id_token) = &tokens.id_token {
                     match provider.validate_id_token(id_token, None).await {
-                        Ok(identity) if identity.subject == latest.subject => {
-                            fresh.email = identity.email.clone();
-                            fresh.username = identity.username.clone();
-                            fresh.groups = identity.groups.clone();
-                            fresh.claims = stored_claims(identity.claims, &provider.config.claims);
-                        }
+                        Ok(identity) if identity.subject == latest.subject() => {}
                         Ok(_) | Err(_) => {
                             count("failure");
-                            tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject, reason = "refreshed_id_token_invalid", "token refresh failed; session ended");
+                            tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject(), reason = "refreshed_id_token_invalid", "token refresh failed; session ended");
                             self.store.delete(id).await?;
                             return Ok(None);
                         }
                     }
                 }
-                self.apply_tokens(&mut fresh, &tokens, now);
+                let kept = self.kept_tokens(before, &tokens);
+                let mut fresh = latest.with_tokens(&kept, &self.cipher);
+                self.set_token_times(&mut fresh, &kept, &tokens, now);
                 fresh.touched_at = now;
                 self.store.put(id, &fresh, self.ttl(&fresh, now)).await?;
                 count("success");
-                tracing::debug!(idp, subject = %latest.subject, "access token refreshed");
+                tracing::debug!(idp, subject = %latest.subject(), "access token refreshed");
                 Ok(Some(Arc::new(fresh)))
             }
             Err(e) => {
@@ -760,66 +721,54 @@ impl Login {
                 let still_valid = latest.access_expires_at.is_some_and(|e| e > now);
                 if e.label != "invalid_grant" && still_valid {
                     // The IdP is unreachable: keep serving until the access token expires.
-                    tracing::warn!(idp, subject = %latest.subject, error = %e.detail, "token refresh failed; retrying on a later request");
+                    tracing::warn!(idp, subject = %latest.subject(), error = %e.detail, "token refresh failed; retrying on a later request");
                     return Ok(Some(Arc::new(latest.clone())));
                 }
-                tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject, reason = e.label, error = %e.detail, "token refresh failed; session ended");
+                tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject(), reason = e.label, error = %e.detail, "token refresh failed; session ended");
                 self.store.delete(id).await?;
                 Ok(None)
             }
         }
     }
 
-    /// The identity a session stands for (built once per stored version).
-    pub fn identity(&self, s: &Session) -> Arc<Identity> {
-        s.identity
-            .get_or_init(|| {
-                let provider = self.provider(&s.idp);
-                let issuer = provider.map(|p| p.config.issuer.clone());
-                let mut claims: serde_json::Map<String, Value> =
-                    serde_json::from_str(&s.claims).unwrap_or_default();
-                claims.insert("idp".into(), Value::from(s.idp.clone()));
-                if let Some(names) = provider.map(|p| &p.config.claims) {
-                    let mut restore = |name: &str, value: Option<Value>| {
-                        if let (false, Some(v)) = (name.contains('.'), value) {
-                            claims.insert(name.to_string(), v);
-                        }
-                    };
-                    restore(&names.subject, Some(Value::from(s.subject.clone())));
-                    restore(&names.email, s.email.clone().map(Value::from));
-                    restore(&names.username, s.username.clone().map(Value::from));
-                    restore(&names.groups, Some(Value::from(s.groups.clone())));
-                }
-                for (name, value) in [
-                    ("sid", s.sid.clone().map(Value::from)),
-                    ("acr", s.acr.clone().map(Value::from)),
-                    ("auth_time", s.auth_time.map(Value::from)),
-                    ("amr", Some(Value::from(s.amr.clone()))),
-                ] {
-                    if let Some(v) = value {
-                        claims.insert(name.to_string(), v);
-                    }
-                }
-                Arc::new(Identity {
-                    method: AuthMethod::Session,
-                    subject: s.subject.clone(),
-                    email: s.email.clone(),
-                    username: s.username.clone(),
-                    groups: s.groups.clone(),
-                    scopes: Vec::new(),
-                    issuer,
-                    claims,
-                    expires_at: Some(s.expires_at),
-                    header_values: Default::default(),
-                })
-            })
-            .clone()
+    /// The identity a session stands for, read from its ID token once per stored version;
+    /// `None` when the tokens cannot be opened (another `session.secret`) or read.
+    pub fn identity(&self, s: &Session) -> Option<Arc<Identity>> {
+        if let Some(identity) = s.cached_identity() {
+            return Some(identity);
+        }
+        let provider = self.provider(s.idp())?;
+        let id_token = s.tokens(&self.cipher)?.id_token?;
+        let mut identity = provider.session_identity(&id_token)?;
+        if identity.subject != s.subject() {
+            return None;
+        }
+        let claims = &mut identity.claims;
+        for name in BOOKKEEPING_CLAIMS {
+            claims.remove(name);
+        }
+        claims.insert("idp".into(), Value::from(s.idp()));
+        // What login decided on (and step-up checks) wins over a refreshed token's copy.
+        for (name, value) in [
+            ("sid", s.sid().map(Value::from)),
+            ("acr", s.acr().map(Value::from)),
+            ("auth_time", s.auth_time.map(Value::from)),
+        ] {
+            if let Some(v) = value {
+                claims.insert(name.to_string(), v);
+            }
+        }
+        identity.scopes.clear();
+        identity.expires_at = Some(s.expires_at);
+        Some(s.remember_identity(identity))
     }
 
     /// Whether a session meets the route's step-up demands (`acr_values`, `max_auth_age`).
     pub fn satisfies(&self, s: &Session, route: &RouteConfig) -> bool {
         if !route.acr_values.is_empty()
-            && !s.acr.as_ref().is_some_and(|a| route.acr_values.contains(a))
+            && !s
+                .acr()
+                .is_some_and(|a| route.acr_values.iter().any(|v| v == a))
         {
             return false;
         }
@@ -834,9 +783,7 @@ impl Login {
 
     /// The decrypted access token of a session (for `pass_access_token`).
     pub fn access_token(&self, s: &Session) -> Option<String> {
-        s.access_token
-            .as_deref()
-            .and_then(|t| self.cipher.open_token(t))
+        s.tokens(&self.cipher)?.access_token
     }
 
     /// Ends a session; with `everywhere`, every session of its subject. Returns where to
@@ -851,7 +798,7 @@ impl Login {
             return Ok(None);
         };
         if everywhere {
-            let ended = self.store.delete_by_subject(&s.subject).await?;
+            let ended = self.store.delete_by_subject(s.subject()).await?;
             self.metrics
                 .logouts_total
                 .with_label_values(&["everywhere"])
@@ -860,8 +807,8 @@ impl Login {
             self.store.delete(id).await?;
             self.metrics.logouts_total.with_label_values(&["rp"]).inc();
         }
-        tracing::info!(target: "gatehouse::audit", idp = %s.idp, subject = %s.subject, everywhere, "logout");
-        let Some(provider) = self.provider(&s.idp) else {
+        tracing::info!(target: "gatehouse::audit", idp = %s.idp(), subject = %s.subject(), everywhere, "logout");
+        let Some(provider) = self.provider(s.idp()) else {
             return Ok(None);
         };
         let Some(end_session) = provider
@@ -880,11 +827,7 @@ impl Login {
             .unwrap_or_else(|| format!("{}/", self.public_url));
         {
             let mut q = url.query_pairs_mut();
-            if let Some(hint) = s
-                .id_token
-                .as_deref()
-                .and_then(|t| self.cipher.open_token(t))
-            {
+            if let Some(hint) = s.tokens(&self.cipher).and_then(|t| t.id_token) {
                 q.append_pair("id_token_hint", &hint);
             }
             q.append_pair("client_id", &provider.config.client_id);
@@ -927,16 +870,15 @@ impl Login {
     }
 
     /// `/_gatehouse/userinfo`: what an SPA may know about its user.
-    pub fn userinfo(&self, s: &Session) -> Value {
-        let identity = self.identity(s);
+    pub fn userinfo(&self, s: &Session, identity: &Identity) -> Value {
         serde_json::json!({
-            "sub": s.subject,
-            "email": s.email,
-            "preferred_username": s.username,
-            "groups": s.groups,
-            "idp": s.idp,
-            "acr": s.acr,
-            "amr": s.amr,
+            "sub": identity.subject,
+            "email": identity.email,
+            "preferred_username": identity.username,
+            "groups": identity.groups,
+            "idp": s.idp(),
+            "acr": s.acr(),
+            "amr": string_list(identity.claims.get("amr")),
             "auth_time": s.auth_time,
             "expires_at": s.expires_at,
             "name": claim_at(&identity.claims, "name"),
@@ -990,26 +932,6 @@ mod tests {
         assert_eq!(cookie_value(&h, "b"), Some("2"));
         assert_eq!(cookie_value(&h, "gate"), None);
     }
-
-    #[test]
-    fn stored_claims_drop_what_the_session_keeps_anyway() {
-        let names = crate::config::ClaimNames {
-            subject: "sub".into(),
-            email: "email".into(),
-            username: "preferred_username".into(),
-            groups: "realm_access.roles".into(),
-        };
-        let claims = serde_json::json!({"sub": "a", "email": "e", "nonce": "n", "department": "sales", "realm_access": {"roles": ["x"]}});
-        let stored: serde_json::Map<String, Value> =
-            serde_json::from_str(&stored_claims(claims.as_object().unwrap().clone(), &names))
-                .unwrap();
-        assert!(!stored.contains_key("sub") && !stored.contains_key("nonce"));
-        assert_eq!(stored["department"], "sales");
-        assert!(
-            stored.contains_key("realm_access"),
-            "nested claim paths stay"
-        );
-    }
 }
 
 #[cfg(test)]
@@ -1046,27 +968,20 @@ auth = ["session"]
     }
 
     fn session(now: u64) -> Session {
-        Session {
-            subject: "alice".into(),
-            email: None,
-            username: None,
-            groups: Vec::new(),
-            idp: "corp".into(),
+        session_with_acr(now, None)
+    }
+
+    fn session_with_acr(now: u64, acr: Option<&str>) -> Session {
+        let names = session::Names {
+            idp: "corp",
+            subject: "alice",
             sid: None,
-            created_at: now,
-            expires_at: now + 7200,
-            auth_time: Some(now),
-            acr: None,
-            amr: Vec::new(),
-            claims: "{}".into(),
-            id_token: None,
-            access_token: None,
-            refresh_token: None,
-            access_expires_at: None,
-            refresh_at: None,
-            touched_at: now,
-            identity: Default::default(),
-        }
+            acr,
+        };
+        let cipher = TokenCipher::new(b"a secret for the session timeout tests");
+        let mut s = Session::new(names, &Default::default(), &cipher, now, now + 7200);
+        s.auth_time = Some(now);
+        s
     }
 
     #[tokio::test]
@@ -1123,10 +1038,8 @@ auth = ["session"]
             acr_values: vec!["gold".into()],
             max_auth_age: Some(Duration::from_secs(300)),
         };
-        let mut s = session(now - 60);
-        s.acr = Some("silver".into());
-        assert!(!login.satisfies(&s, &route));
-        s.acr = Some("gold".into());
+        assert!(!login.satisfies(&session_with_acr(now - 60, Some("silver")), &route));
+        let mut s = session_with_acr(now - 60, Some("gold"));
         assert!(login.satisfies(&s, &route));
         s.auth_time = Some(now - 600);
         assert!(

@@ -4,6 +4,7 @@
 //! with 100,000 sessions the per-entry bookkeeping is what decides the memory.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -25,8 +26,79 @@ type Shard = RwLock<HashMap<Key, Slot>>;
 
 const SHARDS: usize = 16;
 
-/// Name → the sessions under it (a short list: a person has few sessions at once).
-type Index = Mutex<HashMap<Box<str>, Vec<Key>>>;
+/// The sessions under one name: nearly always one, kept inline.
+enum Keys {
+    One(Key),
+    Many(Vec<Key>),
+}
+
+impl Keys {
+    fn as_slice(&self) -> &[Key] {
+        match self {
+            Keys::One(k) => std::slice::from_ref(k),
+            Keys::Many(v) => v,
+        }
+    }
+}
+
+/// Sessions by the keyed hash of a name (subject or IdP session id). Two names that share a
+/// hash only share a list: sessions are checked by name before they end.
+#[derive(Default)]
+struct Index {
+    map: Mutex<HashMap<u64, Keys>>,
+    hasher: RandomState,
+}
+
+impl Index {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Keys>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, name: &str, key: Key) {
+        let h = self.hasher.hash_one(name);
+        let mut map = self.lock();
+        match map.get_mut(&h) {
+            None => {
+                map.insert(h, Keys::One(key));
+            }
+            Some(keys) if keys.as_slice().contains(&key) => {}
+            Some(Keys::One(first)) => {
+                let first = *first;
+                map.insert(h, Keys::Many(vec![first, key]));
+            }
+            Some(Keys::Many(list)) => list.push(key),
+        }
+    }
+
+    fn remove(&self, name: &str, key: &Key) {
+        let h = self.hasher.hash_one(name);
+        let mut map = self.lock();
+        let emptied = match map.get_mut(&h) {
+            Some(Keys::One(k)) => k == key,
+            Some(Keys::Many(list)) => {
+                list.retain(|k| k != key);
+                list.is_empty()
+            }
+            None => false,
+        };
+        if emptied {
+            map.remove(&h);
+        }
+    }
+
+    fn candidates(&self, name: &str) -> Vec<Key> {
+        let h = self.hasher.hash_one(name);
+        self.lock()
+            .get(&h)
+            .map(|keys| keys.as_slice().to_vec())
+            .unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
 
 pub struct MemoryStore {
     shards: Box<[Shard]>,
@@ -40,28 +112,6 @@ pub struct MemoryStore {
 
 fn key(session_id: &str) -> Key {
     Sha256::digest(session_id.as_bytes()).into()
-}
-
-fn lock(index: &Index) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Vec<Key>>> {
-    index.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn unindex(index: &Index, name: &str, key: &Key) {
-    let mut map = lock(index);
-    if let Some(set) = map.get_mut(name) {
-        set.retain(|k| k != key);
-        if set.is_empty() {
-            map.remove(name);
-        }
-    }
-}
-
-fn index(index: &Index, name: &str, key: Key) {
-    let mut map = lock(index);
-    let keys = map.entry(name.into()).or_default();
-    if !keys.contains(&key) {
-        keys.push(key);
-    }
 }
 
 impl MemoryStore {
@@ -92,14 +142,24 @@ impl MemoryStore {
     /// Takes a session out of the map and the indexes.
     fn forget(&self, key: &Key, slot: Slot) {
         self.len.fetch_sub(1, Ordering::Relaxed);
-        unindex(&self.by_subject, &slot.session.subject, key);
-        if let Some(sid) = &slot.session.sid {
-            unindex(&self.by_sid, sid, key);
+        self.by_subject.remove(slot.session.subject(), key);
+        if let Some(sid) = slot.session.sid() {
+            self.by_sid.remove(sid, key);
         }
     }
 
     fn remove(&self, key: &Key) -> bool {
-        let removed = Self::write(self.shard(key)).remove(key);
+        self.remove_if(key, |_| true)
+    }
+
+    fn remove_if(&self, key: &Key, ends: impl Fn(&Session) -> bool) -> bool {
+        let removed = {
+            let mut map = Self::write(self.shard(key));
+            match map.get(key) {
+                Some(slot) if ends(&slot.session) => map.remove(key),
+                _ => None,
+            }
+        };
         match removed {
             Some(slot) => {
                 self.forget(key, slot);
@@ -171,9 +231,14 @@ impl MemoryStore {
         }
     }
 
-    fn delete_indexed(&self, index: &Index, name: &str) -> usize {
-        let keys = lock(index).remove(name).unwrap_or_default();
-        keys.iter().filter(|k| self.remove(k)).count()
+    fn delete_indexed(
+        &self,
+        index: &Index,
+        name: &str,
+        named: impl Fn(&Session) -> bool + Copy,
+    ) -> usize {
+        let keys = index.candidates(name);
+        keys.iter().filter(|k| self.remove_if(k, named)).count()
     }
 }
 
@@ -197,9 +262,9 @@ impl SessionStore for MemoryStore {
         let k = key(session_id);
         self.make_room();
         let shard = self.shard(&k);
-        index(&self.by_subject, &session.subject, k);
-        if let Some(sid) = &session.sid {
-            index(&self.by_sid, sid, k);
+        self.by_subject.add(session.subject(), k);
+        if let Some(sid) = session.sid() {
+            self.by_sid.add(sid, k);
         }
         let slot = Slot {
             session: Arc::new(session.clone()),
@@ -209,16 +274,11 @@ impl SessionStore for MemoryStore {
         match replaced {
             // A replaced session under other names leaves those indexes.
             Some(old) => {
-                if old.session.subject != session.subject {
-                    unindex(&self.by_subject, &old.session.subject, &k);
+                if old.session.subject() != session.subject() {
+                    self.by_subject.remove(old.session.subject(), &k);
                 }
-                if let Some(sid) = old
-                    .session
-                    .sid
-                    .as_ref()
-                    .filter(|s| session.sid.as_ref() != Some(*s))
-                {
-                    unindex(&self.by_sid, sid, &k);
+                if let Some(sid) = old.session.sid().filter(|s| session.sid() != Some(*s)) {
+                    self.by_sid.remove(sid, &k);
                 }
             }
             None => {
@@ -234,11 +294,11 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete_by_subject(&self, subject: &str) -> Result<usize, StoreError> {
-        Ok(self.delete_indexed(&self.by_subject, subject))
+        Ok(self.delete_indexed(&self.by_subject, subject, |s| s.subject() == subject))
     }
 
     async fn delete_by_sid(&self, sid: &str) -> Result<usize, StoreError> {
-        Ok(self.delete_indexed(&self.by_sid, sid))
+        Ok(self.delete_indexed(&self.by_sid, sid, |s| s.sid() == Some(sid)))
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -288,27 +348,14 @@ mod tests {
     use super::*;
 
     fn session(subject: &str, sid: &str) -> Session {
-        Session {
-            subject: subject.into(),
-            email: None,
-            username: None,
-            groups: Vec::new(),
-            idp: "idp".into(),
-            sid: Some(sid.into()),
-            created_at: 0,
-            expires_at: 0,
-            auth_time: None,
+        let names = super::super::Names {
+            idp: "idp",
+            subject,
+            sid: Some(sid),
             acr: None,
-            amr: Vec::new(),
-            claims: Default::default(),
-            id_token: None,
-            access_token: None,
-            refresh_token: None,
-            access_expires_at: None,
-            refresh_at: None,
-            touched_at: 0,
-            identity: Default::default(),
-        }
+        };
+        let cipher = super::super::TokenCipher::new(b"a secret for the memory store tests");
+        Session::new(names, &Default::default(), &cipher, 0, 0)
     }
 
     #[tokio::test]
@@ -327,10 +374,10 @@ mod tests {
         assert!(store.get("b").await.unwrap().is_none(), "expired");
         assert_eq!(store.count().await.unwrap(), 0);
         assert!(
-            lock(&store.by_subject).is_empty(),
+            store.by_subject.is_empty(),
             "deleted and expired sessions are unindexed"
         );
-        assert!(lock(&store.by_sid).is_empty());
+        assert!(store.by_sid.is_empty());
     }
 
     #[tokio::test]

@@ -6,14 +6,15 @@ pub mod fallback;
 pub mod memory;
 pub mod redis_store;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::authn::Identity;
 
 /// A new session id: 256 bits from the OS CSPRNG, hex for the cookie.
 pub fn new_session_id() -> String {
@@ -26,39 +27,276 @@ pub fn store_key(session_id: &str) -> String {
     hex::encode(Sha256::digest(session_id.as_bytes()))
 }
 
-/// One logged-in browser.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Session {
-    pub subject: String,
-    pub email: Option<String>,
-    pub username: Option<String>,
-    pub groups: Vec<String>,
-    pub idp: String,
+/// A session's tokens in the clear, only ever for as long as one is used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub id_token: Option<String>,
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+/// The names a session is found and shown by.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    pub idp: &'a str,
+    pub subject: &'a str,
     /// The IdP's session id (`sid`), for back-channel logout.
-    pub sid: Option<String>,
+    pub sid: Option<&'a str>,
+    pub acr: Option<&'a str>,
+}
+
+/// One logged-in browser, packed so that 100,000 fit in little memory: the times the hot
+/// path reads are plain fields; the names ([`Names`]) and the tokens, sealed together under
+/// one nonce, share a single allocation. The rest of the person (email, groups, other
+/// claims) is read from the ID token when the session's identity is first needed, so
+/// nothing is kept twice.
+pub struct Session {
     /// Unix seconds.
     pub created_at: u64,
     pub expires_at: u64,
-    pub auth_time: Option<u64>,
-    pub acr: Option<String>,
-    pub amr: Vec<String>,
-    /// The ID token's other claims as compact JSON text (a parsed map costs several times
-    /// the memory; it is parsed once, when the session's identity is built).
-    pub claims: String,
-    /// Tokens, encrypted with [`TokenCipher`].
-    pub id_token: Option<Vec<u8>>,
-    pub access_token: Option<Vec<u8>>,
-    pub refresh_token: Option<Vec<u8>>,
-    pub access_expires_at: Option<u64>,
-    /// When to refresh the access token (Unix seconds), ahead of its expiry.
-    #[serde(default)]
-    pub refresh_at: Option<u64>,
-    /// When the idle timeout was last pushed back (Unix seconds).
-    #[serde(default)]
+    /// When the idle timeout was last pushed back.
     pub touched_at: u64,
-    /// The identity this session stands for, built on first use (not stored).
-    #[serde(skip)]
-    pub identity: std::sync::OnceLock<Arc<crate::authn::Identity>>,
+    pub auth_time: Option<u64>,
+    pub access_expires_at: Option<u64>,
+    /// When to refresh the access token, ahead of its expiry.
+    pub refresh_at: Option<u64>,
+    /// `idp | subject | sid | acr | sealed tokens`, each name with a u32 length (sid and acr:
+    /// length + 1, 0 for none).
+    packed: Box<[u8]>,
+    /// The identity this session stands for, built on first use (never stored).
+    identity: OnceLock<Arc<Identity>>,
+}
+
+impl Clone for Session {
+    /// A copy with the same tokens keeps the identity already built.
+    fn clone(&self) -> Self {
+        Session {
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            touched_at: self.touched_at,
+            auth_time: self.auth_time,
+            access_expires_at: self.access_expires_at,
+            refresh_at: self.refresh_at,
+            packed: self.packed.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("idp", &self.idp())
+            .field("subject", &self.subject())
+            .field("sid", &self.sid())
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+fn put_name(out: &mut Vec<u8>, name: Option<&str>) {
+    let len = name.map_or(0, |n| n.len() as u32 + 1);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(name.unwrap_or("").as_bytes());
+}
+
+/// The name at `*at` (advancing past it); `None` inside for an absent optional name.
+fn take_name<'a>(packed: &'a [u8], at: &mut usize) -> Option<Option<&'a str>> {
+    let len = u32::from_le_bytes(packed.get(*at..*at + 4)?.try_into().ok()?) as usize;
+    *at += 4;
+    if len == 0 {
+        return Some(None);
+    }
+    let text = packed.get(*at..*at + len - 1)?;
+    *at += len - 1;
+    Some(Some(std::str::from_utf8(text).ok()?))
+}
+
+impl Session {
+    /// A session that starts `now` and ends at `expires_at` at the latest.
+    pub fn new(
+        names: Names<'_>,
+        tokens: &Tokens,
+        cipher: &TokenCipher,
+        now: u64,
+        expires_at: u64,
+    ) -> Session {
+        let mut packed = Vec::with_capacity(
+            names.idp.len() + names.subject.len() + 64 + tokens_len(tokens) * 3 / 4,
+        );
+        put_name(&mut packed, Some(names.idp));
+        put_name(&mut packed, Some(names.subject));
+        put_name(&mut packed, names.sid);
+        put_name(&mut packed, names.acr);
+        packed.extend_from_slice(&cipher.seal(&bundle(tokens)));
+        Session {
+            created_at: now,
+            expires_at,
+            touched_at: now,
+            auth_time: None,
+            access_expires_at: None,
+            refresh_at: None,
+            packed: packed.into_boxed_slice(),
+            identity: OnceLock::new(),
+        }
+    }
+
+    /// (idp, subject, sid, acr, where the sealed tokens start); a session is only ever
+    /// built by [`Session::new`] or checked by [`Session::from_bytes`], so this holds.
+    fn layout(&self) -> (&str, &str, Option<&str>, Option<&str>, usize) {
+        Self::read_layout(&self.packed).unwrap_or(("", "", None, None, self.packed.len()))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn read_layout(packed: &[u8]) -> Option<(&str, &str, Option<&str>, Option<&str>, usize)> {
+        let mut at = 0;
+        let idp = take_name(packed, &mut at)??;
+        let subject = take_name(packed, &mut at)??;
+        let sid = take_name(packed, &mut at)?;
+        let acr = take_name(packed, &mut at)?;
+        Some((idp, subject, sid, acr, at))
+    }
+
+    pub fn idp(&self) -> &str {
+        self.layout().0
+    }
+
+    pub fn subject(&self) -> &str {
+        self.layout().1
+    }
+
+    pub fn sid(&self) -> Option<&str> {
+        self.layout().2
+    }
+
+    pub fn acr(&self) -> Option<&str> {
+        self.layout().3
+    }
+
+    /// The tokens, decrypted; `None` when they cannot be (another secret, tampering).
+    pub fn tokens(&self, cipher: &TokenCipher) -> Option<Tokens> {
+        let sealed = &self.packed[self.layout().4..];
+        unbundle(&cipher.open(sealed)?)
+    }
+
+    /// The same session with other tokens (after a refresh): its identity is built anew.
+    pub fn with_tokens(&self, tokens: &Tokens, cipher: &TokenCipher) -> Session {
+        let start = self.layout().4;
+        let mut packed = Vec::with_capacity(start + tokens_len(tokens) + 64);
+        packed.extend_from_slice(&self.packed[..start]);
+        packed.extend_from_slice(&cipher.seal(&bundle(tokens)));
+        Session {
+            packed: packed.into_boxed_slice(),
+            identity: OnceLock::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The identity already built for this session, if any.
+    pub fn cached_identity(&self) -> Option<Arc<Identity>> {
+        self.identity.get().cloned()
+    }
+
+    /// Keeps the identity built for this session (the first one wins).
+    pub fn remember_identity(&self, identity: Identity) -> Arc<Identity> {
+        self.identity.get_or_init(|| Arc::new(identity)).clone()
+    }
+
+    /// The stored form (Redis): a version byte, the times, the packed names and tokens.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 6 * 8 + self.packed.len());
+        out.push(FORMAT);
+        for t in [
+            self.created_at,
+            self.expires_at,
+            self.touched_at,
+            self.auth_time.unwrap_or(0),
+            self.access_expires_at.unwrap_or(0),
+            self.refresh_at.unwrap_or(0),
+        ] {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        out.extend_from_slice(&self.packed);
+        out
+    }
+
+    /// `None` for anything [`Session::to_bytes`] did not write (or an older format).
+    pub fn from_bytes(data: &[u8]) -> Option<Session> {
+        let (&FORMAT, rest) = data.split_first()? else {
+            return None;
+        };
+        let time = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(
+                rest.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        let optional = |i: usize| time(i).map(|t| (t != 0).then_some(t));
+        let packed = rest.get(6 * 8..)?;
+        Self::read_layout(packed)?;
+        Some(Session {
+            created_at: time(0)?,
+            expires_at: time(1)?,
+            touched_at: time(2)?,
+            auth_time: optional(3)?,
+            access_expires_at: optional(4)?,
+            refresh_at: optional(5)?,
+            packed: packed.into(),
+            identity: OnceLock::new(),
+        })
+    }
+}
+
+/// The version of [`Session::to_bytes`].
+const FORMAT: u8 = 2;
+
+fn tokens_len(tokens: &Tokens) -> usize {
+    [
+        &tokens.id_token,
+        &tokens.access_token,
+        &tokens.refresh_token,
+    ]
+    .iter()
+    .map(|t| t.as_ref().map_or(0, String::len))
+    .sum()
+}
+
+/// The three tokens, each compacted ([`compact_token`]) behind a u32 length + 1 (0: none).
+fn bundle(tokens: &Tokens) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tokens_len(tokens) + 12);
+    for token in [
+        &tokens.id_token,
+        &tokens.access_token,
+        &tokens.refresh_token,
+    ] {
+        match token {
+            Some(t) => {
+                let compact = compact_token(t);
+                out.extend_from_slice(&(compact.len() as u32 + 1).to_le_bytes());
+                out.extend_from_slice(&compact);
+            }
+            None => out.extend_from_slice(&0u32.to_le_bytes()),
+        }
+    }
+    out
+}
+
+fn unbundle(data: &[u8]) -> Option<Tokens> {
+    let mut at = 0;
+    let mut next = || -> Option<Option<String>> {
+        let len = u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
+        at += 4;
+        if len == 0 {
+            return Some(None);
+        }
+        let token = expand_token(data.get(at..at + len - 1)?)?;
+        at += len - 1;
+        Some(Some(token))
+    };
+    Some(Tokens {
+        id_token: next()?,
+        access_token: next()?,
+        refresh_token: next()?,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,11 +358,7 @@ impl TokenCipher {
     }
 
     /// nonce (12 bytes) || ciphertext+tag
-    pub fn seal(&self, plaintext: &str) -> Vec<u8> {
-        self.seal_bytes(plaintext.as_bytes())
-    }
-
-    fn seal_bytes(&self, plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         let nonce_bytes: [u8; 12] = rand::random();
         let nonce = Nonce::from_slice(&nonce_bytes);
         let mut out = nonce_bytes.to_vec();
@@ -135,31 +369,20 @@ impl TokenCipher {
         out
     }
 
-    pub fn open(&self, sealed: &[u8]) -> Option<String> {
-        String::from_utf8(self.open_bytes(sealed)?).ok()
-    }
-
-    fn open_bytes(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+    /// `None` when the data was not sealed with this key or was changed.
+    pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < 12 + 16 {
             return None;
         }
         let (nonce, ct) = sealed.split_at(12);
         self.cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
     }
-
-    /// Seals a token; a compact JWS is kept as its decoded parts (a quarter smaller than
-    /// its base64 text, which matters with 100,000 sessions in memory).
-    pub fn seal_token(&self, token: &str) -> Vec<u8> {
-        self.seal_bytes(&compact_token(token))
-    }
-
-    pub fn open_token(&self, sealed: &[u8]) -> Option<String> {
-        expand_token(&self.open_bytes(sealed)?)
-    }
 }
 
-/// `1 | len(header) u16 | header | len(payload) u16 | payload | signature` for a JWS whose
-/// base64url parts re-encode to exactly the same text; `0 | text` for anything else.
+/// A JWS whose base64url parts re-encode to exactly the same text is kept as its decoded
+/// parts, `tag | len(header) u16 | header | len(payload) u16 | payload | signature`, with
+/// tag 2 when the payload (JSON claims) is deflated and 1 when deflating did not help;
+/// anything else is `0 | text`. An ID token shrinks to about 60% of its text.
 fn compact_token(token: &str) -> Vec<u8> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
@@ -176,9 +399,13 @@ fn compact_token(token: &str) -> Vec<u8> {
                 .zip(&parts)
                 .all(|(d, p)| URL_SAFE_NO_PAD.encode(d) == *p);
         if exact {
+            let (tag, payload) = match deflate(&decoded[1]) {
+                Some(smaller) if smaller.len() < decoded[1].len() => (2, smaller),
+                _ => (1, decoded[1].clone()),
+            };
             let mut out = Vec::with_capacity(token.len() * 3 / 4 + 8);
-            out.push(1);
-            for d in &decoded[..2] {
+            out.push(tag);
+            for d in [&decoded[0], &payload] {
                 out.extend_from_slice(&(d.len() as u16).to_be_bytes());
                 out.extend_from_slice(d);
             }
@@ -192,36 +419,89 @@ fn compact_token(token: &str) -> Vec<u8> {
     out
 }
 
+/// What ID-token claims usually look like (Keycloak, Entra ID, Okta, Auth0, Google, Dex):
+/// a preset dictionary lets the first occurrence of each name compress too, which is most
+/// of a 600-byte payload. Part of the stored format: never change it, add another tag.
+const CLAIMS_DICTIONARY: &[u8] = br#"{"ver":"2.0","tid":"","oid":"","upn":"","unique_name":"","hd":"","picture":"https://","locale":"en","session_state":"","c_hash":"","s_hash":"","amr":["pwd","mfa","otp"],"realm_access":{"roles":["offline_access","uma_authorization","default-roles-"]},"resource_access":{"roles":[""]},"scope":"openid profile email","email_verified":false,"exp":17,"iat":17,"auth_time":17,"jti":"","iss":"https://","/realms/","aud":"","sub":"","typ":"ID","azp":"","nonce":"","sid":"","at_hash":"","acr":"1","email_verified":true,"name":"","preferred_username":"","given_name":"","family_name":"","email":"@","groups":[""#;
+
+fn deflate(data: &[u8]) -> Option<Vec<u8>> {
+    let mut compress = flate2::Compress::new(flate2::Compression::best(), false);
+    compress.set_dictionary(CLAIMS_DICTIONARY).ok()?;
+    let mut out = Vec::with_capacity(data.len() + 64);
+    match compress
+        .compress_vec(data, &mut out, flate2::FlushCompress::Finish)
+        .ok()?
+    {
+        flate2::Status::StreamEnd => Some(out),
+        _ => None,
+    }
+}
+
+/// Inflates at most 64 KiB (what a u16 length allowed before deflating).
+fn inflate(data: &[u8]) -> Option<Vec<u8>> {
+    const LIMIT: usize = u16::MAX as usize + 1;
+    let mut decompress = flate2::Decompress::new(false);
+    decompress.set_dictionary(CLAIMS_DICTIONARY).ok()?;
+    let mut out = Vec::with_capacity(data.len() * 3);
+    loop {
+        let read = decompress.total_in() as usize;
+        let status = decompress
+            .decompress_vec(&data[read..], &mut out, flate2::FlushDecompress::Finish)
+            .ok()?;
+        if status == flate2::Status::StreamEnd {
+            return Some(out);
+        }
+        if out.len() < out.capacity() || out.capacity() >= LIMIT {
+            return None;
+        }
+        out.reserve((out.capacity() * 2).min(LIMIT) - out.len());
+    }
+}
+
 fn expand_token(data: &[u8]) -> Option<String> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    match data.split_first()? {
-        (0, text) => String::from_utf8(text.to_vec()).ok(),
-        (1, mut rest) => {
-            let mut parts = Vec::with_capacity(3);
-            for _ in 0..2 {
-                let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
-                let part = rest.get(2..2 + len)?;
-                parts.push(URL_SAFE_NO_PAD.encode(part));
-                rest = &rest[2 + len..];
-            }
-            parts.push(URL_SAFE_NO_PAD.encode(rest));
-            Some(parts.join("."))
-        }
-        _ => None,
+    let (&tag, mut rest) = data.split_first()?;
+    if tag == 0 {
+        return String::from_utf8(rest.to_vec()).ok();
     }
+    if tag > 2 {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(3);
+    for i in 0..2 {
+        let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+        let part = rest.get(2..2 + len)?;
+        if i == 1 && tag == 2 {
+            parts.push(URL_SAFE_NO_PAD.encode(inflate(part)?));
+        } else {
+            parts.push(URL_SAFE_NO_PAD.encode(part));
+        }
+        rest = &rest[2 + len..];
+    }
+    parts.push(URL_SAFE_NO_PAD.encode(rest));
+    Some(parts.join("."))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn names() -> Names<'static> {
+        Names {
+            idp: "corp",
+            subject: "alice",
+            sid: Some("idp-session"),
+            acr: None,
+        }
+    }
+
     #[test]
     fn tokens_round_trip_and_tampering_is_detected() {
         let c = TokenCipher::new(b"a long enough shared secret for tests");
-        let sealed = c.seal("eyJhbGciOi.token");
-        assert_eq!(c.open(&sealed).as_deref(), Some("eyJhbGciOi.token"));
-        assert_ne!(c.seal("x"), c.seal("x"), "fresh nonce every time");
+        let sealed = c.seal(b"eyJhbGciOi.token");
+        assert_eq!(c.open(&sealed).as_deref(), Some(&b"eyJhbGciOi.token"[..]));
+        assert_ne!(c.seal(b"x"), c.seal(b"x"), "fresh nonce every time");
         let mut bad = sealed.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
@@ -229,23 +509,107 @@ mod tests {
         let other = TokenCipher::new(b"another secret");
         assert_eq!(other.open(&sealed), None);
         assert!(!String::from_utf8_lossy(&sealed).contains("eyJ"));
+        let tokens = Tokens {
+            id_token: Some("eyJhbGciOiJSUzI1NiJ9.e30.c2ln".into()),
+            ..Tokens::default()
+        };
+        let s = Session::new(names(), &tokens, &c, 1, 2);
+        assert_eq!(s.tokens(&c), Some(tokens));
+        assert_eq!(s.tokens(&other), None, "another secret opens nothing");
     }
 
     #[test]
     fn tokens_are_stored_compactly_and_come_back_exactly() {
-        let c = TokenCipher::new(b"a long enough shared secret for tests");
-        let jws = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsIm5vbmNlIjoieCJ9.c2lnbmF0dXJlLWJ5dGVz";
-        let sealed = c.seal_token(jws);
-        assert_eq!(c.open_token(&sealed).as_deref(), Some(jws));
-        assert!(sealed.len() < jws.len() + 28);
+        use base64::Engine;
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let claims = r#"{"iss":"https://login.example.com/realms/corp","aud":"gatehouse","sub":"4b0c3bd4-8f2a-4c7e-9d61-2f4b8f0a1c55","email":"alice@example.com","preferred_username":"alice","groups":["staff","sales"],"nonce":"q8Zr1o2VQ7mZp3xYc1bK0sT9uW4aE6hJ"}"#;
+        let jws = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"RS256","kid":"k1"}"#),
+            b64(claims),
+            b64(&"s".repeat(256))
+        );
+        assert_eq!(
+            expand_token(&compact_token(&jws)).as_deref(),
+            Some(jws.as_str())
+        );
+        assert_eq!(compact_token(&jws)[0], 2, "claims are deflated");
+        assert!(
+            compact_token(&jws).len() < jws.len() * 2 / 3,
+            "{} of {}",
+            compact_token(&jws).len(),
+            jws.len()
+        );
         for other in [
             "opaque-refresh-token",
             "a.b",
             "e30.e30.e30=",
             "not base64!.x.y",
             "",
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsIm5vbmNlIjoieCJ9.c2lnbmF0dXJlLWJ5dGVz",
         ] {
-            assert_eq!(c.open_token(&c.seal_token(other)).as_deref(), Some(other));
+            assert_eq!(expand_token(&compact_token(other)).as_deref(), Some(other));
+        }
+        let c = TokenCipher::new(b"a long enough shared secret for tests");
+        let tokens = Tokens {
+            id_token: Some(jws.clone()),
+            access_token: None,
+            refresh_token: Some("opaque-refresh-token".into()),
+        };
+        let s = Session::new(names(), &tokens, &c, 1, 2);
+        assert_eq!(s.tokens(&c), Some(tokens.clone()));
+        let fresh = Tokens {
+            access_token: Some("new-access".into()),
+            ..tokens
+        };
+        let refreshed = s.with_tokens(&fresh, &c);
+        assert_eq!(refreshed.tokens(&c), Some(fresh));
+        assert_eq!(
+            (
+                refreshed.idp(),
+                refreshed.subject(),
+                refreshed.sid(),
+                refreshed.acr()
+            ),
+            ("corp", "alice", Some("idp-session"), None)
+        );
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_refuses_anything_else() {
+        let c = TokenCipher::new(b"a long enough shared secret for tests");
+        let mut s = Session::new(
+            Names {
+                acr: Some("gold"),
+                ..names()
+            },
+            &Tokens::default(),
+            &c,
+            100,
+            200,
+        );
+        s.auth_time = Some(90);
+        s.refresh_at = Some(150);
+        let back = Session::from_bytes(&s.to_bytes()).expect("round trip");
+        assert_eq!(back.to_bytes(), s.to_bytes());
+        assert_eq!(
+            (back.created_at, back.expires_at, back.touched_at),
+            (100, 200, 100)
+        );
+        assert_eq!(
+            (back.auth_time, back.access_expires_at, back.refresh_at),
+            (Some(90), None, Some(150))
+        );
+        assert_eq!(back.acr(), Some("gold"));
+        assert_eq!(back.tokens(&c), Some(Tokens::default()));
+        let bytes = s.to_bytes();
+        for bad in [
+            &b"{\"subject\":\"alice\"}"[..],
+            &[],
+            &bytes[..20],
+            &bytes[..60],
+        ] {
+            assert!(Session::from_bytes(bad).is_none());
         }
     }
 

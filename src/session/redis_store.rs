@@ -1,4 +1,4 @@
-//! The shared session store: sessions as JSON under `gatehouse:s:<sha256(id)>` with a TTL,
+//! The shared session store: sessions in their packed binary form under `gatehouse:s:<sha256(id)>` with a TTL,
 //! indexes by subject and IdP session id as sets (so logout-everywhere is a set lookup,
 //! never a scan of the keyspace); any instance sharing the Redis sees every session.
 
@@ -80,7 +80,7 @@ impl RedisSessionStore {
 impl SessionStore for RedisSessionStore {
     async fn get(&self, session_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         let key = session_key(session_id);
-        let json: Option<String> = self
+        let data: Option<Vec<u8>> = self
             .redis
             .run(|mut c| {
                 let key = key.clone();
@@ -88,12 +88,9 @@ impl SessionStore for RedisSessionStore {
             })
             .await
             .map_err(StoreError::Unavailable)?;
-        match json {
-            None => Ok(None),
-            Some(j) => serde_json::from_str(&j)
-                .map(|s| Some(Arc::new(s)))
-                .map_err(|e| StoreError::Corrupt(e.to_string())),
-        }
+        // Something this version cannot read (an older format) is no session: its
+        // browser logs in again.
+        Ok(data.and_then(|d| Session::from_bytes(&d)).map(Arc::new))
     }
 
     async fn put(
@@ -102,24 +99,23 @@ impl SessionStore for RedisSessionStore {
         session: &Session,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data = session.to_bytes();
         let member = store_key(session_id);
         let key = format!("gatehouse:s:{member}");
-        let subject_index = index_key("su", &session.subject);
-        let sid_index = session.sid.as_ref().map(|sid| index_key("sid", sid));
+        let subject_index = index_key("su", session.subject());
+        let sid_index = session.sid().map(|sid| index_key("sid", sid));
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let index_ms = self.index_ttl.as_millis() as u64;
         self.redis
             .run(|mut c| {
-                let (key, json, member) = (key.clone(), json.clone(), member.clone());
+                let (key, data, member) = (key.clone(), data.clone(), member.clone());
                 let (subject_index, sid_index) = (subject_index.clone(), sid_index.clone());
                 async move {
                     let mut pipe = redis::pipe();
                     pipe.atomic();
                     pipe.cmd("SET")
                         .arg(&key)
-                        .arg(json)
+                        .arg(data)
                         .arg("PX")
                         .arg(ttl_ms)
                         .ignore();
