@@ -381,6 +381,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_shared_index_entry_ends_only_the_named_sessions() {
+        let store = MemoryStore::new(100);
+        let hour = Duration::from_secs(3600);
+        store.put("a", &session("alice", "s1"), hour).await.unwrap();
+        store.put("b", &session("bob", "s2"), hour).await.unwrap();
+        // As if "bob" hashed like "alice": his session sits in her list too.
+        store.by_subject.add("alice", key("b"));
+        store.by_sid.add("s1", key("b"));
+        assert_eq!(store.delete_by_subject("alice").await.unwrap(), 1);
+        assert!(
+            store.get("b").await.unwrap().is_some(),
+            "bob's session stays"
+        );
+        store.put("a", &session("alice", "s1"), hour).await.unwrap();
+        assert_eq!(store.delete_by_sid("s1").await.unwrap(), 1);
+        assert!(store.get("b").await.unwrap().is_some());
+        assert_eq!(store.delete_by_subject("bob").await.unwrap(), 1);
+        assert_eq!(store.count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn bounded_and_replacements_keep_the_indexes_right() {
         let store = MemoryStore::new(2);
         let hour = Duration::from_secs(3600);
