@@ -12,7 +12,9 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use gatehouse::session::memory::MemoryStore;
-use gatehouse::session::{new_session_id, Names, Session, SessionStore, TokenCipher, Tokens};
+use gatehouse::session::{
+    new_session_id, Names, Session, SessionStore, Times, TokenCipher, Tokens,
+};
 use serde_json::json;
 
 #[global_allocator]
@@ -107,10 +109,13 @@ async fn main() {
             sid: Some(&sid),
             acr: Some("1"),
         };
-        let mut session = Session::new(names, &tokens, &cipher, 1_700_000_000, 1_700_028_800);
-        session.auth_time = Some(1_700_000_000);
-        session.access_expires_at = Some(1_700_000_300);
-        session.refresh_at = Some(1_700_000_240);
+        let times = Times {
+            auth_time: Some(1_700_000_000),
+            access_expires_at: Some(1_700_000_300),
+            refresh_at: Some(1_700_000_240),
+            ..Times::starting(1_700_000_000, 1_700_028_800)
+        };
+        let session = Session::new(names, &tokens, &cipher, times);
         store
             .put(&new_session_id(), &session, Duration::from_secs(3600))
             .await

@@ -92,13 +92,20 @@ pub struct Forwarding<'a> {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Sets the forwarding headers for the upstream. From an untrusted peer every client-sent
 /// value is replaced; from a trusted proxy its values are kept and extended.
 pub fn set_forwarding_headers(req: &mut RequestHeader, f: &Forwarding) -> Result<()> {
-    let peer = canonical(f.peer).to_string();
+    // Names as written on the wire: a static name costs no allocation in Pingora's
+    // case-preserving header map.
+    let peer_ip = canonical(f.peer);
+    let peer = peer_ip.to_string();
+    let client_ip = if f.client_ip == peer_ip {
+        peer.clone()
+    } else {
+        f.client_ip.to_string()
+    };
     if f.peer_trusted {
         let chain: Vec<String> = req
             .headers
@@ -112,21 +119,21 @@ pub fn set_forwarding_headers(req: &mut RequestHeader, f: &Forwarding) -> Result
         } else {
             format!("{}, {peer}", chain.join(", "))
         };
-        req.insert_header(X_FORWARDED_FOR, xff)?;
+        req.insert_header("X-Forwarded-For", xff)?;
         if req.headers.get(&X_FORWARDED_PROTO).is_none() {
-            req.insert_header(X_FORWARDED_PROTO, f.scheme)?;
+            req.insert_header("X-Forwarded-Proto", f.scheme)?;
         }
         if req.headers.get(&X_FORWARDED_HOST).is_none() {
-            req.insert_header(X_FORWARDED_HOST, f.host)?;
+            req.insert_header("X-Forwarded-Host", f.host)?;
         }
     } else {
         req.remove_header("forwarded");
-        req.insert_header(X_FORWARDED_FOR, peer)?;
-        req.insert_header(X_FORWARDED_PROTO, f.scheme)?;
-        req.insert_header(X_FORWARDED_HOST, f.host)?;
+        req.insert_header("X-Forwarded-For", peer)?;
+        req.insert_header("X-Forwarded-Proto", f.scheme)?;
+        req.insert_header("X-Forwarded-Host", f.host)?;
     }
-    req.insert_header(X_REAL_IP, f.client_ip.to_string())?;
-    req.insert_header(X_REQUEST_ID, f.request_id)?;
+    req.insert_header("X-Real-IP", client_ip)?;
+    req.insert_header("X-Request-Id", f.request_id)?;
     Ok(())
 }
 

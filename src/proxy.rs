@@ -572,7 +572,7 @@ impl ProxyHttp for GatehouseProxy {
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
         };
-        upstream_response.insert_header(forwarded::X_REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if let Some((policy, state)) = ctx.rate_headers.take() {
             upstream_response.insert_header("ratelimit-policy", policy)?;
             upstream_response.insert_header("ratelimit", state)?;
@@ -831,7 +831,7 @@ pub(crate) fn set_identity_headers(
     claims: &[(http::HeaderName, String)],
 ) {
     for (name, value) in identity.header_values() {
-        if req.insert_header(name.clone(), value.clone()).is_err() {
+        if req.insert_header(*name, value.clone()).is_err() {
             tracing::debug!(header = %name, "identity header could not be set");
         }
     }

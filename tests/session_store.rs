@@ -9,7 +9,7 @@ use common::redis::Redis;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis_store::RedisSessionStore;
 use gatehouse::session::{
-    new_session_id, store_key, Names, Session, SessionStore, StoreError, TokenCipher, Tokens,
+    new_session_id, store_key, Names, Session, SessionStore, StoreError, Times, TokenCipher, Tokens,
 };
 
 fn session(subject: &str, sid: &str, cipher: &TokenCipher) -> Session {
@@ -24,10 +24,12 @@ fn session(subject: &str, sid: &str, cipher: &TokenCipher) -> Session {
         sid: Some(sid),
         acr: None,
     };
-    let mut s = Session::new(names, &tokens, cipher, 1, u64::MAX);
-    s.auth_time = Some(1);
-    s.access_expires_at = Some(100);
-    s
+    let times = Times {
+        auth_time: Some(1),
+        access_expires_at: Some(100),
+        ..Times::starting(1, u64::MAX)
+    };
+    Session::new(names, &tokens, cipher, times)
 }
 
 async fn exercise(a: &dyn SessionStore, b: &dyn SessionStore) {

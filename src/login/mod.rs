@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::session::fallback::FallbackStore;
 use crate::session::memory::MemoryStore;
 use crate::session::redis_store::RedisSessionStore;
-use crate::session::{self, Session, SessionStore, StoreError, TokenCipher};
+use crate::session::{self, Session, SessionStore, StoreError, Times, TokenCipher};
 use oidc::{unix_now, Provider};
 
 /// How long a login may take between the redirect to the IdP and the callback.
@@ -537,15 +537,10 @@ impl Login {
             acr: acr.as_deref(),
         };
         let kept = self.kept_tokens(session::Tokens::default(), &tokens);
-        let mut session = Session::new(
-            names,
-            &kept,
-            &self.cipher,
-            now,
-            now + self.session.max_lifetime.as_secs(),
-        );
-        session.auth_time = auth_time.or(Some(now));
-        self.set_token_times(&mut session, &kept, &tokens, now);
+        let mut times = Times::starting(now, now + self.session.max_lifetime.as_secs());
+        times.auth_time = auth_time.or(Some(now));
+        self.set_token_times(&mut times, &kept, &tokens, now);
+        let session = Session::new(names, &kept, &self.cipher, times);
         let session_id = session::new_session_id();
         self.store
             .put(&session_id, &session, self.ttl(&session, now))
@@ -574,14 +569,14 @@ impl Login {
 
     fn set_token_times(
         &self,
-        session: &mut Session,
+        times: &mut Times,
         kept: &session::Tokens,
         tokens: &oidc::Tokens,
         now: u64,
     ) {
-        session.access_expires_at = tokens.expires_in.map(|s| now + s);
+        times.access_expires_at = tokens.expires_in.map(|s| now + s);
         // Ahead of expiry by `refresh_before`, but never more than a fifth of the lifetime.
-        session.refresh_at = match (tokens.expires_in, &kept.refresh_token) {
+        times.refresh_at = match (tokens.expires_in, &kept.refresh_token) {
             (Some(life), Some(_)) => {
                 let ahead = self.session.refresh_before.as_secs().min(life / 5);
                 Some(now + life - ahead)
@@ -592,7 +587,7 @@ impl Login {
 
     /// How long the store keeps a session from now: the idle timeout, cut at the absolute end.
     fn ttl(&self, session: &Session, now: u64) -> Duration {
-        let left = session.expires_at.saturating_sub(now);
+        let left = session.times().expires_at.saturating_sub(now);
         Duration::from_secs(left.min(self.session.idle_timeout.as_secs()).max(1))
     }
 
@@ -606,21 +601,25 @@ impl Login {
             return Ok(None);
         };
         let now = unix_now();
-        if s.expires_at <= now {
+        let times = s.times();
+        if times.expires_at <= now {
             self.store.delete(id).await?;
             return Ok(None);
         }
-        if s.refresh_at.is_some_and(|at| now >= at) {
+        if times.refresh_at.is_some_and(|at| now >= at) {
             match Box::pin(self.refresh(id, s.clone(), now)).await? {
                 Some(fresh) => s = fresh,
                 None => return Ok(None),
             }
-        } else if now.saturating_sub(s.touched_at)
+        } else if now.saturating_sub(times.touched_at)
             >= (self.session.idle_timeout.as_secs() / 10).max(1)
         {
             // Push the idle timeout back, at most every tenth of it.
             let mut touched = (*s).clone();
-            touched.touched_at = now;
+            touched.set_times(Times {
+                touched_at: now,
+                ..times
+            });
             self.store
                 .put(id, &touched, self.ttl(&touched, now))
                 .await?;
@@ -645,7 +644,7 @@ impl Login {
         let Some(latest) = self.store.get(id).await? else {
             return Ok(None);
         };
-        if latest.refresh_at.is_none_or(|at| now < at) {
+        if latest.times().refresh_at.is_none_or(|at| now < at) {
             return Ok(Some(latest));
         }
         let lock = format!("refresh:{key}");
@@ -655,11 +654,16 @@ impl Login {
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 match self.store.get(id).await? {
                     None => return Ok(None),
-                    Some(s) if s.refresh_at.is_none_or(|at| unix_now() < at) => return Ok(Some(s)),
+                    Some(s) if s.times().refresh_at.is_none_or(|at| unix_now() < at) => {
+                        return Ok(Some(s))
+                    }
                     Some(_) => {}
                 }
             }
-            let still_valid = current.access_expires_at.is_some_and(|e| e > unix_now());
+            let still_valid = current
+                .times()
+                .access_expires_at
+                .is_some_and(|e| e > unix_now());
             return Ok(still_valid.then_some(current));
         }
         let result = self.refresh_locked(id, &latest).await;
@@ -709,8 +713,10 @@ impl Login {
                 }
                 let kept = self.kept_tokens(before, &tokens);
                 let mut fresh = latest.with_tokens(&kept, &self.cipher);
-                self.set_token_times(&mut fresh, &kept, &tokens, now);
-                fresh.touched_at = now;
+                let mut times = latest.times();
+                self.set_token_times(&mut times, &kept, &tokens, now);
+                times.touched_at = now;
+                fresh.set_times(times);
                 self.store.put(id, &fresh, self.ttl(&fresh, now)).await?;
                 count("success");
                 tracing::debug!(idp, subject = %latest.subject(), "access token refreshed");
@@ -718,7 +724,7 @@ impl Login {
             }
             Err(e) => {
                 count("failure");
-                let still_valid = latest.access_expires_at.is_some_and(|e| e > now);
+                let still_valid = latest.times().access_expires_at.is_some_and(|e| e > now);
                 if e.label != "invalid_grant" && still_valid {
                     // The IdP is unreachable: keep serving until the access token expires.
                     tracing::warn!(idp, subject = %latest.subject(), error = %e.detail, "token refresh failed; retrying on a later request");
@@ -752,14 +758,14 @@ impl Login {
         for (name, value) in [
             ("sid", s.sid().map(Value::from)),
             ("acr", s.acr().map(Value::from)),
-            ("auth_time", s.auth_time.map(Value::from)),
+            ("auth_time", s.times().auth_time.map(Value::from)),
         ] {
             if let Some(v) = value {
                 claims.insert(name.to_string(), v);
             }
         }
         identity.scopes.clear();
-        identity.expires_at = Some(s.expires_at);
+        identity.expires_at = Some(s.times().expires_at);
         Some(s.remember_identity(identity))
     }
 
@@ -773,7 +779,8 @@ impl Login {
             return false;
         }
         if let Some(max) = route.max_auth_age {
-            let at = s.auth_time.unwrap_or(s.created_at);
+            let times = s.times();
+            let at = times.auth_time.unwrap_or(times.created_at);
             if unix_now().saturating_sub(at) > max.as_secs() {
                 return false;
             }
@@ -879,8 +886,8 @@ impl Login {
             "idp": s.idp(),
             "acr": s.acr(),
             "amr": string_list(identity.claims.get("amr")),
-            "auth_time": s.auth_time,
-            "expires_at": s.expires_at,
+            "auth_time": s.times().auth_time,
+            "expires_at": s.times().expires_at,
             "name": claim_at(&identity.claims, "name"),
         })
     }
@@ -979,9 +986,11 @@ auth = ["session"]
             acr,
         };
         let cipher = TokenCipher::new(b"a secret for the session timeout tests");
-        let mut s = Session::new(names, &Default::default(), &cipher, now, now + 7200);
-        s.auth_time = Some(now);
-        s
+        let times = Times {
+            auth_time: Some(now),
+            ..Times::starting(now, now + 7200)
+        };
+        Session::new(names, &Default::default(), &cipher, times)
     }
 
     #[tokio::test]
@@ -991,7 +1000,10 @@ auth = ["session"]
         // Past its absolute end: gone, and deleted.
         let id = session::new_session_id();
         let mut old = session(now - 8000);
-        old.expires_at = now - 1;
+        old.set_times(Times {
+            expires_at: now - 1,
+            ..old.times()
+        });
         login
             .store
             .put(&id, &old, Duration::from_secs(60))
@@ -1007,12 +1019,25 @@ auth = ["session"]
             .await
             .unwrap();
         assert!(login.lookup(&id).await.unwrap().is_some());
-        assert!(login.store.get(&id).await.unwrap().unwrap().touched_at >= now);
+        assert!(
+            login
+                .store
+                .get(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .times()
+                .touched_at
+                >= now
+        );
         // The store keeps it for the idle timeout, cut at the absolute end.
         let s = session(now);
         assert_eq!(login.ttl(&s, now), Duration::from_secs(600));
         let mut ending = session(now);
-        ending.expires_at = now + 30;
+        ending.set_times(Times {
+            expires_at: now + 30,
+            ..ending.times()
+        });
         assert_eq!(login.ttl(&ending, now), Duration::from_secs(30));
         // Malformed ids never reach the store.
         assert!(login.lookup("not-hex").await.unwrap().is_none());
@@ -1041,7 +1066,10 @@ auth = ["session"]
         assert!(!login.satisfies(&session_with_acr(now - 60, Some("silver")), &route));
         let mut s = session_with_acr(now - 60, Some("gold"));
         assert!(login.satisfies(&s, &route));
-        s.auth_time = Some(now - 600);
+        s.set_times(Times {
+            auth_time: Some(now - 600),
+            ..s.times()
+        });
         assert!(
             !login.satisfies(&s, &route),
             "login older than max_auth_age"

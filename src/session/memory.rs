@@ -19,7 +19,8 @@ type Key = [u8; 32];
 
 struct Slot {
     session: Arc<Session>,
-    expires: Instant,
+    /// Milliseconds after the store's start (half the size of an `Instant`).
+    expires: u64,
 }
 
 type Shard = RwLock<HashMap<Key, Slot>>;
@@ -106,6 +107,8 @@ pub struct MemoryStore {
     max_sessions: usize,
     once: Cache<String, Arc<Vec<u8>>>,
     locks: Mutex<HashMap<String, Instant>>,
+    /// What slot expiries count from.
+    epoch: Instant,
     by_subject: Index,
     by_sid: Index,
 }
@@ -128,7 +131,13 @@ impl MemoryStore {
             locks: Mutex::new(HashMap::new()),
             by_subject: Index::default(),
             by_sid: Index::default(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Now, in the unit of slot expiries.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn shard(&self, key: &Key) -> &Shard {
@@ -172,7 +181,7 @@ impl MemoryStore {
     /// Drops every expired session (the supervisor calls it through `count`). Shards are
     /// scanned under their read lock; the write lock is taken only when something expired.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.now();
         for shard in self.shards.iter() {
             let keys: Vec<Key> = shard
                 .read()
@@ -249,7 +258,7 @@ impl SessionStore for MemoryStore {
         let map = self.shard(&k).read().unwrap_or_else(|e| e.into_inner());
         Ok(map
             .get(&k)
-            .filter(|slot| slot.expires > Instant::now())
+            .filter(|slot| slot.expires > self.now())
             .map(|slot| slot.session.clone()))
     }
 
@@ -268,7 +277,7 @@ impl SessionStore for MemoryStore {
         }
         let slot = Slot {
             session: Arc::new(session.clone()),
-            expires: Instant::now() + ttl,
+            expires: self.now().saturating_add(ttl.as_millis() as u64),
         };
         let replaced = Self::write(shard).insert(k, slot);
         match replaced {
@@ -355,7 +364,7 @@ mod tests {
             acr: None,
         };
         let cipher = super::super::TokenCipher::new(b"a secret for the memory store tests");
-        Session::new(names, &Default::default(), &cipher, 0, 0)
+        Session::new(names, &Default::default(), &cipher, Default::default())
     }
 
     #[tokio::test]

@@ -45,14 +45,11 @@ pub struct Names<'a> {
     pub acr: Option<&'a str>,
 }
 
-/// One logged-in browser, packed so that 100,000 fit in little memory: the times the hot
-/// path reads are plain fields; the names ([`Names`]) and the tokens, sealed together under
-/// one nonce, share a single allocation. The rest of the person (email, groups, other
-/// claims) is read from the ID token when the session's identity is first needed, so
-/// nothing is kept twice.
-pub struct Session {
-    /// Unix seconds.
+/// A session's times, Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Times {
     pub created_at: u64,
+    /// The absolute end (`max_lifetime`).
     pub expires_at: u64,
     /// When the idle timeout was last pushed back.
     pub touched_at: u64,
@@ -60,8 +57,61 @@ pub struct Session {
     pub access_expires_at: Option<u64>,
     /// When to refresh the access token, ahead of its expiry.
     pub refresh_at: Option<u64>,
-    /// `idp | subject | sid | acr | sealed tokens`, each name with a u32 length (sid and acr:
-    /// length + 1, 0 for none).
+}
+
+/// Bytes of the times at the start of a packed session.
+const TIMES: usize = 6 * 8;
+
+impl Times {
+    /// A session that starts `now` and ends at `expires_at` at the latest.
+    pub fn starting(now: u64, expires_at: u64) -> Times {
+        Times {
+            created_at: now,
+            expires_at,
+            touched_at: now,
+            ..Times::default()
+        }
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        let values = [
+            self.created_at,
+            self.expires_at,
+            self.touched_at,
+            self.auth_time.unwrap_or(0),
+            self.access_expires_at.unwrap_or(0),
+            self.refresh_at.unwrap_or(0),
+        ];
+        for (chunk, v) in out.chunks_exact_mut(8).zip(values) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn read(packed: &[u8]) -> Option<Times> {
+        let time = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(
+                packed.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        let optional = |i: usize| time(i).map(|t| (t != 0).then_some(t));
+        Some(Times {
+            created_at: time(0)?,
+            expires_at: time(1)?,
+            touched_at: time(2)?,
+            auth_time: optional(3)?,
+            access_expires_at: optional(4)?,
+            refresh_at: optional(5)?,
+        })
+    }
+}
+
+/// One logged-in browser, packed so that 100,000 fit in little memory: the times, the
+/// names ([`Names`]) and the tokens, sealed together under one nonce, share a single
+/// allocation. The rest of the person (email, groups, other claims) is read from the ID
+/// token when the session's identity is first needed, so nothing is kept twice.
+pub struct Session {
+    /// `times | idp | subject | sid | acr | sealed tokens`; each name behind a u32 length
+    /// (sid and acr: length + 1, 0 for none).
     packed: Box<[u8]>,
     /// The identity this session stands for, built on first use (never stored).
     identity: OnceLock<Arc<Identity>>,
@@ -71,12 +121,6 @@ impl Clone for Session {
     /// A copy with the same tokens keeps the identity already built.
     fn clone(&self) -> Self {
         Session {
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            touched_at: self.touched_at,
-            auth_time: self.auth_time,
-            access_expires_at: self.access_expires_at,
-            refresh_at: self.refresh_at,
             packed: self.packed.clone(),
             identity: self.identity.clone(),
         }
@@ -89,7 +133,7 @@ impl std::fmt::Debug for Session {
             .field("idp", &self.idp())
             .field("subject", &self.subject())
             .field("sid", &self.sid())
-            .field("expires_at", &self.expires_at)
+            .field("times", &self.times())
             .finish_non_exhaustive()
     }
 }
@@ -113,32 +157,29 @@ fn take_name<'a>(packed: &'a [u8], at: &mut usize) -> Option<Option<&'a str>> {
 }
 
 impl Session {
-    /// A session that starts `now` and ends at `expires_at` at the latest.
-    pub fn new(
-        names: Names<'_>,
-        tokens: &Tokens,
-        cipher: &TokenCipher,
-        now: u64,
-        expires_at: u64,
-    ) -> Session {
+    pub fn new(names: Names<'_>, tokens: &Tokens, cipher: &TokenCipher, times: Times) -> Session {
         let mut packed = Vec::with_capacity(
-            names.idp.len() + names.subject.len() + 64 + tokens_len(tokens) * 3 / 4,
+            TIMES + names.idp.len() + names.subject.len() + 64 + tokens_len(tokens) * 3 / 4,
         );
+        packed.resize(TIMES, 0);
+        times.write(&mut packed);
         put_name(&mut packed, Some(names.idp));
         put_name(&mut packed, Some(names.subject));
         put_name(&mut packed, names.sid);
         put_name(&mut packed, names.acr);
         packed.extend_from_slice(&cipher.seal(&bundle(tokens)));
         Session {
-            created_at: now,
-            expires_at,
-            touched_at: now,
-            auth_time: None,
-            access_expires_at: None,
-            refresh_at: None,
             packed: packed.into_boxed_slice(),
             identity: OnceLock::new(),
         }
+    }
+
+    pub fn times(&self) -> Times {
+        Times::read(&self.packed).unwrap_or_default()
+    }
+
+    pub fn set_times(&mut self, times: Times) {
+        times.write(&mut self.packed[..TIMES]);
     }
 
     /// (idp, subject, sid, acr, where the sealed tokens start); a session is only ever
@@ -149,7 +190,7 @@ impl Session {
 
     #[allow(clippy::type_complexity)]
     fn read_layout(packed: &[u8]) -> Option<(&str, &str, Option<&str>, Option<&str>, usize)> {
-        let mut at = 0;
+        let mut at = TIMES;
         let idp = take_name(packed, &mut at)??;
         let subject = take_name(packed, &mut at)??;
         let sid = take_name(packed, &mut at)?;
@@ -188,7 +229,6 @@ impl Session {
         Session {
             packed: packed.into_boxed_slice(),
             identity: OnceLock::new(),
-            ..self.clone()
         }
     }
 
@@ -202,44 +242,22 @@ impl Session {
         self.identity.get_or_init(|| Arc::new(identity)).clone()
     }
 
-    /// The stored form (Redis): a version byte, the times, the packed names and tokens.
+    /// The stored form (Redis): a version byte, then the packed session.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 6 * 8 + self.packed.len());
+        let mut out = Vec::with_capacity(1 + self.packed.len());
         out.push(FORMAT);
-        for t in [
-            self.created_at,
-            self.expires_at,
-            self.touched_at,
-            self.auth_time.unwrap_or(0),
-            self.access_expires_at.unwrap_or(0),
-            self.refresh_at.unwrap_or(0),
-        ] {
-            out.extend_from_slice(&t.to_le_bytes());
-        }
         out.extend_from_slice(&self.packed);
         out
     }
 
     /// `None` for anything [`Session::to_bytes`] did not write (or an older format).
     pub fn from_bytes(data: &[u8]) -> Option<Session> {
-        let (&FORMAT, rest) = data.split_first()? else {
+        let (&FORMAT, packed) = data.split_first()? else {
             return None;
         };
-        let time = |i: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(
-                rest.get(i * 8..i * 8 + 8)?.try_into().ok()?,
-            ))
-        };
-        let optional = |i: usize| time(i).map(|t| (t != 0).then_some(t));
-        let packed = rest.get(6 * 8..)?;
+        Times::read(packed)?;
         Self::read_layout(packed)?;
         Some(Session {
-            created_at: time(0)?,
-            expires_at: time(1)?,
-            touched_at: time(2)?,
-            auth_time: optional(3)?,
-            access_expires_at: optional(4)?,
-            refresh_at: optional(5)?,
             packed: packed.into(),
             identity: OnceLock::new(),
         })
@@ -513,7 +531,7 @@ mod tests {
             id_token: Some("eyJhbGciOiJSUzI1NiJ9.e30.c2ln".into()),
             ..Tokens::default()
         };
-        let s = Session::new(names(), &tokens, &c, 1, 2);
+        let s = Session::new(names(), &tokens, &c, Times::starting(1, 2));
         assert_eq!(s.tokens(&c), Some(tokens));
         assert_eq!(s.tokens(&other), None, "another secret opens nothing");
     }
@@ -556,7 +574,7 @@ mod tests {
             access_token: None,
             refresh_token: Some("opaque-refresh-token".into()),
         };
-        let s = Session::new(names(), &tokens, &c, 1, 2);
+        let s = Session::new(names(), &tokens, &c, Times::starting(1, 2));
         assert_eq!(s.tokens(&c), Some(tokens.clone()));
         let fresh = Tokens {
             access_token: Some("new-access".into()),
@@ -578,6 +596,11 @@ mod tests {
     #[test]
     fn stored_form_round_trips_and_refuses_anything_else() {
         let c = TokenCipher::new(b"a long enough shared secret for tests");
+        let times = Times {
+            auth_time: Some(90),
+            refresh_at: Some(150),
+            ..Times::starting(100, 200)
+        };
         let mut s = Session::new(
             Names {
                 acr: Some("gold"),
@@ -585,21 +608,13 @@ mod tests {
             },
             &Tokens::default(),
             &c,
-            100,
-            200,
+            Times::starting(100, 200),
         );
-        s.auth_time = Some(90);
-        s.refresh_at = Some(150);
+        s.set_times(times);
         let back = Session::from_bytes(&s.to_bytes()).expect("round trip");
         assert_eq!(back.to_bytes(), s.to_bytes());
-        assert_eq!(
-            (back.created_at, back.expires_at, back.touched_at),
-            (100, 200, 100)
-        );
-        assert_eq!(
-            (back.auth_time, back.access_expires_at, back.refresh_at),
-            (Some(90), None, Some(150))
-        );
+        assert_eq!(back.times(), times);
+        assert_eq!((times.touched_at, times.access_expires_at), (100, None));
         assert_eq!(back.acr(), Some("gold"));
         assert_eq!(back.tokens(&c), Some(Tokens::default()));
         let bytes = s.to_bytes();
