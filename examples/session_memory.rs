@@ -65,11 +65,37 @@ async fn main() {
         .unwrap_or(100_000);
     let with_access = std::env::args().any(|a| a == "--with-access-token");
     let bare = std::env::args().any(|a| a == "--bare");
+    // `--used`: every session has served a request, so its identity is built and cached.
+    let used = std::env::args().any(|a| a == "--used");
+    // `--unbounded`: with `--used`, no bound on the identity cache (to check its estimates).
+    let unbounded = std::env::args().any(|a| a == "--unbounded");
+    let identities = gatehouse::session::IdentityCache::new(if unbounded {
+        u64::MAX
+    } else {
+        gatehouse::login::IDENTITY_CACHE_BYTES
+    });
+    let bearer = gatehouse::config::BearerConfig {
+        issuer: "https://login.example.com/realms/corp".into(),
+        audiences: vec!["gatehouse".into()],
+        jwks_uri: None,
+        algorithms: Vec::new(),
+        leeway: Duration::from_secs(60),
+        token_type: None,
+        claims: gatehouse::config::ClaimNames {
+            subject: "sub".into(),
+            email: "email".into(),
+            username: "preferred_username".into(),
+            groups: "groups".into(),
+        },
+        introspection: None,
+        unknown_kid_refetch_interval: Duration::from_secs(60),
+    };
     let cipher = TokenCipher::new(b"a session secret for the memory measurement");
     let store = MemoryStore::new(1_000_000);
     let header = json!({"alg": "RS256", "typ": "JWT", "kid": URL_SAFE_NO_PAD.encode(random(32))});
     let issuer = "https://login.example.com/realms/corp";
     let mut token_chars = 0;
+    let mut build_time = Duration::ZERO;
     let before = rss_kib();
     for i in 0..n {
         let (subject, sid) = (uuid(), uuid());
@@ -116,12 +142,27 @@ async fn main() {
             ..Times::starting(1_700_000_000, 1_700_028_800)
         };
         let session = Session::new(names, &tokens, &cipher, times);
+        if used {
+            // As a request does: open the tokens, read the ID token's claims.
+            let started = std::time::Instant::now();
+            let claims = session.id_token_claims(&cipher).expect("tokens open");
+            let identity = gatehouse::authn::bearer::identity_from_claims(
+                serde_json::from_slice(&claims).expect("claims"),
+                &bearer,
+                gatehouse::config::AuthMethod::Session,
+            )
+            .expect("identity");
+            build_time += started.elapsed();
+            identity.header_values();
+            identities.insert(&session, identity);
+        }
         store
             .put(&new_session_id(), &session, Duration::from_secs(3600))
             .await
             .expect("memory store");
     }
     let live = store.count().await.unwrap_or(0);
+    let identity_bytes = identities.bytes();
     let after = rss_kib();
     println!(
         "{live} live sessions{} in the memory store ({token_chars}-character ID tokens{}): process RSS {:.1} MB -> {:.1} MB (+{:.1} MB, {:.0} bytes per session)",
@@ -132,4 +173,11 @@ async fn main() {
         (after - before) as f64 / 1024.0,
         (after - before) as f64 * 1024.0 / live.max(1) as f64,
     );
+    if used {
+        println!(
+            "identities of sessions in use: {:.1} MB by estimate; reading one from its session: {:.1} us",
+            identity_bytes as f64 / 1e6,
+            build_time.as_secs_f64() * 1e6 / live.max(1) as f64
+        );
+    }
 }

@@ -138,6 +138,10 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// How much memory identities of sessions in use may take (about 4,500 identities of 20
+/// claims); a session whose identity was dropped has it read from its ID token again.
+pub const IDENTITY_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// ID-token claims that only mattered while the token was checked: left out of a session's
 /// identity (policies see the person, not the token's bookkeeping).
 const BOOKKEEPING_CLAIMS: [&str; 10] = [
@@ -187,6 +191,8 @@ pub struct Login {
     allowed_hosts: Vec<String>,
     /// Some route passes the access token upstream: only then is it kept in the session.
     keep_access_token: bool,
+    /// Sessions' identities, built from their ID tokens when used.
+    identities: session::IdentityCache,
     /// In-process single flight for refreshes, by session key.
     refreshing: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     metrics: Arc<Metrics>,
@@ -282,6 +288,7 @@ impl Login {
             store,
             cipher,
             providers,
+            identities: session::IdentityCache::new(IDENTITY_CACHE_BYTES),
             refreshing: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(60))
@@ -740,12 +747,12 @@ impl Login {
     /// The identity a session stands for, read from its ID token once per stored version;
     /// `None` when the tokens cannot be opened (another `session.secret`) or read.
     pub fn identity(&self, s: &Session) -> Option<Arc<Identity>> {
-        if let Some(identity) = s.cached_identity() {
+        if let Some(identity) = self.identities.get(s) {
             return Some(identity);
         }
         let provider = self.provider(s.idp())?;
-        let id_token = s.tokens(&self.cipher)?.id_token?;
-        let mut identity = provider.session_identity(&id_token)?;
+        let claims = s.id_token_claims(&self.cipher)?;
+        let mut identity = provider.session_identity(&claims)?;
         if identity.subject != s.subject() {
             return None;
         }
@@ -766,7 +773,7 @@ impl Login {
         }
         identity.scopes.clear();
         identity.expires_at = Some(s.times().expires_at);
-        Some(s.remember_identity(identity))
+        Some(self.identities.insert(s, identity))
     }
 
     /// Whether a session meets the route's step-up demands (`acr_values`, `max_auth_age`).
@@ -790,7 +797,7 @@ impl Login {
 
     /// The decrypted access token of a session (for `pass_access_token`).
     pub fn access_token(&self, s: &Session) -> Option<String> {
-        s.tokens(&self.cipher)?.access_token
+        s.access_token(&self.cipher)
     }
 
     /// Ends a session; with `everywhere`, every session of its subject. Returns where to

@@ -352,10 +352,10 @@ impl Provider {
 
     /// The identity in an ID token this gateway validated at login (kept in a session,
     /// sealed): read by this IdP's claim names; its signature and times are not checked again.
-    pub fn session_identity(&self, id_token: &str) -> Option<Identity> {
-        let parsed = bearer::parse(id_token).ok()?;
+    pub fn session_identity(&self, id_token_claims: &[u8]) -> Option<Identity> {
+        let claims: Map<String, Value> = serde_json::from_slice(id_token_claims).ok()?;
         let config = &self.keys.issuers[0].config;
-        bearer::identity_from_claims(parsed.claims, config, AuthMethod::Session).ok()
+        bearer::identity_from_claims(claims, config, AuthMethod::Session).ok()
     }
 
     /// OIDC Core §3.1.3.7: everything about an ID token from the code flow.

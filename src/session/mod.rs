@@ -6,7 +6,7 @@ pub mod fallback;
 pub mod memory;
 pub mod redis_store;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit};
@@ -108,23 +108,12 @@ impl Times {
 /// One logged-in browser, packed so that 100,000 fit in little memory: the times, the
 /// names ([`Names`]) and the tokens, sealed together under one nonce, share a single
 /// allocation. The rest of the person (email, groups, other claims) is read from the ID
-/// token when the session's identity is first needed, so nothing is kept twice.
+/// token when the session's identity is needed ([`IdentityCache`]), so nothing is kept twice.
+#[derive(Clone)]
 pub struct Session {
     /// `times | idp | subject | sid | acr | sealed tokens`; each name behind a u32 length
     /// (sid and acr: length + 1, 0 for none).
     packed: Box<[u8]>,
-    /// The identity this session stands for, built on first use (never stored).
-    identity: OnceLock<Arc<Identity>>,
-}
-
-impl Clone for Session {
-    /// A copy with the same tokens keeps the identity already built.
-    fn clone(&self) -> Self {
-        Session {
-            packed: self.packed.clone(),
-            identity: self.identity.clone(),
-        }
-    }
 }
 
 impl std::fmt::Debug for Session {
@@ -170,7 +159,6 @@ impl Session {
         packed.extend_from_slice(&cipher.seal(&bundle(tokens)));
         Session {
             packed: packed.into_boxed_slice(),
-            identity: OnceLock::new(),
         }
     }
 
@@ -216,8 +204,32 @@ impl Session {
 
     /// The tokens, decrypted; `None` when they cannot be (another secret, tampering).
     pub fn tokens(&self, cipher: &TokenCipher) -> Option<Tokens> {
-        let sealed = &self.packed[self.layout().4..];
-        unbundle(&cipher.open(sealed)?)
+        let bundle = self.open_bundle(cipher)?;
+        let token = |i| -> Option<Option<String>> {
+            match bundle_entry(&bundle, i)? {
+                Some(token) => expand_token(token).map(Some),
+                None => Some(None),
+            }
+        };
+        Some(Tokens {
+            id_token: token(0)?,
+            access_token: token(1)?,
+            refresh_token: token(2)?,
+        })
+    }
+
+    /// The access token alone (a route that passes it on asks on every request).
+    pub fn access_token(&self, cipher: &TokenCipher) -> Option<String> {
+        expand_token(bundle_entry(&self.open_bundle(cipher)?, 1)??)
+    }
+
+    /// The ID token's claims (its JSON payload), read without rebuilding the token's text.
+    pub fn id_token_claims(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
+        token_payload(bundle_entry(&self.open_bundle(cipher)?, 0)??)
+    }
+
+    fn open_bundle(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
+        cipher.open(&self.packed[self.layout().4..])
     }
 
     /// The same session with other tokens (after a refresh): its identity is built anew.
@@ -228,18 +240,18 @@ impl Session {
         packed.extend_from_slice(&cipher.seal(&bundle(tokens)));
         Session {
             packed: packed.into_boxed_slice(),
-            identity: OnceLock::new(),
         }
     }
 
-    /// The identity already built for this session, if any.
-    pub fn cached_identity(&self) -> Option<Arc<Identity>> {
-        self.identity.get().cloned()
-    }
-
-    /// Keeps the identity built for this session (the first one wins).
-    pub fn remember_identity(&self, identity: Identity) -> Arc<Identity> {
-        self.identity.get_or_init(|| Arc::new(identity)).clone()
+    /// Which tokens this is: the nonce they were sealed under, new with every login and
+    /// refresh, never chosen by a client.
+    pub fn version(&self) -> [u8; 12] {
+        let start = self.layout().4;
+        let mut version = [0u8; 12];
+        if let Some(nonce) = self.packed.get(start..start + 12) {
+            version.copy_from_slice(nonce);
+        }
+        version
     }
 
     /// The stored form (Redis): a version byte, then the packed session.
@@ -259,8 +271,45 @@ impl Session {
         Self::read_layout(packed)?;
         Some(Session {
             packed: packed.into(),
-            identity: OnceLock::new(),
         })
+    }
+}
+
+/// Identities built from sessions' ID tokens, by [`Session::version`]: shared by every copy
+/// of a session (with Redis, every request reads a new copy) and bounded in memory, so
+/// 100,000 sessions that are all in use do not keep 100,000 parsed claim sets.
+pub struct IdentityCache {
+    cache: moka::sync::Cache<[u8; 12], Arc<Identity>>,
+}
+
+impl IdentityCache {
+    /// At most about `max_bytes` of identities; one unused for 10 minutes is dropped.
+    pub fn new(max_bytes: u64) -> Self {
+        IdentityCache {
+            cache: moka::sync::Cache::builder()
+                .weigher(|_, identity: &Arc<Identity>| {
+                    crate::authn::bearer::estimated_size(identity)
+                })
+                .max_capacity(max_bytes)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    pub fn get(&self, session: &Session) -> Option<Arc<Identity>> {
+        self.cache.get(&session.version())
+    }
+
+    pub fn insert(&self, session: &Session, identity: Identity) -> Arc<Identity> {
+        let identity = Arc::new(identity);
+        self.cache.insert(session.version(), identity.clone());
+        identity
+    }
+
+    /// The estimated bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
     }
 }
 
@@ -298,23 +347,22 @@ fn bundle(tokens: &Tokens) -> Vec<u8> {
     out
 }
 
-fn unbundle(data: &[u8]) -> Option<Tokens> {
+/// Token `index` (0: ID, 1: access, 2: refresh) of a bundle, still compact; `Some(None)`
+/// when the session has none.
+fn bundle_entry(data: &[u8], index: usize) -> Option<Option<&[u8]>> {
     let mut at = 0;
-    let mut next = || -> Option<Option<String>> {
+    for i in 0..=index {
         let len = u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
         at += 4;
-        if len == 0 {
-            return Some(None);
+        if i == index {
+            return match len {
+                0 => Some(None),
+                _ => Some(Some(data.get(at..at + len - 1)?)),
+            };
         }
-        let token = expand_token(data.get(at..at + len - 1)?)?;
-        at += len - 1;
-        Some(Some(token))
-    };
-    Some(Tokens {
-        id_token: next()?,
-        access_token: next()?,
-        refresh_token: next()?,
-    })
+        at += len.saturating_sub(1);
+    }
+    None
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -455,10 +503,22 @@ fn deflate(data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Inflates at most 64 KiB (what a u16 length allowed before deflating).
+/// Inflates at most 64 KiB (what a u16 length allowed before deflating). The inflater
+/// (tens of kilobytes of state) is kept per thread and reset between uses.
 fn inflate(data: &[u8]) -> Option<Vec<u8>> {
+    thread_local! {
+        static INFLATER: std::cell::RefCell<flate2::Decompress> =
+            std::cell::RefCell::new(flate2::Decompress::new(false));
+    }
+    INFLATER.with(|cell| {
+        let mut decompress = cell.try_borrow_mut().ok()?;
+        decompress.reset(false);
+        inflate_with(&mut decompress, data)
+    })
+}
+
+fn inflate_with(decompress: &mut flate2::Decompress, data: &[u8]) -> Option<Vec<u8>> {
     const LIMIT: usize = u16::MAX as usize + 1;
-    let mut decompress = flate2::Decompress::new(false);
     decompress.set_dictionary(CLAIMS_DICTIONARY).ok()?;
     let mut out = Vec::with_capacity(data.len() * 3);
     loop {
@@ -473,6 +533,28 @@ fn inflate(data: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
         out.reserve((out.capacity() * 2).min(LIMIT) - out.len());
+    }
+}
+
+/// The decoded payload of a compact token (a JWS's claims); `None` for anything else.
+fn token_payload(data: &[u8]) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let (&tag, rest) = data.split_first()?;
+    if tag == 0 {
+        let text = std::str::from_utf8(rest).ok()?;
+        let mut parts = text.split('.');
+        let payload = parts.nth(1)?;
+        return URL_SAFE_NO_PAD.decode(payload).ok();
+    }
+    let header_len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    let rest = rest.get(2 + header_len..)?;
+    let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    let payload = rest.get(2..2 + len)?;
+    match tag {
+        1 => Some(payload.to_vec()),
+        2 => inflate(payload),
+        _ => None,
     }
 }
 
@@ -576,12 +658,16 @@ mod tests {
         };
         let s = Session::new(names(), &tokens, &c, Times::starting(1, 2));
         assert_eq!(s.tokens(&c), Some(tokens.clone()));
+        assert_eq!(s.id_token_claims(&c).as_deref(), Some(claims.as_bytes()));
+        assert_eq!(s.access_token(&c), None);
         let fresh = Tokens {
             access_token: Some("new-access".into()),
             ..tokens
         };
         let refreshed = s.with_tokens(&fresh, &c);
         assert_eq!(refreshed.tokens(&c), Some(fresh));
+        assert_eq!(refreshed.access_token(&c).as_deref(), Some("new-access"));
+        assert_ne!(refreshed.version(), s.version(), "new tokens, new version");
         assert_eq!(
             (
                 refreshed.idp(),
@@ -626,6 +712,38 @@ mod tests {
         ] {
             assert!(Session::from_bytes(bad).is_none());
         }
+    }
+
+    #[test]
+    fn identities_are_cached_per_version_within_their_bound() {
+        let c = TokenCipher::new(b"a long enough shared secret for tests");
+        let identity = |subject: &str| Identity {
+            method: crate::config::AuthMethod::Session,
+            subject: subject.into(),
+            email: None,
+            username: None,
+            groups: Vec::new(),
+            scopes: Vec::new(),
+            issuer: None,
+            claims: serde_json::json!({"name": "x".repeat(200)})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            expires_at: None,
+            header_values: Default::default(),
+        };
+        let cache = IdentityCache::new(64 * 1024);
+        let s = Session::new(names(), &Tokens::default(), &c, Times::starting(1, 2));
+        assert!(cache.get(&s).is_none());
+        cache.insert(&s, identity("alice"));
+        assert_eq!(cache.get(&s.clone()).map(|i| i.subject.clone()).as_deref(), Some("alice"));
+        let refreshed = s.with_tokens(&Tokens::default(), &c);
+        assert!(cache.get(&refreshed).is_none(), "new tokens: built anew");
+        for i in 0..1000 {
+            let other = Session::new(names(), &Tokens::default(), &c, Times::starting(1, 2));
+            cache.insert(&other, identity(&format!("user-{i}")));
+        }
+        assert!(cache.bytes() <= 64 * 1024, "{} bytes", cache.bytes());
     }
 
     #[test]
