@@ -239,6 +239,7 @@ if [ "$smoke" -eq 1 ]; then
   "$target/release/examples/session_memory" 10000
 else
   "$target/release/examples/session_memory" 100000
+  "$target/release/examples/session_memory" 100000 --used
 fi
 echo "ratio: req/s against the bare proxy; CPU ratio: the bare proxy's CPU time per request"
 echo "divided by this case's (1.00 = as cheap as doing nothing; higher is better)"
