@@ -736,7 +736,10 @@ mod tests {
         let s = Session::new(names(), &Tokens::default(), &c, Times::starting(1, 2));
         assert!(cache.get(&s).is_none());
         cache.insert(&s, identity("alice"));
-        assert_eq!(cache.get(&s.clone()).map(|i| i.subject.clone()).as_deref(), Some("alice"));
+        assert_eq!(
+            cache.get(&s.clone()).map(|i| i.subject.clone()).as_deref(),
+            Some("alice")
+        );
         let refreshed = s.with_tokens(&Tokens::default(), &c);
         assert!(cache.get(&refreshed).is_none(), "new tokens: built anew");
         for i in 0..1000 {
