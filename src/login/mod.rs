@@ -545,7 +545,8 @@ impl Login {
         };
         let kept = self.kept_tokens(session::Tokens::default(), &tokens);
         let mut times = Times::starting(now, now + self.session.max_lifetime.as_secs());
-        times.auth_time = auth_time.or(Some(now));
+        // 0 is how a session stores "none": an IdP's auth_time of 0 counts as 1, long ago.
+        times.auth_time = Some(auth_time.unwrap_or(now).max(1));
         self.set_token_times(&mut times, &kept, &tokens, now);
         let session = Session::new(names, &kept, &self.cipher, times);
         let session_id = session::new_session_id();
@@ -581,12 +582,12 @@ impl Login {
         tokens: &oidc::Tokens,
         now: u64,
     ) {
-        times.access_expires_at = tokens.expires_in.map(|s| now + s);
+        times.access_expires_at = tokens.expires_in.map(|s| now.saturating_add(s));
         // Ahead of expiry by `refresh_before`, but never more than a fifth of the lifetime.
         times.refresh_at = match (tokens.expires_in, &kept.refresh_token) {
             (Some(life), Some(_)) => {
                 let ahead = self.session.refresh_before.as_secs().min(life / 5);
-                Some(now + life - ahead)
+                Some(now.saturating_add(life - ahead))
             }
             _ => None,
         };
@@ -747,7 +748,7 @@ impl Login {
     /// The identity a session stands for, read from its ID token once per stored version;
     /// `None` when the tokens cannot be opened (another `session.secret`) or read.
     pub fn identity(&self, s: &Session) -> Option<Arc<Identity>> {
-        if let Some(identity) = self.identities.get(s) {
+        if let Some(identity) = self.identities.get(s).filter(|i| i.subject == s.subject()) {
             return Some(identity);
         }
         let provider = self.provider(s.idp())?;
@@ -761,12 +762,14 @@ impl Login {
             claims.remove(name);
         }
         claims.insert("idp".into(), Value::from(s.idp()));
-        // What login decided on (and step-up checks) wins over a refreshed token's copy.
+        // What login decided on (and step-up checks) is what policies see too, whatever a
+        // refreshed token says.
         for (name, value) in [
             ("sid", s.sid().map(Value::from)),
             ("acr", s.acr().map(Value::from)),
             ("auth_time", s.times().auth_time.map(Value::from)),
         ] {
+            claims.remove(name);
             if let Some(v) = value {
                 claims.insert(name.to_string(), v);
             }

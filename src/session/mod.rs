@@ -9,7 +9,7 @@ pub mod redis_store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -156,7 +156,8 @@ impl Session {
         put_name(&mut packed, Some(names.subject));
         put_name(&mut packed, names.sid);
         put_name(&mut packed, names.acr);
-        packed.extend_from_slice(&cipher.seal(&bundle(tokens)));
+        let sealed = cipher.seal_bound(&bundle(tokens), &packed[TIMES..]);
+        packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
         }
@@ -228,8 +229,11 @@ impl Session {
         token_payload(bundle_entry(&self.open_bundle(cipher)?, 0)??)
     }
 
+    /// The tokens open only beside the names they were sealed with: a changed subject,
+    /// sid or acr in a store makes them unreadable, and so the session unusable.
     fn open_bundle(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
-        cipher.open(&self.packed[self.layout().4..])
+        let start = self.layout().4;
+        cipher.open_bound(&self.packed[start..], &self.packed[TIMES..start])
     }
 
     /// The same session with other tokens (after a refresh): its identity is built anew.
@@ -237,7 +241,8 @@ impl Session {
         let start = self.layout().4;
         let mut packed = Vec::with_capacity(start + tokens_len(tokens) + 64);
         packed.extend_from_slice(&self.packed[..start]);
-        packed.extend_from_slice(&cipher.seal(&bundle(tokens)));
+        let sealed = cipher.seal_bound(&bundle(tokens), &packed[TIMES..start]);
+        packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
         }
@@ -425,23 +430,41 @@ impl TokenCipher {
 
     /// nonce (12 bytes) || ciphertext+tag
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        self.seal_bound(plaintext, b"")
+    }
+
+    /// `None` when the data was not sealed with this key or was changed.
+    pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.open_bound(sealed, b"")
+    }
+
+    /// Sealed so that it opens only beside the same `bound` bytes (authenticated, not
+    /// encrypted): a session's tokens with its names.
+    fn seal_bound(&self, plaintext: &[u8], bound: &[u8]) -> Vec<u8> {
         let nonce_bytes: [u8; 12] = rand::random();
         let nonce = Nonce::from_slice(&nonce_bytes);
         let mut out = nonce_bytes.to_vec();
+        let payload = Payload {
+            msg: plaintext,
+            aad: bound,
+        };
         // Encryption with a fresh nonce and an in-memory buffer does not fail.
-        if let Ok(ct) = self.cipher.encrypt(nonce, plaintext) {
+        if let Ok(ct) = self.cipher.encrypt(nonce, payload) {
             out.extend_from_slice(&ct);
         }
         out
     }
 
-    /// `None` when the data was not sealed with this key or was changed.
-    pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+    fn open_bound(&self, sealed: &[u8], bound: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < 12 + 16 {
             return None;
         }
         let (nonce, ct) = sealed.split_at(12);
-        self.cipher.decrypt(Nonce::from_slice(nonce), ct).ok()
+        let payload = Payload {
+            msg: ct,
+            aad: bound,
+        };
+        self.cipher.decrypt(Nonce::from_slice(nonce), payload).ok()
     }
 }
 
@@ -520,7 +543,7 @@ fn inflate(data: &[u8]) -> Option<Vec<u8>> {
 fn inflate_with(decompress: &mut flate2::Decompress, data: &[u8]) -> Option<Vec<u8>> {
     const LIMIT: usize = u16::MAX as usize + 1;
     decompress.set_dictionary(CLAIMS_DICTIONARY).ok()?;
-    let mut out = Vec::with_capacity(data.len() * 3);
+    let mut out = Vec::with_capacity((data.len() * 3).max(256));
     loop {
         let read = decompress.total_in() as usize;
         let status = decompress
@@ -532,7 +555,7 @@ fn inflate_with(decompress: &mut flate2::Decompress, data: &[u8]) -> Option<Vec<
         if out.len() < out.capacity() || out.capacity() >= LIMIT {
             return None;
         }
-        out.reserve((out.capacity() * 2).min(LIMIT) - out.len());
+        out.reserve((out.capacity() * 2).clamp(256, LIMIT) - out.len());
     }
 }
 
@@ -616,6 +639,25 @@ mod tests {
         let s = Session::new(names(), &tokens, &c, Times::starting(1, 2));
         assert_eq!(s.tokens(&c), Some(tokens));
         assert_eq!(s.tokens(&other), None, "another secret opens nothing");
+        // A store that changes a session's names (here its acr) gets a session whose tokens
+        // no longer open.
+        let mut stored = Session::new(
+            Names {
+                acr: Some("bronze"),
+                ..names()
+            },
+            &Tokens::default(),
+            &c,
+            Times::starting(1, 2),
+        )
+        .to_bytes();
+        let at = stored.len() - 28 - 12 - 6;
+        assert_eq!(&stored[at..at + 6], b"bronze");
+        stored[at..at + 6].copy_from_slice(b"golden");
+        let forged = Session::from_bytes(&stored).expect("well-formed");
+        assert_eq!(forged.acr(), Some("golden"));
+        assert_eq!(forged.tokens(&c), None, "names are bound to the tokens");
+        assert!(inflate(&[]).is_none(), "an empty stream ends, with nothing");
     }
 
     #[test]
