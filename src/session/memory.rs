@@ -269,8 +269,15 @@ impl SessionStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let k = key(session_id);
-        self.make_room();
         let shard = self.shard(&k);
+        // Replacing a session (idle push-back, refresh) takes no room from the others.
+        let replacing = shard
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&k);
+        if !replacing {
+            self.make_room();
+        }
         self.by_subject.add(session.subject(), k);
         if let Some(sid) = session.sid() {
             self.by_sid.add(sid, k);
@@ -421,6 +428,9 @@ mod tests {
             .put("b", &session("carol", "s2"), Duration::from_secs(60))
             .await
             .unwrap();
+        // Full: putting an existing session again (a refresh) ends no other one.
+        store.put("a", &session("bob", "s1"), hour).await.unwrap();
+        assert!(store.get("b").await.unwrap().is_some());
         store.put("c", &session("dave", "s3"), hour).await.unwrap();
         assert_eq!(store.count().await.unwrap(), 2, "at most max_sessions");
         assert!(
