@@ -76,8 +76,21 @@ async fn exercise(a: &dyn SessionStore, b: &dyn SessionStore) {
     assert!(a.get(&id1).await.unwrap().is_some());
     assert_eq!(b.delete_by_subject("alice").await.unwrap(), 1);
     assert!(a.get(&id1).await.unwrap().is_none());
+    // A touch or refresh replaces a live session, and never brings back an ended one.
+    let mut touched = session("bob", "idp-sid-3", &cipher);
+    touched.set_times(Times {
+        touched_at: 50,
+        ..touched.times()
+    });
+    assert!(b.update(&id3, &touched, hour).await.unwrap());
+    assert_eq!(a.get(&id3).await.unwrap().unwrap().times().touched_at, 50);
     b.delete(&id3).await.unwrap();
     assert!(a.get(&id3).await.unwrap().is_none());
+    assert!(
+        !a.update(&id3, &touched, hour).await.unwrap(),
+        "stays ended"
+    );
+    assert!(b.get(&id3).await.unwrap().is_none());
     // Sessions expire by themselves.
     let short = new_session_id();
     a.put(

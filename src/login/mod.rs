@@ -628,9 +628,13 @@ impl Login {
                 touched_at: now,
                 ..times
             });
-            self.store
-                .put(id, &touched, self.ttl(&touched, now))
-                .await?;
+            if !self
+                .store
+                .update(id, &touched, self.ttl(&touched, now))
+                .await?
+            {
+                return Ok(None);
+            }
         }
         Ok(Some(s))
     }
@@ -725,7 +729,10 @@ impl Login {
                 self.set_token_times(&mut times, &kept, &tokens, now);
                 times.touched_at = now;
                 fresh.set_times(times);
-                self.store.put(id, &fresh, self.ttl(&fresh, now)).await?;
+                if !self.store.update(id, &fresh, self.ttl(&fresh, now)).await? {
+                    // Logged out while the IdP was asked: it stays logged out.
+                    return Ok(None);
+                }
                 count("success");
                 tracing::debug!(idp, subject = %latest.subject(), "access token refreshed");
                 Ok(Some(Arc::new(fresh)))

@@ -101,6 +101,17 @@ impl SessionStore for FallbackStore {
         .await
     }
 
+    async fn update(&self, id: &str, session: &Session, ttl: Duration) -> Result<bool, StoreError> {
+        if self.degraded() && self.memory.get(id).await?.is_some() {
+            return self.memory.update(id, session, ttl).await;
+        }
+        self.with(
+            self.primary.update(id, session, ttl),
+            self.memory.update(id, session, ttl),
+        )
+        .await
+    }
+
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.memory.delete(id).await?;
         self.with(self.primary.delete(id), async { Ok(()) }).await

@@ -304,6 +304,37 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn update(
+        &self,
+        session_id: &str,
+        session: &Session,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let k = key(session_id);
+        let expires = self.now().saturating_add(ttl.as_millis() as u64);
+        // Some(replaced?), or None when the names differ (never from a touch or refresh).
+        let outcome = {
+            let mut map = Self::write(self.shard(&k));
+            match map.get_mut(&k) {
+                // The same names: the indexes stand.
+                Some(slot)
+                    if slot.session.subject() == session.subject()
+                        && slot.session.sid() == session.sid() =>
+                {
+                    slot.session = Arc::new(session.clone());
+                    slot.expires = expires;
+                    Some(true)
+                }
+                Some(_) => None,
+                None => Some(false),
+            }
+        };
+        match outcome {
+            Some(replaced) => Ok(replaced),
+            None => self.put(session_id, session, ttl).await.map(|()| true),
+        }
+    }
+
     async fn delete(&self, session_id: &str) -> Result<(), StoreError> {
         self.remove(&key(session_id));
         Ok(())

@@ -390,6 +390,15 @@ pub trait SessionStore: Send + Sync {
         session: &Session,
         ttl: Duration,
     ) -> Result<(), StoreError>;
+    /// Replaces a session only while it still exists (idle push-back, refresh): false when
+    /// it ended meanwhile, and then it stays ended (a logout is never undone by a request
+    /// that was in flight).
+    async fn update(
+        &self,
+        session_id: &str,
+        session: &Session,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
     async fn delete(&self, session_id: &str) -> Result<(), StoreError>;
     /// Ends every session of a subject (logout everywhere); returns how many ended.
     async fn delete_by_subject(&self, subject: &str) -> Result<usize, StoreError>;

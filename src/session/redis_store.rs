@@ -17,6 +17,16 @@ pub struct RedisSessionStore {
     index_ttl: Duration,
 }
 
+/// Replaces a session only while it exists (SET XX) and moves its end in the live set, in
+/// one step: a logout on another instance is never undone by a request in flight here.
+const UPDATE: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"#;
+
 /// Every live session's key, scored by when its TTL ends: `count` without a scan.
 const ACTIVE: &str = "gatehouse:active";
 
@@ -134,6 +144,36 @@ impl SessionStore for RedisSessionStore {
                         pipe.cmd("PEXPIRE").arg(sid_index).arg(index_ms).ignore();
                     }
                     pipe.query_async::<()>(&mut c).await
+                }
+            })
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn update(
+        &self,
+        session_id: &str,
+        session: &Session,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let data = session.to_bytes();
+        let member = store_key(session_id);
+        let key = format!("gatehouse:s:{member}");
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.redis
+            .run(|mut c| {
+                let (key, data, member) = (key.clone(), data.clone(), member.clone());
+                async move {
+                    let replaced: i64 = redis::Script::new(UPDATE)
+                        .key(&key)
+                        .key(ACTIVE)
+                        .arg(data)
+                        .arg(ttl_ms)
+                        .arg(unix_ms() + ttl_ms)
+                        .arg(&member)
+                        .invoke_async(&mut c)
+                        .await?;
+                    Ok(replaced == 1)
                 }
             })
             .await
