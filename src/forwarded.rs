@@ -96,9 +96,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Sets the forwarding headers for the upstream. From an untrusted peer every client-sent
 /// value is replaced; from a trusted proxy its values are kept and extended.
+/// Headers are inserted under their names as written on the wire: a static name costs no
+/// allocation in Pingora's case-preserving header map.
 pub fn set_forwarding_headers(req: &mut RequestHeader, f: &Forwarding) -> Result<()> {
-    // Names as written on the wire: a static name costs no allocation in Pingora's
-    // case-preserving header map.
     let peer_ip = canonical(f.peer);
     let peer = peer_ip.to_string();
     let client_ip = if f.client_ip == peer_ip {

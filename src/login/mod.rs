@@ -254,10 +254,10 @@ impl Login {
                         .dev_idp
                         .as_ref()
                         .is_some_and(|d| idp.issuer == format!("http://{}", d.listen));
-                    if demo_provider {
-                        // nothing to fetch yet
-                    } else if let Err(e) = p.discover().await {
-                        tracing::warn!(idp = %idp.name, error = %e, "OIDC discovery failed; browser login for this IdP is unavailable until it succeeds");
+                    if !demo_provider {
+                        if let Err(e) = p.discover().await {
+                            tracing::warn!(idp = %idp.name, error = %e, "OIDC discovery failed; browser login for this IdP is unavailable until it succeeds");
+                        }
                     }
                     p
                 }
@@ -851,7 +851,7 @@ impl Login {
             .unwrap_or_else(|| format!("{}/", self.public_url));
         {
             let mut q = url.query_pairs_mut();
-            if let Some(hint) = s.tokens(&self.cipher).and_then(|t| t.id_token) {
+            if let Some(hint) = s.id_token(&self.cipher) {
                 q.append_pair("id_token_hint", &hint);
             }
             q.append_pair("client_id", &provider.config.client_id);

@@ -86,7 +86,6 @@ impl SessionStore for FallbackStore {
                 self.mark(Some(&e));
                 self.memory.get(id).await
             }
-            Err(e) => Err(e),
         }
     }
 

@@ -148,6 +148,10 @@ impl MemoryStore {
         shard.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn read(shard: &Shard) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Slot>> {
+        shard.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes a session out of the map and the indexes.
     fn forget(&self, key: &Key, slot: Slot) {
         self.len.fetch_sub(1, Ordering::Relaxed);
@@ -183,9 +187,7 @@ impl MemoryStore {
     pub fn sweep(&self) {
         let now = self.now();
         for shard in self.shards.iter() {
-            let keys: Vec<Key> = shard
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
+            let keys: Vec<Key> = Self::read(shard)
                 .iter()
                 .filter(|(_, slot)| slot.expires <= now)
                 .map(|(k, _)| *k)
@@ -225,7 +227,7 @@ impl MemoryStore {
             .shards
             .iter()
             .filter_map(|shard| {
-                let map = shard.read().unwrap_or_else(|e| e.into_inner());
+                let map = Self::read(shard);
                 map.iter()
                     .min_by_key(|(_, s)| s.expires)
                     .map(|(k, s)| (*k, s.expires))
@@ -255,7 +257,7 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     async fn get(&self, session_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         let k = key(session_id);
-        let map = self.shard(&k).read().unwrap_or_else(|e| e.into_inner());
+        let map = Self::read(self.shard(&k));
         Ok(map
             .get(&k)
             .filter(|slot| slot.expires > self.now())
@@ -271,10 +273,7 @@ impl SessionStore for MemoryStore {
         let k = key(session_id);
         let shard = self.shard(&k);
         // Replacing a session (idle push-back, refresh) takes no room from the others.
-        let replacing = shard
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&k);
+        let replacing = Self::read(shard).contains_key(&k);
         if !replacing {
             self.make_room();
         }

@@ -127,28 +127,41 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn put_name(out: &mut Vec<u8>, name: Option<&str>) {
-    let len = name.map_or(0, |n| n.len() as u32 + 1);
+/// Writes an optional field behind a u32 of its length + 1 (0: absent); the names of a
+/// session and its bundled tokens are laid out this way.
+fn put_field(out: &mut Vec<u8>, field: Option<&[u8]>) {
+    let len = field.map_or(0, |f| f.len() as u32 + 1);
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(name.unwrap_or("").as_bytes());
+    out.extend_from_slice(field.unwrap_or_default());
 }
 
-/// The name at `*at` (advancing past it); `None` inside for an absent optional name.
-fn take_name<'a>(packed: &'a [u8], at: &mut usize) -> Option<Option<&'a str>> {
-    let len = u32::from_le_bytes(packed.get(*at..*at + 4)?.try_into().ok()?) as usize;
+/// The field at `*at` (advancing past it); `None` inside for an absent one.
+fn take_field<'a>(data: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = u32::from_le_bytes(data.get(*at..*at + 4)?.try_into().ok()?) as usize;
     *at += 4;
     if len == 0 {
         return Some(None);
     }
-    let text = packed.get(*at..*at + len - 1)?;
+    let field = data.get(*at..*at + len - 1)?;
     *at += len - 1;
-    Some(Some(std::str::from_utf8(text).ok()?))
+    Some(Some(field))
+}
+
+fn put_name(out: &mut Vec<u8>, name: Option<&str>) {
+    put_field(out, name.map(str::as_bytes));
+}
+
+fn take_name<'a>(packed: &'a [u8], at: &mut usize) -> Option<Option<&'a str>> {
+    take_field(packed, at)?
+        .map(std::str::from_utf8)
+        .transpose()
+        .ok()
 }
 
 impl Session {
     pub fn new(names: Names<'_>, tokens: &Tokens, cipher: &TokenCipher, times: Times) -> Session {
         let mut packed = Vec::with_capacity(
-            TIMES + names.idp.len() + names.subject.len() + 64 + tokens_len(tokens) * 3 / 4,
+            TIMES + names.idp.len() + names.subject.len() + 64 + tokens.len() * 3 / 4,
         );
         packed.resize(TIMES, 0);
         times.write(&mut packed);
@@ -156,7 +169,7 @@ impl Session {
         put_name(&mut packed, Some(names.subject));
         put_name(&mut packed, names.sid);
         put_name(&mut packed, names.acr);
-        let sealed = cipher.seal_bound(&bundle(tokens), &packed[TIMES..]);
+        let sealed = cipher.seal(&bundle(tokens), &packed[TIMES..]);
         packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
@@ -213,35 +226,40 @@ impl Session {
             }
         };
         Some(Tokens {
-            id_token: token(0)?,
-            access_token: token(1)?,
+            id_token: token(ID_TOKEN)?,
+            access_token: token(ACCESS_TOKEN)?,
             refresh_token: token(2)?,
         })
     }
 
     /// The access token alone (a route that passes it on asks on every request).
     pub fn access_token(&self, cipher: &TokenCipher) -> Option<String> {
-        expand_token(bundle_entry(&self.open_bundle(cipher)?, 1)??)
+        expand_token(bundle_entry(&self.open_bundle(cipher)?, ACCESS_TOKEN)??)
+    }
+
+    /// The ID token alone (`id_token_hint` at logout).
+    pub fn id_token(&self, cipher: &TokenCipher) -> Option<String> {
+        expand_token(bundle_entry(&self.open_bundle(cipher)?, ID_TOKEN)??)
     }
 
     /// The ID token's claims (its JSON payload), read without rebuilding the token's text.
     pub fn id_token_claims(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
-        token_payload(bundle_entry(&self.open_bundle(cipher)?, 0)??)
+        token_payload(bundle_entry(&self.open_bundle(cipher)?, ID_TOKEN)??)
     }
 
     /// The tokens open only beside the names they were sealed with: a changed subject,
     /// sid or acr in a store makes them unreadable, and so the session unusable.
     fn open_bundle(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
         let start = self.layout().4;
-        cipher.open_bound(&self.packed[start..], &self.packed[TIMES..start])
+        cipher.open(&self.packed[start..], &self.packed[TIMES..start])
     }
 
     /// The same session with other tokens (after a refresh): its identity is built anew.
     pub fn with_tokens(&self, tokens: &Tokens, cipher: &TokenCipher) -> Session {
         let start = self.layout().4;
-        let mut packed = Vec::with_capacity(start + tokens_len(tokens) + 64);
+        let mut packed = Vec::with_capacity(start + tokens.len() + 64);
         packed.extend_from_slice(&self.packed[..start]);
-        let sealed = cipher.seal_bound(&bundle(tokens), &packed[TIMES..start]);
+        let sealed = cipher.seal(&bundle(tokens), &packed[TIMES..start]);
         packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
@@ -321,61 +339,46 @@ impl IdentityCache {
 /// The version of [`Session::to_bytes`].
 const FORMAT: u8 = 2;
 
-fn tokens_len(tokens: &Tokens) -> usize {
-    [
-        &tokens.id_token,
-        &tokens.access_token,
-        &tokens.refresh_token,
-    ]
-    .iter()
-    .map(|t| t.as_ref().map_or(0, String::len))
-    .sum()
+impl Tokens {
+    /// ID, access and refresh token, in the order a bundle keeps them.
+    fn each(&self) -> [&Option<String>; 3] {
+        [&self.id_token, &self.access_token, &self.refresh_token]
+    }
+
+    fn len(&self) -> usize {
+        self.each()
+            .iter()
+            .map(|t| t.as_ref().map_or(0, String::len))
+            .sum()
+    }
 }
 
-/// The three tokens, each compacted ([`compact_token`]) behind a u32 length + 1 (0: none).
+const ID_TOKEN: usize = 0;
+const ACCESS_TOKEN: usize = 1;
+
+/// The three tokens, each compacted ([`compact_token`]), as [`put_field`]s.
 fn bundle(tokens: &Tokens) -> Vec<u8> {
-    let mut out = Vec::with_capacity(tokens_len(tokens) + 12);
-    for token in [
-        &tokens.id_token,
-        &tokens.access_token,
-        &tokens.refresh_token,
-    ] {
-        match token {
-            Some(t) => {
-                let compact = compact_token(t);
-                out.extend_from_slice(&(compact.len() as u32 + 1).to_le_bytes());
-                out.extend_from_slice(&compact);
-            }
-            None => out.extend_from_slice(&0u32.to_le_bytes()),
-        }
+    let mut out = Vec::with_capacity(tokens.len() + 12);
+    for token in tokens.each() {
+        put_field(&mut out, token.as_deref().map(compact_token).as_deref());
     }
     out
 }
 
-/// Token `index` (0: ID, 1: access, 2: refresh) of a bundle, still compact; `Some(None)`
-/// when the session has none.
+/// Token `index` ([`Tokens::each`] order) of a bundle, still compact; `Some(None)` when the
+/// session has none.
 fn bundle_entry(data: &[u8], index: usize) -> Option<Option<&[u8]>> {
     let mut at = 0;
-    for i in 0..=index {
-        let len = u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize;
-        at += 4;
-        if i == index {
-            return match len {
-                0 => Some(None),
-                _ => Some(Some(data.get(at..at + len - 1)?)),
-            };
-        }
-        at += len.saturating_sub(1);
+    for _ in 0..index {
+        take_field(data, &mut at)?;
     }
-    None
+    take_field(data, &mut at)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("session store unavailable: {0}")]
     Unavailable(String),
-    #[error("stored session is corrupt: {0}")]
-    Corrupt(String),
 }
 
 /// Where sessions live. Every method is bounded in time by the implementation.
@@ -437,19 +440,9 @@ impl TokenCipher {
         }
     }
 
-    /// nonce (12 bytes) || ciphertext+tag
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        self.seal_bound(plaintext, b"")
-    }
-
-    /// `None` when the data was not sealed with this key or was changed.
-    pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
-        self.open_bound(sealed, b"")
-    }
-
-    /// Sealed so that it opens only beside the same `bound` bytes (authenticated, not
-    /// encrypted): a session's tokens with its names.
-    fn seal_bound(&self, plaintext: &[u8], bound: &[u8]) -> Vec<u8> {
+    /// `nonce (12 bytes) || ciphertext+tag`, which opens only beside the same `bound` bytes
+    /// (authenticated, not encrypted): a session's tokens with its names.
+    fn seal(&self, plaintext: &[u8], bound: &[u8]) -> Vec<u8> {
         let nonce_bytes: [u8; 12] = rand::random();
         let nonce = Nonce::from_slice(&nonce_bytes);
         let mut out = nonce_bytes.to_vec();
@@ -464,7 +457,8 @@ impl TokenCipher {
         out
     }
 
-    fn open_bound(&self, sealed: &[u8], bound: &[u8]) -> Option<Vec<u8>> {
+    /// `None` when the data was not sealed with this key beside `bound`, or was changed.
+    fn open(&self, sealed: &[u8], bound: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < 12 + 16 {
             return None;
         }
@@ -568,51 +562,65 @@ fn inflate_with(decompress: &mut flate2::Decompress, data: &[u8]) -> Option<Vec<
     }
 }
 
+/// A compact token read back ([`compact_token`]).
+enum Compact<'a> {
+    Text(&'a [u8]),
+    /// Header, payload (deflated when the flag says so), signature.
+    Jws(&'a [u8], &'a [u8], bool, &'a [u8]),
+}
+
+impl<'a> Compact<'a> {
+    fn read(data: &'a [u8]) -> Option<Compact<'a>> {
+        let (&tag, rest) = data.split_first()?;
+        let part = |rest: &'a [u8]| -> Option<(&'a [u8], &'a [u8])> {
+            let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+            Some((rest.get(2..2 + len)?, rest.get(2 + len..)?))
+        };
+        match tag {
+            0 => Some(Compact::Text(rest)),
+            1 | 2 => {
+                let (header, rest) = part(rest)?;
+                let (payload, signature) = part(rest)?;
+                Some(Compact::Jws(header, payload, tag == 2, signature))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn decoded_payload(payload: &[u8], deflated: bool) -> Option<Vec<u8>> {
+    if deflated {
+        inflate(payload)
+    } else {
+        Some(payload.to_vec())
+    }
+}
+
 /// The decoded payload of a compact token (a JWS's claims); `None` for anything else.
 fn token_payload(data: &[u8]) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    let (&tag, rest) = data.split_first()?;
-    if tag == 0 {
-        let text = std::str::from_utf8(rest).ok()?;
-        let mut parts = text.split('.');
-        let payload = parts.nth(1)?;
-        return URL_SAFE_NO_PAD.decode(payload).ok();
-    }
-    let header_len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
-    let rest = rest.get(2 + header_len..)?;
-    let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
-    let payload = rest.get(2..2 + len)?;
-    match tag {
-        1 => Some(payload.to_vec()),
-        2 => inflate(payload),
-        _ => None,
+    match Compact::read(data)? {
+        Compact::Text(text) => {
+            let payload = std::str::from_utf8(text).ok()?.split('.').nth(1)?;
+            URL_SAFE_NO_PAD.decode(payload).ok()
+        }
+        Compact::Jws(_, payload, deflated, _) => decoded_payload(payload, deflated),
     }
 }
 
 fn expand_token(data: &[u8]) -> Option<String> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    let (&tag, mut rest) = data.split_first()?;
-    if tag == 0 {
-        return String::from_utf8(rest.to_vec()).ok();
+    match Compact::read(data)? {
+        Compact::Text(text) => String::from_utf8(text.to_vec()).ok(),
+        Compact::Jws(header, payload, deflated, signature) => Some(format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(decoded_payload(payload, deflated)?),
+            URL_SAFE_NO_PAD.encode(signature)
+        )),
     }
-    if tag > 2 {
-        return None;
-    }
-    let mut parts = Vec::with_capacity(3);
-    for i in 0..2 {
-        let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
-        let part = rest.get(2..2 + len)?;
-        if i == 1 && tag == 2 {
-            parts.push(URL_SAFE_NO_PAD.encode(inflate(part)?));
-        } else {
-            parts.push(URL_SAFE_NO_PAD.encode(part));
-        }
-        rest = &rest[2 + len..];
-    }
-    parts.push(URL_SAFE_NO_PAD.encode(rest));
-    Some(parts.join("."))
 }
 
 #[cfg(test)]
@@ -631,15 +639,22 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_tampering_is_detected() {
         let c = TokenCipher::new(b"a long enough shared secret for tests");
-        let sealed = c.seal(b"eyJhbGciOi.token");
-        assert_eq!(c.open(&sealed).as_deref(), Some(&b"eyJhbGciOi.token"[..]));
-        assert_ne!(c.seal(b"x"), c.seal(b"x"), "fresh nonce every time");
+        let sealed = c.seal(b"eyJhbGciOi.token", b"");
+        assert_eq!(
+            c.open(&sealed, b"").as_deref(),
+            Some(&b"eyJhbGciOi.token"[..])
+        );
+        assert_ne!(
+            c.seal(b"x", b""),
+            c.seal(b"x", b""),
+            "fresh nonce every time"
+        );
         let mut bad = sealed.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert_eq!(c.open(&bad), None);
+        assert_eq!(c.open(&bad, b""), None);
         let other = TokenCipher::new(b"another secret");
-        assert_eq!(other.open(&sealed), None);
+        assert_eq!(other.open(&sealed, b""), None);
         assert!(!String::from_utf8_lossy(&sealed).contains("eyJ"));
         let tokens = Tokens {
             id_token: Some("eyJhbGciOiJSUzI1NiJ9.e30.c2ln".into()),

@@ -15,6 +15,8 @@ pub struct RedisSessionStore {
     redis: LazyRedis,
     /// Index sets outlive every session they name.
     index_ttl: Duration,
+    /// [`UPDATE`], its digest computed once.
+    update: redis::Script,
 }
 
 /// Replaces a session only while it exists (SET XX) and moves its end in the live set, in
@@ -52,6 +54,7 @@ impl RedisSessionStore {
         Ok(RedisSessionStore {
             redis: LazyRedis::new(url, timeout)?,
             index_ttl: max_lifetime + Duration::from_secs(60),
+            update: redis::Script::new(UPDATE),
         })
     }
 
@@ -164,7 +167,8 @@ impl SessionStore for RedisSessionStore {
             .run(|mut c| {
                 let (key, data, member) = (key.clone(), data.clone(), member.clone());
                 async move {
-                    let replaced: i64 = redis::Script::new(UPDATE)
+                    let replaced: i64 = self
+                        .update
                         .key(&key)
                         .key(ACTIVE)
                         .arg(data)
