@@ -788,8 +788,7 @@ fn strip_consumed_credentials(req: &mut RequestHeader, route: &RouteConfig) {
 fn strip_gateway_cookies(req: &mut RequestHeader, cookies: &crate::login::Cookies) {
     let is_ours = |pair: &[u8]| {
         let pair = pair.trim_ascii();
-        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-        name == cookies.session.as_bytes() || name == cookies.binding.as_bytes()
+        cookies.is_ours(pair.split(|&b| b == b'=').next().unwrap_or_default())
     };
     let (mut ours, mut others) = (false, false);
     for value in req.headers.get_all(http::header::COOKIE) {

@@ -110,8 +110,9 @@ impl Cookies {
         )
     }
 
-    pub fn is_ours(&self, name: &str) -> bool {
-        name == self.session || name == self.binding
+    /// Whether a cookie name (as the request's bytes) is one of the gateway's.
+    pub fn is_ours(&self, name: &[u8]) -> bool {
+        name == self.session.as_bytes() || name == self.binding.as_bytes()
     }
 }
 
@@ -943,8 +944,8 @@ mod tests {
         let plain = Cookies::new(&session_config(), false);
         assert!(plain.set_session("abc").starts_with("gatehouse=abc;"));
         assert!(!plain.set_session("abc").contains("Secure"));
-        assert!(plain.is_ours("gatehouse") && plain.is_ours("gatehouse_login"));
-        assert!(!plain.is_ours("gatehouse2"));
+        assert!(plain.is_ours(b"gatehouse") && plain.is_ours(b"gatehouse_login"));
+        assert!(!plain.is_ours(b"gatehouse2"));
     }
 
     #[test]
