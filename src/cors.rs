@@ -1,9 +1,8 @@
 //! CORS per route: preflights are answered here, without authentication, and only for the
 //! configured origins; actual responses get the matching `Access-Control-*` headers.
 
-use http::Method;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::Result;
+use http::{HeaderMap, HeaderValue, Method};
+use pingora::http::RequestHeader;
 
 use crate::config::CorsConfig;
 
@@ -75,24 +74,30 @@ pub fn preflight(cors: &CorsConfig, req: &RequestHeader) -> Option<Vec<(&'static
 }
 
 /// Adds the CORS headers of an actual (non-preflight) response for an allowed origin.
-pub fn decorate_response(
-    cors: &CorsConfig,
-    origin: Option<&str>,
-    resp: &mut ResponseHeader,
-) -> Result<()> {
-    resp.append_header("vary", "Origin")?;
-    let Some(origin) = origin else { return Ok(()) };
-    let Some(allow) = allowed_origin(cors, origin) else {
-        return Ok(());
+pub fn decorate_response(cors: &CorsConfig, origin: Option<&str>, headers: &mut HeaderMap) {
+    use http::header::{
+        ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_ORIGIN,
+        ACCESS_CONTROL_EXPOSE_HEADERS, VARY,
     };
-    resp.insert_header("access-control-allow-origin", allow)?;
+    headers.append(VARY, HeaderValue::from_static("Origin"));
+    let Some(origin) = origin else { return };
+    let Some(allow) = allowed_origin(cors, origin).and_then(crate::headers::value) else {
+        return;
+    };
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);
     if cors.allow_credentials {
-        resp.insert_header("access-control-allow-credentials", "true")?;
+        headers.insert(
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
-    if let Some(expose) = &cors.expose_headers {
-        resp.insert_header("access-control-expose-headers", expose)?;
+    if let Some(expose) = cors
+        .expose_headers
+        .as_deref()
+        .and_then(crate::headers::value)
+    {
+        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose);
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -524,14 +524,18 @@ impl GatehouseProxy {
         let mut headers: Vec<(&'static str, String)> = Vec::new();
         let mut owned: Vec<(HeaderName, String)> = Vec::new();
         if let Some(identity) = &ctx.identity {
-            let mut req = pingora::http::RequestHeader::build("GET", b"/", None)?;
-            crate::proxy::set_identity_headers(&mut req, identity, &rt.config.headers.claims);
+            let mut identity_headers = http::HeaderMap::new();
+            crate::proxy::set_identity_headers(
+                &mut identity_headers,
+                identity,
+                &rt.config.headers.claims,
+            );
             if let (Some(signer), Some(route)) = (&rt.signer, ctx.route(rt)) {
                 if let Some(v) = signer.assertion(identity, &route.name) {
-                    req.insert_header(ASSERTION, v)?;
+                    identity_headers.insert(ASSERTION, v);
                 }
             }
-            for (name, value) in req.headers.iter() {
+            for (name, value) in identity_headers.iter() {
                 if let Ok(v) = value.to_str() {
                     owned.push((name.clone(), v.to_string()));
                 }

@@ -3,10 +3,11 @@
 
 use std::net::IpAddr;
 
-use http::HeaderName;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
-use pingora::Result;
+
+use crate::headers::value;
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical(ip);
@@ -92,49 +93,59 @@ pub struct Forwarding<'a> {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Sets the forwarding headers for the upstream. From an untrusted peer every client-sent
 /// value is replaced; from a trusted proxy its values are kept and extended.
-/// Headers are inserted under their names as written on the wire: a static name costs no
-/// allocation in Pingora's case-preserving header map.
-pub fn set_forwarding_headers(req: &mut RequestHeader, f: &Forwarding) -> Result<()> {
+pub fn set_forwarding_headers(headers: &mut HeaderMap, f: &Forwarding) {
     let peer_ip = canonical(f.peer);
     let peer = peer_ip.to_string();
     let client_ip = if f.client_ip == peer_ip {
-        peer.clone()
+        value(peer.clone())
     } else {
-        f.client_ip.to_string()
+        value(f.client_ip.to_string())
     };
+    let proto = HeaderValue::from_static(f.scheme);
     if f.peer_trusted {
-        let chain: Vec<String> = req
-            .headers
+        let chain: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
             .collect();
         let xff = if chain.is_empty() {
             peer
         } else {
             format!("{}, {peer}", chain.join(", "))
         };
-        req.insert_header("X-Forwarded-For", xff)?;
-        if req.headers.get(&X_FORWARDED_PROTO).is_none() {
-            req.insert_header("X-Forwarded-Proto", f.scheme)?;
+        insert(headers, X_FORWARDED_FOR, value(xff));
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, proto);
         }
-        if req.headers.get(&X_FORWARDED_HOST).is_none() {
-            req.insert_header("X-Forwarded-Host", f.host)?;
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            insert(headers, X_FORWARDED_HOST, value(f.host));
         }
     } else {
-        req.remove_header("forwarded");
-        req.insert_header("X-Forwarded-For", peer)?;
-        req.insert_header("X-Forwarded-Proto", f.scheme)?;
-        req.insert_header("X-Forwarded-Host", f.host)?;
+        headers.remove(http::header::FORWARDED);
+        insert(headers, X_FORWARDED_FOR, value(peer));
+        headers.insert(X_FORWARDED_PROTO, proto);
+        insert(headers, X_FORWARDED_HOST, value(f.host));
     }
-    req.insert_header("X-Real-IP", client_ip)?;
-    req.insert_header("X-Request-Id", f.request_id)?;
-    Ok(())
+    insert(headers, X_REAL_IP, client_ip);
+    insert(headers, X_REQUEST_ID, value(f.request_id));
+}
+
+/// Addresses, the host and the request id always make header values; if one ever did
+/// not, the client's own header of that name must not stand in for it.
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    match value {
+        Some(v) => {
+            headers.insert(name, v);
+        }
+        None => {
+            headers.remove(name);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod demo;
 mod endpoints;
 pub mod forwarded;
 pub mod gateway;
+pub mod headers;
 pub mod identity;
 pub mod inspect;
 pub mod login;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::{StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -517,50 +517,9 @@ impl ProxyHttp for GatehouseProxy {
         if let Some(target) = ctx.rewrite.take() {
             upstream_request.set_uri(target);
         }
-        if upstream_request.headers.get(http::header::HOST).is_none() {
-            // HTTP/2 and absolute-form requests carry the host in the authority.
-            upstream_request.insert_header(http::header::HOST, ctx.host.as_str())?;
-        }
-        if let Some(rt) = &ctx.runtime {
-            if let Some(login) = &rt.login {
-                strip_gateway_cookies(upstream_request, &login.cookies);
-            }
-            if let Some(route) = ctx.route(rt) {
-                strip_consumed_credentials(upstream_request, route);
-                if let (Some(identity), Some(signer)) = (&ctx.identity, &rt.signer) {
-                    if let Some(value) = signer.assertion(identity, &route.name) {
-                        upstream_request.insert_header(crate::endpoints::ASSERTION, value)?;
-                    }
-                }
-                if let (true, Some(s), Some(login)) =
-                    (route.pass_access_token, &ctx.session, &rt.login)
-                {
-                    if let Some(token) = login.access_token(s) {
-                        upstream_request.insert_header(
-                            http::header::AUTHORIZATION,
-                            format!("Bearer {token}"),
-                        )?;
-                    }
-                }
-            }
-            if let Some(identity) = &ctx.identity {
-                set_identity_headers(upstream_request, identity, &rt.config.headers.claims);
-            }
-        }
-        if let (Some(peer), Some(client_ip)) = (ctx.peer, ctx.client_ip) {
-            forwarded::set_forwarding_headers(
-                upstream_request,
-                &forwarded::Forwarding {
-                    peer,
-                    peer_trusted: ctx.peer_trusted,
-                    client_ip,
-                    scheme: if ctx.tls { "https" } else { "http" },
-                    host: &ctx.host,
-                    request_id: &ctx.request_id,
-                },
-            )?;
-        }
-        Ok(())
+        crate::headers::edit_request(upstream_request, |headers| {
+            self.set_upstream_headers(headers, ctx)
+        })
     }
 
     async fn response_filter(
@@ -572,20 +531,26 @@ impl ProxyHttp for GatehouseProxy {
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
         };
-        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        if let Some((policy, state)) = ctx.rate_headers.take() {
-            upstream_response.insert_header("ratelimit-policy", policy)?;
-            upstream_response.insert_header("ratelimit", state)?;
-        }
-        if let Some(route) = ctx.route(&rt) {
-            if route.security_headers {
-                rt.security_headers.apply(upstream_response, ctx.tls)?;
+        crate::headers::edit_response(upstream_response, |headers| {
+            if let Some(id) = crate::headers::value(ctx.request_id.as_str()) {
+                headers.insert(forwarded::X_REQUEST_ID, id);
             }
-            if let Some(cors_config) = &route.cors {
-                cors::decorate_response(cors_config, ctx.origin.as_deref(), upstream_response)?;
+            if let Some((policy, state)) = ctx.rate_headers.take() {
+                for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
+                    if let Some(v) = crate::headers::value(value) {
+                        headers.insert(name, v);
+                    }
+                }
             }
-        }
-        Ok(())
+            if let Some(route) = ctx.route(&rt) {
+                if route.security_headers {
+                    rt.security_headers.apply(headers, ctx.tls);
+                }
+                if let Some(cors_config) = &route.cors {
+                    cors::decorate_response(cors_config, ctx.origin.as_deref(), headers);
+                }
+            }
+        })
     }
 
     /// What Pingora's own error lines say about a request: never the query or headers,
@@ -759,11 +724,66 @@ fn auth_answer(
     }
 }
 
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+impl GatehouseProxy {
+    /// Everything the upstream request gets from the gateway, and loses: the gateway's
+    /// cookies and the consumed credential go, identity and forwarding headers come.
+    fn set_upstream_headers(&self, headers: &mut HeaderMap, ctx: &RequestCtx) {
+        if !headers.contains_key(http::header::HOST) {
+            // HTTP/2 and absolute-form requests carry the host in the authority.
+            if let Some(host) = crate::headers::value(ctx.host.as_str()) {
+                headers.insert(http::header::HOST, host);
+            }
+        }
+        if let Some(rt) = &ctx.runtime {
+            if let Some(login) = &rt.login {
+                strip_gateway_cookies(headers, &login.cookies);
+            }
+            if let Some(route) = ctx.route(rt) {
+                strip_consumed_credentials(headers, route);
+                if let (Some(identity), Some(signer)) = (&ctx.identity, &rt.signer) {
+                    if let Some(value) = signer.assertion(identity, &route.name) {
+                        headers.insert(crate::endpoints::ASSERTION, value);
+                    }
+                }
+                if let (true, Some(s), Some(login)) =
+                    (route.pass_access_token, &ctx.session, &rt.login)
+                {
+                    if let Some(token) = login.access_token(s) {
+                        if let Some(v) = crate::headers::value(format!("Bearer {token}")) {
+                            headers.insert(http::header::AUTHORIZATION, v);
+                        }
+                    }
+                }
+            }
+            if let Some(identity) = &ctx.identity {
+                set_identity_headers(headers, identity, &rt.config.headers.claims);
+            }
+        }
+        if let (Some(peer), Some(client_ip)) = (ctx.peer, ctx.client_ip) {
+            forwarded::set_forwarding_headers(
+                headers,
+                &forwarded::Forwarding {
+                    peer,
+                    peer_trusted: ctx.peer_trusted,
+                    client_ip,
+                    scheme: if ctx.tls { "https" } else { "http" },
+                    host: &ctx.host,
+                    request_id: &ctx.request_id,
+                },
+            );
+        }
+    }
+}
+
 /// The credential the gateway checked stays with the gateway, unless the route passes the
 /// access token on.
-fn strip_consumed_credentials(req: &mut RequestHeader, route: &RouteConfig) {
-    let scheme_is = |req: &RequestHeader, scheme: &str| {
-        req.headers
+fn strip_consumed_credentials(headers: &mut HeaderMap, route: &RouteConfig) {
+    let scheme_is = |headers: &HeaderMap, scheme: &str| {
+        headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(' ').next())
@@ -771,27 +791,27 @@ fn strip_consumed_credentials(req: &mut RequestHeader, route: &RouteConfig) {
     };
     if route.auth.contains(&AuthMethod::Bearer)
         && !route.pass_access_token
-        && scheme_is(req, "bearer")
+        && scheme_is(headers, "bearer")
     {
-        req.remove_header(&http::header::AUTHORIZATION);
+        headers.remove(http::header::AUTHORIZATION);
     }
     if route.auth.contains(&AuthMethod::ApiKey) {
-        req.remove_header("x-api-key");
-        if scheme_is(req, "apikey") {
-            req.remove_header(&http::header::AUTHORIZATION);
+        headers.remove(X_API_KEY);
+        if scheme_is(headers, "apikey") {
+            headers.remove(http::header::AUTHORIZATION);
         }
     }
 }
 
 /// The gateway's own cookies (session id, login binding) never reach the upstream. Runs
 /// on every request of a login-enabled config, so the common cases allocate nothing.
-fn strip_gateway_cookies(req: &mut RequestHeader, cookies: &crate::login::Cookies) {
+fn strip_gateway_cookies(headers: &mut HeaderMap, cookies: &crate::login::Cookies) {
     let is_ours = |pair: &[u8]| {
         let pair = pair.trim_ascii();
         cookies.is_ours(pair.split(|&b| b == b'=').next().unwrap_or_default())
     };
     let (mut ours, mut others) = (false, false);
-    for value in req.headers.get_all(http::header::COOKIE) {
+    for value in headers.get_all(http::header::COOKIE) {
         for pair in value.as_bytes().split(|&b| b == b';') {
             if is_ours(pair) {
                 ours = true;
@@ -804,7 +824,7 @@ fn strip_gateway_cookies(req: &mut RequestHeader, cookies: &crate::login::Cookie
         return;
     }
     let kept: Vec<Vec<u8>> = if others {
-        req.headers
+        headers
             .get_all(http::header::COOKIE)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
@@ -814,25 +834,22 @@ fn strip_gateway_cookies(req: &mut RequestHeader, cookies: &crate::login::Cookie
     } else {
         Vec::new()
     };
-    req.remove_header(&http::header::COOKIE);
+    headers.remove(http::header::COOKIE);
     if !kept.is_empty() {
-        let joined = kept.join(&b"; "[..]);
-        if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
-            let _ = req.insert_header(http::header::COOKIE, value);
+        if let Ok(value) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+            headers.insert(http::header::COOKIE, value);
         }
     }
 }
 
 /// The identity headers of spec §3; a value that cannot be a header value is left out.
 pub(crate) fn set_identity_headers(
-    req: &mut RequestHeader,
+    headers: &mut HeaderMap,
     identity: &Identity,
-    claims: &[(http::HeaderName, String)],
+    claims: &[(HeaderName, String)],
 ) {
     for (name, value) in identity.header_values() {
-        if req.insert_header(*name, value.clone()).is_err() {
-            tracing::debug!(header = %name, "identity header could not be set");
-        }
+        headers.insert(name, value.clone());
     }
     for (header, path) in claims {
         let value = match claim_at(&identity.claims, path) {
@@ -846,8 +863,13 @@ pub(crate) fn set_identity_headers(
             Some(serde_json::Value::Bool(b)) => b.to_string(),
             _ => continue,
         };
-        if req.insert_header(header.clone(), value).is_err() {
-            tracing::debug!(header = %header, "claim value is not a valid header value; left out");
+        match crate::headers::value(value) {
+            Some(v) => {
+                headers.insert(header, v);
+            }
+            None => {
+                tracing::debug!(header = %header, "claim value is not a valid header value; left out")
+            }
         }
     }
 }

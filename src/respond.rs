@@ -85,14 +85,13 @@ impl SecurityHeaders {
     }
 
     /// Adds each header the response does not set itself.
-    pub fn apply(&self, resp: &mut ResponseHeader, tls: bool) -> Result<()> {
+    pub fn apply(&self, headers: &mut http::HeaderMap, tls: bool) {
         let list = if tls { &self.tls } else { &self.plain };
         for (name, value) in list {
-            if !resp.headers.contains_key(name) {
-                resp.insert_header(name.clone(), value.clone())?;
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
             }
         }
-        Ok(())
     }
 }
 
@@ -102,7 +101,9 @@ pub fn add_security_headers(
     sec: &SecurityHeadersConfig,
     tls: bool,
 ) -> Result<()> {
-    SecurityHeaders::new(sec).apply(resp, tls)
+    crate::headers::edit_response(resp, |headers| {
+        SecurityHeaders::new(sec).apply(headers, tls)
+    })
 }
 
 /// Everything needed to write an error answer.

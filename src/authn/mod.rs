@@ -35,19 +35,19 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// The fixed identity headers, built on first use and reused while the identity is
     /// cached (a repeated token costs no header formatting).
-    pub header_values: std::sync::OnceLock<Vec<(&'static str, http::HeaderValue)>>,
+    pub header_values: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
 }
 
 impl Identity {
     /// `X-Auth-Request-User`, `-Email`, `-Preferred-Username`, `-Groups` (spec §3); a value
     /// that cannot be a header value is left out.
-    /// Names are given as written on the wire (a static name costs no allocation there).
-    pub fn header_values(&self) -> &[(&'static str, http::HeaderValue)] {
+    pub fn header_values(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        use http::HeaderName;
+        const USER: HeaderName = HeaderName::from_static("x-auth-request-user");
+        const EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
+        const USERNAME: HeaderName = HeaderName::from_static("x-auth-request-preferred-username");
+        const GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
         self.header_values.get_or_init(|| {
-            const USER: &str = "X-Auth-Request-User";
-            const EMAIL: &str = "X-Auth-Request-Email";
-            const USERNAME: &str = "X-Auth-Request-Preferred-Username";
-            const GROUPS: &str = "X-Auth-Request-Groups";
             let groups = (!self.groups.is_empty()).then(|| self.groups.join(","));
             [
                 (USER, Some(self.subject.as_str())),
