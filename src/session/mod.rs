@@ -59,9 +59,6 @@ pub struct Times {
     pub refresh_at: Option<u64>,
 }
 
-/// Bytes of the times at the start of a packed session.
-const TIMES: usize = 6 * 8;
-
 impl Times {
     /// A session that starts `now` and ends at `expires_at` at the latest.
     pub fn starting(now: u64, expires_at: u64) -> Times {
@@ -73,21 +70,64 @@ impl Times {
         }
     }
 
-    fn write(&self, out: &mut [u8]) {
-        let values = [
-            self.created_at,
-            self.expires_at,
-            self.touched_at,
-            self.auth_time.unwrap_or(0),
-            self.access_expires_at.unwrap_or(0),
-            self.refresh_at.unwrap_or(0),
-        ];
-        for (chunk, v) in out.chunks_exact_mut(8).zip(values) {
-            chunk.copy_from_slice(&v.to_le_bytes());
+    /// `flags | created_at | expires_at | touched_at | auth_time? | access_expires_at? |
+    /// refresh_at?` as LEB128 varints, every time after the first as its zigzag difference
+    /// from `created_at`; a flag bit says which optional times follow. About 18 bytes, where
+    /// six fixed u64 took 48.
+    fn write(&self, out: &mut Vec<u8>) {
+        let optional = [self.auth_time, self.access_expires_at, self.refresh_at];
+        let flags = optional
+            .iter()
+            .enumerate()
+            .fold(0u8, |f, (i, t)| f | (u8::from(t.is_some()) << i));
+        out.push(flags);
+        put_varint(out, self.created_at);
+        let since = |t: u64| {
+            let d = t.wrapping_sub(self.created_at) as i64;
+            ((d << 1) ^ (d >> 63)) as u64
+        };
+        put_varint(out, since(self.expires_at));
+        put_varint(out, since(self.touched_at));
+        for t in optional.into_iter().flatten() {
+            put_varint(out, since(t));
         }
     }
 
-    fn read(packed: &[u8]) -> Option<Times> {
+    /// The times at the start of `packed`, and how many bytes they took.
+    fn read(packed: &[u8]) -> Option<(Times, usize)> {
+        let (&flags, _) = packed.split_first()?;
+        if flags > 0b111 {
+            return None;
+        }
+        let mut at = 1;
+        let created_at = take_varint(packed, &mut at)?;
+        let mut since = || -> Option<u64> {
+            let z = take_varint(packed, &mut at)?;
+            let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
+            Some(created_at.wrapping_add(d as u64))
+        };
+        let expires_at = since()?;
+        let touched_at = since()?;
+        let mut optional = [None; 3];
+        for (i, slot) in optional.iter_mut().enumerate() {
+            if flags & (1 << i) != 0 {
+                *slot = Some(since()?);
+            }
+        }
+        let [auth_time, access_expires_at, refresh_at] = optional;
+        let times = Times {
+            created_at,
+            expires_at,
+            touched_at,
+            auth_time,
+            access_expires_at,
+            refresh_at,
+        };
+        Some((times, at))
+    }
+
+    /// The fixed layout of stored format 2: six u64, little-endian, 0 for none.
+    fn read_format_2(packed: &[u8]) -> Option<Times> {
         let time = |i: usize| -> Option<u64> {
             Some(u64::from_le_bytes(
                 packed.get(i * 8..i * 8 + 8)?.try_into().ok()?,
@@ -103,6 +143,27 @@ impl Times {
             refresh_at: optional(5)?,
         })
     }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(data: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// One logged-in browser, packed so that 100,000 fit in little memory: the times, the
@@ -161,15 +222,16 @@ fn take_name<'a>(packed: &'a [u8], at: &mut usize) -> Option<Option<&'a str>> {
 impl Session {
     pub fn new(names: Names<'_>, tokens: &Tokens, cipher: &TokenCipher, times: Times) -> Session {
         let mut packed = Vec::with_capacity(
-            TIMES + names.idp.len() + names.subject.len() + 64 + tokens.len() * 3 / 4,
+            32 + names.idp.len() + names.subject.len() + 64 + tokens.len() * 3 / 4,
         );
-        packed.resize(TIMES, 0);
         times.write(&mut packed);
+        let names_start = packed.len();
         put_name(&mut packed, Some(names.idp));
         put_name(&mut packed, Some(names.subject));
         put_name(&mut packed, names.sid);
         put_name(&mut packed, names.acr);
-        let sealed = cipher.seal(&bundle(tokens), &packed[TIMES..]);
+        let context = token_context(names.subject, names.sid);
+        let sealed = cipher.seal(&bundle(tokens, &context), &packed[names_start..]);
         packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
@@ -177,11 +239,20 @@ impl Session {
     }
 
     pub fn times(&self) -> Times {
-        Times::read(&self.packed).unwrap_or_default()
+        Times::read(&self.packed).map_or_else(Times::default, |(t, _)| t)
     }
 
     pub fn set_times(&mut self, times: Times) {
-        times.write(&mut self.packed[..TIMES]);
+        let rest = &self.packed[self.names_start()..];
+        let mut packed = Vec::with_capacity(rest.len() + 32);
+        times.write(&mut packed);
+        packed.extend_from_slice(rest);
+        self.packed = packed.into_boxed_slice();
+    }
+
+    /// Where the names start, after the times.
+    fn names_start(&self) -> usize {
+        Times::read(&self.packed).map_or(self.packed.len(), |(_, len)| len)
     }
 
     /// (idp, subject, sid, acr, where the sealed tokens start); a session is only ever
@@ -192,7 +263,7 @@ impl Session {
 
     #[allow(clippy::type_complexity)]
     fn read_layout(packed: &[u8]) -> Option<(&str, &str, Option<&str>, Option<&str>, usize)> {
-        let mut at = TIMES;
+        let (_, mut at) = Times::read(packed)?;
         let idp = take_name(packed, &mut at)??;
         let subject = take_name(packed, &mut at)??;
         let sid = take_name(packed, &mut at)?;
@@ -219,9 +290,10 @@ impl Session {
     /// The tokens, decrypted; `None` when they cannot be (another secret, tampering).
     pub fn tokens(&self, cipher: &TokenCipher) -> Option<Tokens> {
         let bundle = self.open_bundle(cipher)?;
+        let context = self.token_context();
         let token = |i| -> Option<Option<String>> {
             match bundle_entry(&bundle, i)? {
-                Some(token) => expand_token(token).map(Some),
+                Some(token) => expand_token(token, &context).map(Some),
                 None => Some(None),
             }
         };
@@ -234,32 +306,47 @@ impl Session {
 
     /// The access token alone (a route that passes it on asks on every request).
     pub fn access_token(&self, cipher: &TokenCipher) -> Option<String> {
-        expand_token(bundle_entry(&self.open_bundle(cipher)?, ACCESS_TOKEN)??)
+        let bundle = self.open_bundle(cipher)?;
+        expand_token(bundle_entry(&bundle, ACCESS_TOKEN)??, &self.token_context())
     }
 
     /// The ID token alone (`id_token_hint` at logout).
     pub fn id_token(&self, cipher: &TokenCipher) -> Option<String> {
-        expand_token(bundle_entry(&self.open_bundle(cipher)?, ID_TOKEN)??)
+        let bundle = self.open_bundle(cipher)?;
+        expand_token(bundle_entry(&bundle, ID_TOKEN)??, &self.token_context())
     }
 
     /// The ID token's claims (its JSON payload), read without rebuilding the token's text.
     pub fn id_token_claims(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
-        token_payload(bundle_entry(&self.open_bundle(cipher)?, ID_TOKEN)??)
+        let bundle = self.open_bundle(cipher)?;
+        token_payload(bundle_entry(&bundle, ID_TOKEN)??, &self.token_context())
+    }
+
+    /// What the session's tokens are compacted against ([`compact_token`]).
+    fn token_context(&self) -> Vec<u8> {
+        let (_, subject, sid, _, _) = self.layout();
+        token_context(subject, sid)
     }
 
     /// The tokens open only beside the names they were sealed with: a changed subject,
     /// sid or acr in a store makes them unreadable, and so the session unusable.
     fn open_bundle(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
         let start = self.layout().4;
-        cipher.open(&self.packed[start..], &self.packed[TIMES..start])
+        cipher.open(
+            &self.packed[start..],
+            &self.packed[self.names_start()..start],
+        )
     }
 
     /// The same session with other tokens (after a refresh): its identity is built anew.
     pub fn with_tokens(&self, tokens: &Tokens, cipher: &TokenCipher) -> Session {
-        let start = self.layout().4;
+        let (names_start, start) = (self.names_start(), self.layout().4);
         let mut packed = Vec::with_capacity(start + tokens.len() + 64);
         packed.extend_from_slice(&self.packed[..start]);
-        let sealed = cipher.seal(&bundle(tokens), &packed[TIMES..start]);
+        let sealed = cipher.seal(
+            &bundle(tokens, &self.token_context()),
+            &packed[names_start..start],
+        );
         packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
@@ -285,17 +372,32 @@ impl Session {
         out
     }
 
-    /// `None` for anything [`Session::to_bytes`] did not write (or an older format).
+    /// `None` for anything [`Session::to_bytes`] did not write. Format 2 (fixed-size
+    /// times, written by earlier builds) is read too.
     pub fn from_bytes(data: &[u8]) -> Option<Session> {
-        let (&FORMAT, packed) = data.split_first()? else {
-            return None;
+        let packed: Box<[u8]> = match data.split_first()? {
+            (&FORMAT, packed) => packed.into(),
+            (2, old) => {
+                let times = Times::read_format_2(old)?;
+                let mut packed = Vec::with_capacity(old.len());
+                times.write(&mut packed);
+                packed.extend_from_slice(old.get(48..)?);
+                packed.into_boxed_slice()
+            }
+            _ => return None,
         };
-        Times::read(packed)?;
-        Self::read_layout(packed)?;
-        Some(Session {
-            packed: packed.into(),
-        })
+        let (_, _, _, _, sealed_start) = Self::read_layout(&packed)?;
+        // At least a nonce and a tag: a cut value is no session.
+        if packed.len() - sealed_start < 12 + 16 {
+            return None;
+        }
+        Some(Session { packed })
     }
+}
+
+/// A session's subject and IdP session id, the words its tokens repeat most.
+fn token_context(subject: &str, sid: Option<&str>) -> Vec<u8> {
+    [subject.as_bytes(), sid.unwrap_or_default().as_bytes()].concat()
 }
 
 /// Identities built from sessions' ID tokens, by [`Session::version`]: shared by every copy
@@ -337,7 +439,7 @@ impl IdentityCache {
 }
 
 /// The version of [`Session::to_bytes`].
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 
 impl Tokens {
     /// ID, access and refresh token, in the order a bundle keeps them.
@@ -357,10 +459,11 @@ const ID_TOKEN: usize = 0;
 const ACCESS_TOKEN: usize = 1;
 
 /// The three tokens, each compacted ([`compact_token`]), as [`put_field`]s.
-fn bundle(tokens: &Tokens) -> Vec<u8> {
+fn bundle(tokens: &Tokens, context: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(tokens.len() + 12);
     for token in tokens.each() {
-        put_field(&mut out, token.as_deref().map(compact_token).as_deref());
+        let compact = token.as_deref().map(|t| compact_token(t, context));
+        put_field(&mut out, compact.as_deref());
     }
     out
 }
@@ -472,10 +575,14 @@ impl TokenCipher {
 }
 
 /// A JWS whose base64url parts re-encode to exactly the same text is kept as its decoded
-/// parts, `tag | len(header) u16 | header | len(payload) u16 | payload | signature`, with
-/// tag 2 when the payload (JSON claims) is deflated and 1 when deflating did not help;
-/// anything else is `0 | text`. An ID token shrinks to about 60% of its text.
-fn compact_token(token: &str) -> Vec<u8> {
+/// parts: `3 | len(header) u16 | len(deflated) u16 | deflate(header ++ payload) | signature`,
+/// deflated with [`TOKEN_DICTIONARY`] and the session's own names (`context`: a token
+/// repeats its subject and IdP session id), or `1 | len(header) u16 | header |
+/// len(payload) u16 | payload | signature` when deflating does not help. Other base64url
+/// text (many opaque refresh tokens) is kept decoded, `4 | bytes`, a quarter smaller;
+/// anything else is `0 | text`. An ID token shrinks to about half its text. Tag 2 (claims alone deflated with
+/// [`CLAIMS_DICTIONARY`]) was written by earlier builds and is still read.
+fn compact_token(token: &str, context: &[u8]) -> Vec<u8> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     let parts: Vec<&str> = token.split('.').collect();
@@ -491,19 +598,39 @@ fn compact_token(token: &str) -> Vec<u8> {
                 .zip(&parts)
                 .all(|(d, p)| URL_SAFE_NO_PAD.encode(d) == *p);
         if exact {
-            let (tag, payload) = match deflate(&decoded[1]) {
-                Some(smaller) if smaller.len() < decoded[1].len() => (2, smaller),
-                _ => (1, decoded[1].clone()),
-            };
+            let (header, payload, signature) = (&decoded[0], &decoded[1], &decoded[2]);
             let mut out = Vec::with_capacity(token.len() * 3 / 4 + 8);
-            out.push(tag);
-            for d in [&decoded[0], &payload] {
-                out.extend_from_slice(&(d.len() as u16).to_be_bytes());
-                out.extend_from_slice(d);
+            let joined = [header.as_slice(), payload].concat();
+            match deflate(&joined, &token_dictionary(context)) {
+                Some(smaller)
+                    if smaller.len() < joined.len() && smaller.len() <= u16::MAX as usize =>
+                {
+                    out.push(3);
+                    out.extend_from_slice(&(header.len() as u16).to_be_bytes());
+                    out.extend_from_slice(&(smaller.len() as u16).to_be_bytes());
+                    out.extend_from_slice(&smaller);
+                }
+                _ => {
+                    out.push(1);
+                    for d in [header, payload] {
+                        out.extend_from_slice(&(d.len() as u16).to_be_bytes());
+                        out.extend_from_slice(d);
+                    }
+                }
             }
-            out.extend_from_slice(&decoded[2]);
+            out.extend_from_slice(signature);
             return out;
         }
+    }
+    if let Some(decoded) = URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .filter(|d| !d.is_empty() && URL_SAFE_NO_PAD.encode(d) == token)
+    {
+        let mut out = Vec::with_capacity(decoded.len() + 1);
+        out.push(4);
+        out.extend_from_slice(&decoded);
+        return out;
     }
     let mut out = Vec::with_capacity(token.len() + 1);
     out.push(0);
@@ -513,12 +640,22 @@ fn compact_token(token: &str) -> Vec<u8> {
 
 /// What ID-token claims usually look like (Keycloak, Entra ID, Okta, Auth0, Google, Dex):
 /// a preset dictionary lets the first occurrence of each name compress too, which is most
-/// of a 600-byte payload. Part of the stored format: never change it, add another tag.
+/// of a 600-byte payload. Part of the stored format (tag 2): never change it.
 const CLAIMS_DICTIONARY: &[u8] = br#"{"ver":"2.0","tid":"","oid":"","upn":"","unique_name":"","hd":"","picture":"https://","locale":"en","session_state":"","c_hash":"","s_hash":"","amr":["pwd","mfa","otp"],"realm_access":{"roles":["offline_access","uma_authorization","default-roles-"]},"resource_access":{"roles":[""]},"scope":"openid profile email","email_verified":false,"exp":17,"iat":17,"auth_time":17,"jti":"","iss":"https://","/realms/","aud":"","sub":"","typ":"ID","azp":"","nonce":"","sid":"","at_hash":"","acr":"1","email_verified":true,"name":"","preferred_username":"","given_name":"","family_name":"","email":"@","groups":[""#;
 
-fn deflate(data: &[u8]) -> Option<Vec<u8>> {
+/// JWS headers first, then claims as [`CLAIMS_DICTIONARY`]; the session's names follow
+/// ([`token_dictionary`]). Part of the stored format (tag 3): never change it, add a tag.
+const TOKEN_DICTIONARY: &[u8] = br#"{"typ":"at+jwt","x5t#S256":"","x5t":"","alg":"ES256","alg":"PS256","alg":"EdDSA","typ" : "JWT","kid" : "","alg":"RS256","typ":"JWT","kid":"{"ver":"2.0","tid":"","oid":"","upn":"","unique_name":"","hd":"","picture":"https://","locale":"en","session_state":"","c_hash":"","s_hash":"","amr":["pwd","mfa","otp"],"realm_access":{"roles":["offline_access","uma_authorization","default-roles-"]},"resource_access":{"roles":[""]},"scope":"openid profile email","email_verified":false,"exp":17,"iat":17,"auth_time":17,"jti":"","iss":"https://","/realms/","aud":"","sub":"","typ":"ID","azp":"","nonce":"","sid":"","at_hash":"","acr":"1","email_verified":true,"name":"","preferred_username":"","given_name":"","family_name":"","email":"@","groups":[""#;
+
+/// [`TOKEN_DICTIONARY`] followed by a session's names, nearest to the data as they are the
+/// likeliest words.
+fn token_dictionary(context: &[u8]) -> Vec<u8> {
+    [TOKEN_DICTIONARY, context].concat()
+}
+
+fn deflate(data: &[u8], dictionary: &[u8]) -> Option<Vec<u8>> {
     let mut compress = flate2::Compress::new(flate2::Compression::best(), false);
-    compress.set_dictionary(CLAIMS_DICTIONARY).ok()?;
+    compress.set_dictionary(dictionary).ok()?;
     let mut out = Vec::with_capacity(data.len() + 64);
     match compress
         .compress_vec(data, &mut out, flate2::FlushCompress::Finish)
@@ -529,9 +666,9 @@ fn deflate(data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Inflates at most 64 KiB (what a u16 length allowed before deflating). The inflater
+/// Inflates at most 128 KiB (what two u16 lengths allowed before deflating). The inflater
 /// (tens of kilobytes of state) is kept per thread and reset between uses.
-fn inflate(data: &[u8]) -> Option<Vec<u8>> {
+fn inflate(data: &[u8], dictionary: &[u8]) -> Option<Vec<u8>> {
     thread_local! {
         static INFLATER: std::cell::RefCell<flate2::Decompress> =
             std::cell::RefCell::new(flate2::Decompress::new(false));
@@ -539,13 +676,17 @@ fn inflate(data: &[u8]) -> Option<Vec<u8>> {
     INFLATER.with(|cell| {
         let mut decompress = cell.try_borrow_mut().ok()?;
         decompress.reset(false);
-        inflate_with(&mut decompress, data)
+        inflate_with(&mut decompress, data, dictionary)
     })
 }
 
-fn inflate_with(decompress: &mut flate2::Decompress, data: &[u8]) -> Option<Vec<u8>> {
-    const LIMIT: usize = u16::MAX as usize + 1;
-    decompress.set_dictionary(CLAIMS_DICTIONARY).ok()?;
+fn inflate_with(
+    decompress: &mut flate2::Decompress,
+    data: &[u8],
+    dictionary: &[u8],
+) -> Option<Vec<u8>> {
+    const LIMIT: usize = 2 * (u16::MAX as usize + 1);
+    decompress.set_dictionary(dictionary).ok()?;
     let mut out = Vec::with_capacity((data.len() * 3).max(256));
     loop {
         let read = decompress.total_in() as usize;
@@ -562,62 +703,100 @@ fn inflate_with(decompress: &mut flate2::Decompress, data: &[u8]) -> Option<Vec<
     }
 }
 
-/// A compact token read back ([`compact_token`]).
+/// A compact token read back ([`compact_token`]): its text, or its header and payload
+/// (decoded) and signature.
 enum Compact<'a> {
-    Text(&'a [u8]),
-    /// Header, payload (deflated when the flag says so), signature.
-    Jws(&'a [u8], &'a [u8], bool, &'a [u8]),
+    Text(std::borrow::Cow<'a, [u8]>),
+    Jws(
+        std::borrow::Cow<'a, [u8]>,
+        std::borrow::Cow<'a, [u8]>,
+        &'a [u8],
+    ),
 }
 
 impl<'a> Compact<'a> {
-    fn read(data: &'a [u8]) -> Option<Compact<'a>> {
+    fn read(data: &'a [u8], context: &[u8]) -> Option<Compact<'a>> {
+        use std::borrow::Cow;
         let (&tag, rest) = data.split_first()?;
+        let len = |rest: &'a [u8]| -> Option<(usize, &'a [u8])> {
+            Some((
+                u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize,
+                rest.get(2..)?,
+            ))
+        };
         let part = |rest: &'a [u8]| -> Option<(&'a [u8], &'a [u8])> {
-            let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
-            Some((rest.get(2..2 + len)?, rest.get(2 + len..)?))
+            let (n, rest) = len(rest)?;
+            Some((rest.get(..n)?, rest.get(n..)?))
         };
         match tag {
-            0 => Some(Compact::Text(rest)),
-            1 | 2 => {
+            0 => Some(Compact::Text(Cow::Borrowed(rest))),
+            4 => {
+                use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                use base64::Engine;
+                Some(Compact::Text(Cow::Owned(
+                    URL_SAFE_NO_PAD.encode(rest).into_bytes(),
+                )))
+            }
+            1 => {
                 let (header, rest) = part(rest)?;
                 let (payload, signature) = part(rest)?;
-                Some(Compact::Jws(header, payload, tag == 2, signature))
+                Some(Compact::Jws(
+                    Cow::Borrowed(header),
+                    Cow::Borrowed(payload),
+                    signature,
+                ))
+            }
+            2 => {
+                let (header, rest) = part(rest)?;
+                let (payload, signature) = part(rest)?;
+                let payload = inflate(payload, CLAIMS_DICTIONARY)?;
+                Some(Compact::Jws(
+                    Cow::Borrowed(header),
+                    Cow::Owned(payload),
+                    signature,
+                ))
+            }
+            3 => {
+                let (header_len, rest) = len(rest)?;
+                let (deflated, signature) = part(rest)?;
+                let mut joined = inflate(deflated, &token_dictionary(context))?;
+                if header_len > joined.len() {
+                    return None;
+                }
+                let payload = joined.split_off(header_len);
+                Some(Compact::Jws(
+                    Cow::Owned(joined),
+                    Cow::Owned(payload),
+                    signature,
+                ))
             }
             _ => None,
         }
     }
 }
 
-fn decoded_payload(payload: &[u8], deflated: bool) -> Option<Vec<u8>> {
-    if deflated {
-        inflate(payload)
-    } else {
-        Some(payload.to_vec())
-    }
-}
-
 /// The decoded payload of a compact token (a JWS's claims); `None` for anything else.
-fn token_payload(data: &[u8]) -> Option<Vec<u8>> {
+fn token_payload(data: &[u8], context: &[u8]) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    match Compact::read(data)? {
+    match Compact::read(data, context)? {
         Compact::Text(text) => {
-            let payload = std::str::from_utf8(text).ok()?.split('.').nth(1)?;
+            let payload = std::str::from_utf8(&text).ok()?.split('.').nth(1)?;
             URL_SAFE_NO_PAD.decode(payload).ok()
         }
-        Compact::Jws(_, payload, deflated, _) => decoded_payload(payload, deflated),
+        Compact::Jws(_, payload, _) => Some(payload.into_owned()),
     }
 }
 
-fn expand_token(data: &[u8]) -> Option<String> {
+fn expand_token(data: &[u8], context: &[u8]) -> Option<String> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    match Compact::read(data)? {
-        Compact::Text(text) => String::from_utf8(text.to_vec()).ok(),
-        Compact::Jws(header, payload, deflated, signature) => Some(format!(
+    match Compact::read(data, context)? {
+        Compact::Text(text) => String::from_utf8(text.into_owned()).ok(),
+        Compact::Jws(header, payload, signature) => Some(format!(
             "{}.{}.{}",
             URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(decoded_payload(payload, deflated)?),
+            URL_SAFE_NO_PAD.encode(payload),
             URL_SAFE_NO_PAD.encode(signature)
         )),
     }
@@ -681,7 +860,10 @@ mod tests {
         let forged = Session::from_bytes(&stored).expect("well-formed");
         assert_eq!(forged.acr(), Some("golden"));
         assert_eq!(forged.tokens(&c), None, "names are bound to the tokens");
-        assert!(inflate(&[]).is_none(), "an empty stream ends, with nothing");
+        assert!(
+            inflate(&[], CLAIMS_DICTIONARY).is_none(),
+            "an empty stream ends, with nothing"
+        );
     }
 
     #[test]
@@ -695,18 +877,53 @@ mod tests {
             b64(claims),
             b64(&"s".repeat(256))
         );
+        let context = token_context("4b0c3bd4-8f2a-4c7e-9d61-2f4b8f0a1c55", None);
+        let compact = compact_token(&jws, &context);
         assert_eq!(
-            expand_token(&compact_token(&jws)).as_deref(),
+            expand_token(&compact, &context).as_deref(),
             Some(jws.as_str())
         );
-        assert_eq!(compact_token(&jws)[0], 2, "claims are deflated");
+        assert_eq!(compact[0], 3, "header and claims are deflated");
         assert!(
-            compact_token(&jws).len() < jws.len() * 2 / 3,
+            compact.len() < jws.len() * 2 / 3,
             "{} of {}",
-            compact_token(&jws).len(),
+            compact.len(),
             jws.len()
         );
+        assert!(
+            compact.len() < compact_token(&jws, b"").len(),
+            "the subject of the session compresses the token"
+        );
+        assert_ne!(
+            expand_token(&compact, b"another-subject").as_deref(),
+            Some(jws.as_str()),
+            "read only beside its own names"
+        );
+        // Tag 2, as earlier builds wrote it: the claims alone deflated.
+        let (header, payload) = (br#"{"alg":"RS256","kid":"k1"}"#, claims.as_bytes());
+        let mut legacy = vec![2];
+        let deflated = deflate(payload, CLAIMS_DICTIONARY).expect("deflates");
+        for d in [&header[..], &deflated] {
+            legacy.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            legacy.extend_from_slice(d);
+        }
+        legacy.extend_from_slice("s".repeat(256).as_bytes());
+        assert_eq!(
+            expand_token(&legacy, &context).as_deref(),
+            Some(jws.as_str())
+        );
+        assert_eq!(token_payload(&legacy, b"").as_deref(), Some(payload));
+        let opaque = "0f3c9a7be41d5c2e8a6b9d0c1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f";
+        assert_eq!(
+            compact_token(opaque, b"")[0],
+            4,
+            "base64url text is kept decoded"
+        );
+        assert_eq!(compact_token(opaque, b"").len(), 1 + 48);
         for other in [
+            opaque,
+            "YQ",
+            "YR",
             "opaque-refresh-token",
             "a.b",
             "e30.e30.e30=",
@@ -714,7 +931,8 @@ mod tests {
             "",
             "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsIm5vbmNlIjoieCJ9.c2lnbmF0dXJlLWJ5dGVz",
         ] {
-            assert_eq!(expand_token(&compact_token(other)).as_deref(), Some(other));
+            let compact = compact_token(other, &context);
+            assert_eq!(expand_token(&compact, &context).as_deref(), Some(other));
         }
         let c = TokenCipher::new(b"a long enough shared secret for tests");
         let tokens = Tokens {
@@ -778,6 +996,66 @@ mod tests {
         ] {
             assert!(Session::from_bytes(bad).is_none());
         }
+    }
+
+    #[test]
+    fn times_round_trip_compactly_whatever_their_values() {
+        for times in [
+            Times::starting(1_700_000_000, 1_700_028_800),
+            Times {
+                auth_time: Some(1),
+                access_expires_at: Some(u64::MAX),
+                refresh_at: Some(0),
+                ..Times::starting(u64::MAX - 5, 3)
+            },
+            Times {
+                refresh_at: Some(1_700_000_240),
+                ..Times::starting(0, 0)
+            },
+        ] {
+            let mut out = Vec::new();
+            times.write(&mut out);
+            assert_eq!(Times::read(&out), Some((times, out.len())));
+        }
+        let mut out = Vec::new();
+        Times {
+            auth_time: Some(1_699_990_000),
+            access_expires_at: Some(1_700_000_300),
+            refresh_at: Some(1_700_000_240),
+            ..Times::starting(1_700_000_000, 1_700_028_800)
+        }
+        .write(&mut out);
+        assert!(out.len() <= 18, "{} bytes", out.len());
+        assert_eq!(Times::read(&[0b1000, 0]), None, "unknown flags");
+        assert_eq!(Times::read(&[0, 0x80]), None, "a cut varint");
+    }
+
+    #[test]
+    fn format_2_sessions_are_still_read() {
+        let c = TokenCipher::new(b"a long enough shared secret for tests");
+        let times = Times {
+            auth_time: Some(90),
+            ..Times::starting(100, 200)
+        };
+        let tokens = Tokens {
+            refresh_token: Some("opaque".into()),
+            ..Tokens::default()
+        };
+        let s = Session::new(names(), &tokens, &c, times);
+        let mut old = vec![2];
+        for t in [100u64, 200, 100, 90, 0, 0] {
+            old.extend_from_slice(&t.to_le_bytes());
+        }
+        old.extend_from_slice(&s.packed[s.names_start()..]);
+        let back = Session::from_bytes(&old).expect("format 2");
+        assert_eq!(back.times(), times);
+        assert_eq!(back.subject(), "alice");
+        assert_eq!(back.tokens(&c), Some(tokens));
+        assert_eq!(
+            back.to_bytes(),
+            s.to_bytes(),
+            "written again in the new format"
+        );
     }
 
     #[test]
