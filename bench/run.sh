@@ -235,6 +235,30 @@ printf '%-26s %10s %8s %8s %7s %12s %9s\n' "bare-pingora" "$all_bare_rps" "-" "-
 rss=$(awk '/^VmRSS/ { print $2 " " $3 }' "/proc/$gw_pid/status")
 echo
 echo "gatehouse RSS after the run: $rss"
+
+# Memory: a gateway of its own logs in $logins browsers through the stub provider, each with
+# a Keycloak-shaped ID token and a refresh token; its RSS is read idle, with every session
+# stored, and after each session has served one request (its identity built and cached).
+logins=100000
+[ "$smoke" -eq 1 ] && logins=2000
+mem_port=$(port); mem_admin=$(port)
+sed -e "s/127.0.0.1:$gw_port/127.0.0.1:$mem_port/g" -e "s/127.0.0.1:$admin_port/127.0.0.1:$mem_admin/" \
+  "$work/gateway.toml" >"$work/memory.toml"
+cat >>"$work/memory.toml" <<TOML
+[reserved_limit]
+limit = "1000000/second"
+TOML
+"${pin_proxy[@]}" "$target/release/gatehouse" run -c "$work/memory.toml" --upgrade-sock "$work/memory.sock" >"$work/memory.log" 2>&1 & mem_pid=$!; pids+=($mem_pid)
+wait_http "http://127.0.0.1:$mem_admin/readyz"
+rss_mb() { awk '/^VmRSS/ { printf "%.1f MB", $2 / 1024 }' "/proc/$1/status"; }
+idle_rss=$(rss_mb "$mem_pid")
+"${pin_load[@]}" "$target/release/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$mem_port" "$logins" || failed=1
+stored_rss=$(rss_mb "$mem_pid")
+"${pin_load[@]}" "$target/release/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$mem_port" --use || failed=1
+used_rss=$(rss_mb "$mem_pid")
+sleep 6 # the supervisor counts sessions every 5 s
+active=$(curl -fsS "http://127.0.0.1:$mem_admin/metrics" | awk '$1 == "gatehouse_sessions_active" { print $2 }')
+echo "gatehouse RSS with $logins sessions logged in (memory store): idle $idle_rss, all stored $stored_rss, all used once $used_rss (gatehouse_sessions_active ${active:-?})"
 if [ "$smoke" -eq 1 ]; then
   "$target/release/examples/session_memory" 10000
 else

@@ -19,13 +19,15 @@ fn main() {
     let n: usize = args[3].parse().expect("N");
     let rsa = openssl::rsa::Rsa::generate(2048).expect("RSA key");
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
-    let jwks = json!({"keys": [{"kty": "RSA", "kid": "bench", "use": "sig", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())}]});
+    // A key id as long as Keycloak's (43 characters), so ID tokens have a realistic size.
+    let kid = b64(&rand::random::<[u8; 32]>());
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": kid, "use": "sig", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())}]});
     std::fs::write(dir.join("jwks.json"), jwks.to_string()).expect("write jwks");
     let pem = rsa.private_key_to_pem().expect("pem");
     std::fs::write(dir.join("key.pem"), &pem).expect("write key");
     let key = EncodingKey::from_rsa_pem(&pem).expect("key");
     let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("bench".into());
+    header.kid = Some(kid);
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")

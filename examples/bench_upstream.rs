@@ -1,7 +1,8 @@
 //! The upstream of the load benchmark: answers every request with a tiny 200, keep-alive,
 //! and serves a JWKS file at `/jwks` for the bearer cases. For the session case it is also
 //! a minimal OpenID provider: discovery, and a token endpoint whose `code` is the ID token
-//! itself (minted by `bench_login`, which knows the nonce).
+//! itself (minted by `bench_login`, which knows the nonce), with a random opaque refresh
+//! token (64 characters, as Okta or Auth0 issue them).
 //! `cargo run --release --example bench_upstream -- LISTEN [JWKS_FILE]`
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,8 +52,10 @@ async fn serve(
                     .find(|(k, _)| k == "code")
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_default();
+                let refresh: [u8; 32] = rand::random();
                 json(format!(
-                    r#"{{"access_token":"bench-access","token_type":"Bearer","expires_in":86400,"id_token":"{code}"}}"#
+                    r#"{{"access_token":"bench-access","token_type":"Bearer","expires_in":86400,"id_token":"{code}","refresh_token":"{}"}}"#,
+                    hex::encode(refresh)
                 ))
             } else if head.starts_with(b"GET /jwks ") {
                 let mut r = format!(
