@@ -12,6 +12,10 @@ use http::{HeaderMap, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
+/// About as many headers as the gateway adds to a request or a response (forwarding,
+/// identity, request id, security).
+const ADDED: usize = 12;
+
 /// Runs `edit` on the request's headers; the method, target and version stay as they were.
 pub fn edit_request<R>(
     req: &mut RequestHeader,
@@ -23,6 +27,8 @@ pub fn edit_request<R>(
     let end_stream = req.send_end_stream();
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
+    // Room for what the gateway adds, so the map grows once, not header by header.
+    parts.headers.reserve(ADDED);
     let out = edit(&mut parts.headers);
     *req = RequestHeader::from(parts);
     if let Some(raw) = verbatim {
@@ -42,6 +48,7 @@ pub fn edit_response<R>(
     let reason = resp.get_reason_phrase().map(str::to_string);
     let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
+    parts.headers.reserve(ADDED);
     let out = edit(&mut parts.headers);
     *resp = ResponseHeader::from(parts);
     if reason.is_some() {

@@ -145,6 +145,21 @@ impl Times {
     }
 }
 
+/// The times behind a byte of their length, so the names are found without decoding them.
+fn put_times(out: &mut Vec<u8>, times: Times) {
+    let at = out.len();
+    out.push(0);
+    times.write(out);
+    // Six varints and a flag byte: at most 61 bytes.
+    out[at] = (out.len() - at - 1) as u8;
+}
+
+/// Where a packed session's names start.
+fn names_start(packed: &[u8]) -> Option<usize> {
+    let start = 1 + usize::from(*packed.first()?);
+    (start <= packed.len()).then_some(start)
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -172,7 +187,7 @@ fn take_varint(data: &[u8], at: &mut usize) -> Option<u64> {
 /// token when the session's identity is needed ([`IdentityCache`]), so nothing is kept twice.
 #[derive(Clone)]
 pub struct Session {
-    /// `times | idp | subject | sid | acr | sealed tokens`; each name behind a u32 length
+    /// `len(times) u8 | times | idp | subject | sid | acr | sealed tokens`; each name behind a u32 length
     /// (sid and acr: length + 1, 0 for none).
     packed: Box<[u8]>,
 }
@@ -224,7 +239,7 @@ impl Session {
         let mut packed = Vec::with_capacity(
             32 + names.idp.len() + names.subject.len() + 64 + tokens.len() * 3 / 4,
         );
-        times.write(&mut packed);
+        put_times(&mut packed, times);
         let names_start = packed.len();
         put_name(&mut packed, Some(names.idp));
         put_name(&mut packed, Some(names.subject));
@@ -239,20 +254,23 @@ impl Session {
     }
 
     pub fn times(&self) -> Times {
-        Times::read(&self.packed).map_or_else(Times::default, |(t, _)| t)
+        self.packed
+            .get(1..self.names_start())
+            .and_then(Times::read)
+            .map_or_else(Times::default, |(t, _)| t)
     }
 
     pub fn set_times(&mut self, times: Times) {
         let rest = &self.packed[self.names_start()..];
         let mut packed = Vec::with_capacity(rest.len() + 32);
-        times.write(&mut packed);
+        put_times(&mut packed, times);
         packed.extend_from_slice(rest);
         self.packed = packed.into_boxed_slice();
     }
 
     /// Where the names start, after the times.
     fn names_start(&self) -> usize {
-        Times::read(&self.packed).map_or(self.packed.len(), |(_, len)| len)
+        names_start(&self.packed).unwrap_or(self.packed.len())
     }
 
     /// (idp, subject, sid, acr, where the sealed tokens start); a session is only ever
@@ -263,7 +281,7 @@ impl Session {
 
     #[allow(clippy::type_complexity)]
     fn read_layout(packed: &[u8]) -> Option<(&str, &str, Option<&str>, Option<&str>, usize)> {
-        let (_, mut at) = Times::read(packed)?;
+        let mut at = names_start(packed)?;
         let idp = take_name(packed, &mut at)??;
         let subject = take_name(packed, &mut at)??;
         let sid = take_name(packed, &mut at)?;
@@ -380,13 +398,17 @@ impl Session {
             (2, old) => {
                 let times = Times::read_format_2(old)?;
                 let mut packed = Vec::with_capacity(old.len());
-                times.write(&mut packed);
+                put_times(&mut packed, times);
                 packed.extend_from_slice(old.get(48..)?);
                 packed.into_boxed_slice()
             }
             _ => return None,
         };
         let (_, _, _, _, sealed_start) = Self::read_layout(&packed)?;
+        let times = packed.get(1..names_start(&packed)?)?;
+        if Times::read(times)?.1 != times.len() {
+            return None;
+        }
         // At least a nonce and a tag: a cut value is no session.
         if packed.len() - sealed_start < 12 + 16 {
             return None;
