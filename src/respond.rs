@@ -88,9 +88,7 @@ impl SecurityHeaders {
     pub fn apply(&self, headers: &mut http::HeaderMap, tls: bool) {
         let list = if tls { &self.tls } else { &self.plain };
         for (name, value) in list {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
+            headers.entry(name).or_insert_with(|| value.clone());
         }
     }
 }
