@@ -12,6 +12,9 @@
 
 use std::sync::Arc;
 
+#[path = "support/mod.rs"]
+mod support;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use futures_util::stream::{self, StreamExt};
@@ -26,22 +29,6 @@ struct Provider {
     kid: String,
     key: openssl::pkey::PKey<openssl::pkey::Private>,
     client: reqwest::Client,
-}
-
-fn random_b64(len: usize) -> String {
-    URL_SAFE_NO_PAD.encode((0..len).map(|_| rand::random::<u8>()).collect::<Vec<u8>>())
-}
-
-fn uuid() -> String {
-    let h = hex::encode((0..16).map(|_| rand::random::<u8>()).collect::<Vec<u8>>());
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 fn unix_now() -> u64 {
@@ -93,15 +80,7 @@ impl Provider {
         let (client_id, nonce, state) = (param("client_id")?, param("nonce")?, param("state")?);
         let now = unix_now();
         let claims = if realistic {
-            json!({
-                "exp": now + 3600, "iat": now, "auth_time": now, "jti": uuid(),
-                "iss": self.issuer, "aud": client_id, "sub": uuid(), "typ": "ID",
-                "azp": client_id, "nonce": nonce, "sid": uuid(), "at_hash": random_b64(16),
-                "acr": "1", "email_verified": true, "name": format!("User {i}"),
-                "preferred_username": format!("user-{i}"), "given_name": "User",
-                "family_name": format!("{i}"), "email": format!("user-{i}@example.com"),
-                "groups": ["staff", "sales"],
-            })
+            support::keycloak_id_claims(i, &self.issuer, &client_id, &nonce, now)
         } else {
             json!({"iss": self.issuer, "aud": client_id, "sub": "bench-user", "iat": now,
                 "exp": now + 3600, "nonce": nonce, "email": "bench@example.com", "groups": ["staff"]})

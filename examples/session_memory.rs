@@ -16,6 +16,10 @@ use gatehouse::session::{
     new_session_id, Names, Session, SessionStore, Times, TokenCipher, Tokens,
 };
 use serde_json::json;
+use support::{random, uuid};
+
+#[path = "support/mod.rs"]
+mod support;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,22 +33,6 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn random(len: usize) -> Vec<u8> {
-    (0..len).map(|_| rand::random::<u8>()).collect()
-}
-
-fn uuid() -> String {
-    let h = hex::encode(random(16));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 /// A signed-looking JWS: `header.claims.signature` with a random 256-byte signature.
@@ -98,16 +86,17 @@ async fn main() {
     let mut build_time = Duration::ZERO;
     let before = rss_kib();
     for i in 0..n {
-        let (subject, sid) = (uuid(), uuid());
-        let id_claims = json!({
-            "exp": 1_700_003_600u64, "iat": 1_700_000_000u64, "auth_time": 1_700_000_000u64,
-            "jti": uuid(), "iss": issuer, "aud": "gatehouse", "sub": subject, "typ": "ID",
-            "azp": "gatehouse", "nonce": URL_SAFE_NO_PAD.encode(random(32)), "sid": sid,
-            "at_hash": URL_SAFE_NO_PAD.encode(random(16)), "acr": "1", "email_verified": true,
-            "name": format!("User {i}"), "preferred_username": format!("user-{i}"),
-            "given_name": "User", "family_name": format!("{i}"),
-            "email": format!("user-{i}@example.com"), "groups": ["staff", "sales"],
-        });
+        let id_claims = support::keycloak_id_claims(
+            i,
+            issuer,
+            "gatehouse",
+            &support::random_b64(32),
+            1_700_000_000,
+        );
+        let (subject, sid) = (
+            id_claims["sub"].as_str().unwrap_or_default().to_string(),
+            id_claims["sid"].as_str().unwrap_or_default().to_string(),
+        );
         let id_token = jws(&header, &id_claims);
         token_chars = id_token.len();
         let access_token = with_access.then(|| {
