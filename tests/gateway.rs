@@ -134,9 +134,9 @@ async fn round_robin_and_failover_when_a_server_dies() {
     assert_eq!(seen.get("a"), Some(&5), "{seen:?}");
     assert_eq!(seen.get("b"), Some(&5), "{seen:?}");
 
-    b.stop();
-    // Killed: every request still succeeds, at once (connect failure → retry on a) and
-    // after the health check has marked b down.
+    // Killed (its connections closed too): every request still succeeds, at once (connect
+    // failure → retry on a) and after the health check has marked b down.
+    b.kill().await;
     for i in 0..10 {
         let r = gw.get("/", "");
         assert_eq!(r.status, 200, "request {i} after b died: {r:?}");

@@ -71,6 +71,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    /// Connections being served now.
+    open: Arc<AtomicUsize>,
     /// Dropping the sender ends every open connection too, like a dead server.
     stop: std::sync::Mutex<Option<tokio::sync::watch::Sender<()>>>,
 }
@@ -95,6 +97,8 @@ impl TestServer {
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+        let open = Arc::new(AtomicUsize::new(0));
+        let connections = open.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -102,7 +106,9 @@ impl TestServer {
                 };
                 let (handler, counter) = (handler.clone(), counter.clone());
                 let mut stop = stop_rx.clone();
+                let serving = OpenConnection::new(&connections);
                 tokio::spawn(async move {
+                    let _serving = serving;
                     tokio::select! {
                         _ = serve_connection(stream, &handler, &counter) => {}
                         _ = stop.changed() => {}
@@ -114,6 +120,7 @@ impl TestServer {
             addr,
             hits,
             task,
+            open,
             stop: std::sync::Mutex::new(Some(stop_tx)),
         }
     }
@@ -132,6 +139,38 @@ impl TestServer {
         if let Ok(mut stop) = self.stop.lock() {
             stop.take();
         }
+    }
+}
+
+impl TestServer {
+    /// Stops the server and waits (5 s at most) until it is gone: its port refuses
+    /// connections and every connection it had is closed, so no request can still reach it.
+    pub async fn kill(&self) {
+        self.stop();
+        for _ in 0..500 {
+            let refused = tokio::net::TcpStream::connect(self.addr).await.is_err();
+            if refused && self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("test server {} did not stop", self.addr);
+    }
+}
+
+/// Counts a connection as open for as long as it lives (its task may be cancelled).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
