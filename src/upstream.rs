@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use async_trait::async_trait;
 use pingora::lb::discovery::ServiceDiscovery;
@@ -22,6 +25,11 @@ use crate::config::{ServerAddr, UpstreamConfig};
 pub struct UpstreamPool {
     pub config: UpstreamConfig,
     balancer: LoadBalancer<RoundRobin>,
+    /// The servers that passed their last health check; requests take turns over them.
+    /// Rebuilt after every check (only [`UpstreamPool::refresh`] runs them), so picking one
+    /// costs no lock, hash or set per request.
+    healthy: ArcSwap<Vec<SocketAddr>>,
+    turn: AtomicUsize,
     ca: Option<Arc<Box<[X509]>>>,
     client_cert: Option<Arc<CertKey>>,
 }
@@ -64,20 +72,36 @@ impl UpstreamPool {
             }
             None => None,
         };
-        Ok(UpstreamPool {
+        let pool = UpstreamPool {
             config,
             balancer,
+            healthy: ArcSwap::from_pointee(Vec::new()),
+            turn: AtomicUsize::new(0),
             ca,
             client_cert,
-        })
+        };
+        pool.healthy.store(Arc::new(pool.healthy_servers()));
+        Ok(pool)
     }
 
-    /// Picks a healthy server not in `avoid` (the ones that already failed this request).
+    /// Picks a healthy server not in `avoid` (the ones that already failed this request),
+    /// round-robin.
     pub fn select(&self, avoid: &[SocketAddr]) -> Option<SocketAddr> {
-        let backend = self.balancer.select_with(b"", 256, |b, healthy| {
-            healthy && b.addr.as_inet().is_some_and(|a| !avoid.contains(a))
-        })?;
-        backend.addr.as_inet().copied()
+        let healthy = self.healthy.load();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        (0..healthy.len())
+            .map(|i| healthy[(start + i) % healthy.len()])
+            .find(|addr| !avoid.contains(addr))
+    }
+
+    fn healthy_servers(&self) -> Vec<SocketAddr> {
+        let backends = self.balancer.backends();
+        backends
+            .get_backend()
+            .iter()
+            .filter(|b| backends.ready(b))
+            .filter_map(|b| b.addr.as_inet().copied())
+            .collect()
     }
 
     pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
@@ -105,15 +129,11 @@ impl UpstreamPool {
             }
         }
         self.balancer.backends().run_health_check(true).await;
+        self.healthy.store(Arc::new(self.healthy_servers()));
     }
 
     pub fn healthy_count(&self) -> usize {
-        let backends = self.balancer.backends();
-        backends
-            .get_backend()
-            .iter()
-            .filter(|b| backends.ready(b))
-            .count()
+        self.healthy.load().len()
     }
 }
 
