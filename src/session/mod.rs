@@ -1142,10 +1142,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn identities_are_cached_per_version_within_their_bound() {
-        let c = TokenCipher::new(b"a long enough shared secret for tests");
-        let identity = |subject: &str| Identity {
+    fn session_identity(
+        subject: &str,
+        claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Identity {
+        Identity {
             method: crate::config::AuthMethod::Session,
             subject: subject.into(),
             email: None,
@@ -1153,13 +1154,17 @@ mod tests {
             groups: Vec::new(),
             scopes: Vec::new(),
             issuer: None,
-            claims: serde_json::json!({"name": "x".repeat(200)})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            claims: claims.cloned().unwrap_or_default(),
             expires_at: None,
             header_values: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn identities_are_cached_per_version_within_their_bound() {
+        let c = TokenCipher::new(b"a long enough shared secret for tests");
+        let claims = serde_json::json!({"name": "x".repeat(200)});
+        let identity = |subject: &str| session_identity(subject, claims.as_object());
         let cache = IdentityCache::new(64 * 1024);
         let s = Session::new(names(), &Tokens::default(), &c, Times::starting(1, 2));
         assert!(cache.get(&s).is_none());
@@ -1181,18 +1186,7 @@ mod tests {
     #[test]
     fn identities_in_use_outlive_unused_ones() {
         let c = TokenCipher::new(b"a long enough shared secret for tests");
-        let identity = |subject: &str| Identity {
-            method: crate::config::AuthMethod::Session,
-            subject: subject.into(),
-            email: None,
-            username: None,
-            groups: Vec::new(),
-            scopes: Vec::new(),
-            issuer: None,
-            claims: Default::default(),
-            expires_at: None,
-            header_values: Default::default(),
-        };
+        let identity = |subject: &str| session_identity(subject, None);
         let session = || Session::new(names(), &Tokens::default(), &c, Times::starting(1, 2));
         let one = crate::authn::bearer::estimated_size(&identity("user-0")) as u64;
         // Room for about four identities in each shard.
