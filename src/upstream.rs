@@ -90,7 +90,7 @@ impl UpstreamPool {
         let healthy = self.healthy.load();
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
         (0..healthy.len())
-            .map(|i| healthy[(start + i) % healthy.len()])
+            .map(|i| healthy[start.wrapping_add(i) % healthy.len()])
             .find(|addr| !avoid.contains(addr))
     }
 
