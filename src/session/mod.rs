@@ -245,8 +245,8 @@ impl Session {
         put_name(&mut packed, Some(names.subject));
         put_name(&mut packed, names.sid);
         put_name(&mut packed, names.acr);
-        let context = token_context(names.subject, names.sid);
-        let sealed = cipher.seal(&bundle(tokens, &context), &packed[names_start..]);
+        let dictionary = token_dictionary(names.subject, names.sid);
+        let sealed = cipher.seal(&bundle(tokens, &dictionary), &packed[names_start..]);
         packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
@@ -308,10 +308,10 @@ impl Session {
     /// The tokens, decrypted; `None` when they cannot be (another secret, tampering).
     pub fn tokens(&self, cipher: &TokenCipher) -> Option<Tokens> {
         let bundle = self.open_bundle(cipher)?;
-        let context = self.token_context();
+        let dictionary = self.token_dictionary();
         let token = |i| -> Option<Option<String>> {
             match bundle_entry(&bundle, i)? {
-                Some(token) => expand_token(token, &context).map(Some),
+                Some(token) => expand_token(token, &dictionary).map(Some),
                 None => Some(None),
             }
         };
@@ -325,25 +325,28 @@ impl Session {
     /// The access token alone (a route that passes it on asks on every request).
     pub fn access_token(&self, cipher: &TokenCipher) -> Option<String> {
         let bundle = self.open_bundle(cipher)?;
-        expand_token(bundle_entry(&bundle, ACCESS_TOKEN)??, &self.token_context())
+        expand_token(
+            bundle_entry(&bundle, ACCESS_TOKEN)??,
+            &self.token_dictionary(),
+        )
     }
 
     /// The ID token alone (`id_token_hint` at logout).
     pub fn id_token(&self, cipher: &TokenCipher) -> Option<String> {
         let bundle = self.open_bundle(cipher)?;
-        expand_token(bundle_entry(&bundle, ID_TOKEN)??, &self.token_context())
+        expand_token(bundle_entry(&bundle, ID_TOKEN)??, &self.token_dictionary())
     }
 
     /// The ID token's claims (its JSON payload), read without rebuilding the token's text.
     pub fn id_token_claims(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
         let bundle = self.open_bundle(cipher)?;
-        token_payload(bundle_entry(&bundle, ID_TOKEN)??, &self.token_context())
+        token_payload(bundle_entry(&bundle, ID_TOKEN)??, &self.token_dictionary())
     }
 
-    /// What the session's tokens are compacted against ([`compact_token`]).
-    fn token_context(&self) -> Vec<u8> {
+    /// What the session's tokens are deflated against ([`compact_token`]).
+    fn token_dictionary(&self) -> Vec<u8> {
         let (_, subject, sid, _, _) = self.layout();
-        token_context(subject, sid)
+        token_dictionary(subject, sid)
     }
 
     /// The tokens open only beside the names they were sealed with: a changed subject,
@@ -362,7 +365,7 @@ impl Session {
         let mut packed = Vec::with_capacity(start + tokens.len() + 64);
         packed.extend_from_slice(&self.packed[..start]);
         let sealed = cipher.seal(
-            &bundle(tokens, &self.token_context()),
+            &bundle(tokens, &self.token_dictionary()),
             &packed[names_start..start],
         );
         packed.extend_from_slice(&sealed);
@@ -415,11 +418,6 @@ impl Session {
         }
         Some(Session { packed })
     }
-}
-
-/// A session's subject and IdP session id, the words its tokens repeat most.
-fn token_context(subject: &str, sid: Option<&str>) -> Vec<u8> {
-    [subject.as_bytes(), sid.unwrap_or_default().as_bytes()].concat()
 }
 
 /// Identities built from sessions' ID tokens, by [`Session::version`]: shared by every copy
@@ -543,10 +541,10 @@ const ID_TOKEN: usize = 0;
 const ACCESS_TOKEN: usize = 1;
 
 /// The three tokens, each compacted ([`compact_token`]), as [`put_field`]s.
-fn bundle(tokens: &Tokens, context: &[u8]) -> Vec<u8> {
+fn bundle(tokens: &Tokens, dictionary: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(tokens.len() + 12);
     for token in tokens.each() {
-        let compact = token.as_deref().map(|t| compact_token(t, context));
+        let compact = token.as_deref().map(|t| compact_token(t, dictionary));
         put_field(&mut out, compact.as_deref());
     }
     out
@@ -660,13 +658,13 @@ impl TokenCipher {
 
 /// A JWS whose base64url parts re-encode to exactly the same text is kept as its decoded
 /// parts: `3 | len(header) u16 | len(deflated) u16 | deflate(header ++ payload) | signature`,
-/// deflated with [`TOKEN_DICTIONARY`] and the session's own names (`context`: a token
-/// repeats its subject and IdP session id), or `1 | len(header) u16 | header |
+/// deflated against the session's [`token_dictionary`] (a token repeats its subject and IdP
+/// session id), or `1 | len(header) u16 | header |
 /// len(payload) u16 | payload | signature` when deflating does not help. Other base64url
 /// text (many opaque refresh tokens) is kept decoded, `4 | bytes`, a quarter smaller;
 /// anything else is `0 | text`. An ID token shrinks to about half its text. Tag 2 (claims alone deflated with
 /// [`CLAIMS_DICTIONARY`]) was written by earlier builds and is still read.
-fn compact_token(token: &str, context: &[u8]) -> Vec<u8> {
+fn compact_token(token: &str, dictionary: &[u8]) -> Vec<u8> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     let parts: Vec<&str> = token.split('.').collect();
@@ -685,7 +683,7 @@ fn compact_token(token: &str, context: &[u8]) -> Vec<u8> {
             let (header, payload, signature) = (&decoded[0], &decoded[1], &decoded[2]);
             let mut out = Vec::with_capacity(token.len() * 3 / 4 + 8);
             let joined = [header.as_slice(), payload].concat();
-            match deflate(&joined, &token_dictionary(context)) {
+            match deflate(&joined, dictionary) {
                 Some(smaller)
                     if smaller.len() < joined.len() && smaller.len() <= u16::MAX as usize =>
                 {
@@ -727,14 +725,21 @@ fn compact_token(token: &str, context: &[u8]) -> Vec<u8> {
 /// of a 600-byte payload. Part of the stored format (tag 2): never change it.
 const CLAIMS_DICTIONARY: &[u8] = br#"{"ver":"2.0","tid":"","oid":"","upn":"","unique_name":"","hd":"","picture":"https://","locale":"en","session_state":"","c_hash":"","s_hash":"","amr":["pwd","mfa","otp"],"realm_access":{"roles":["offline_access","uma_authorization","default-roles-"]},"resource_access":{"roles":[""]},"scope":"openid profile email","email_verified":false,"exp":17,"iat":17,"auth_time":17,"jti":"","iss":"https://","/realms/","aud":"","sub":"","typ":"ID","azp":"","nonce":"","sid":"","at_hash":"","acr":"1","email_verified":true,"name":"","preferred_username":"","given_name":"","family_name":"","email":"@","groups":[""#;
 
-/// JWS headers first, then claims as [`CLAIMS_DICTIONARY`]; the session's names follow
-/// ([`token_dictionary`]). Part of the stored format (tag 3): never change it, add a tag.
-const TOKEN_DICTIONARY: &[u8] = br#"{"typ":"at+jwt","x5t#S256":"","x5t":"","alg":"ES256","alg":"PS256","alg":"EdDSA","typ" : "JWT","kid" : "","alg":"RS256","typ":"JWT","kid":"{"ver":"2.0","tid":"","oid":"","upn":"","unique_name":"","hd":"","picture":"https://","locale":"en","session_state":"","c_hash":"","s_hash":"","amr":["pwd","mfa","otp"],"realm_access":{"roles":["offline_access","uma_authorization","default-roles-"]},"resource_access":{"roles":[""]},"scope":"openid profile email","email_verified":false,"exp":17,"iat":17,"auth_time":17,"jti":"","iss":"https://","/realms/","aud":"","sub":"","typ":"ID","azp":"","nonce":"","sid":"","at_hash":"","acr":"1","email_verified":true,"name":"","preferred_username":"","given_name":"","family_name":"","email":"@","groups":[""#;
+/// Words of JWS headers; tag 3 deflates against them, then [`CLAIMS_DICTIONARY`], then the
+/// session's own names ([`token_dictionary`]). Part of the stored format: never change it,
+/// add a tag.
+const JWS_HEADER_WORDS: &[u8] = br#"{"typ":"at+jwt","x5t#S256":"","x5t":"","alg":"ES256","alg":"PS256","alg":"EdDSA","typ" : "JWT","kid" : "","alg":"RS256","typ":"JWT","kid":""#;
 
-/// [`TOKEN_DICTIONARY`] followed by a session's names, nearest to the data as they are the
-/// likeliest words.
-fn token_dictionary(context: &[u8]) -> Vec<u8> {
-    [TOKEN_DICTIONARY, context].concat()
+/// What a session's tokens are deflated against (tag 3): header and claim words, then its
+/// subject and IdP session id, nearest to the data as the likeliest words.
+fn token_dictionary(subject: &str, sid: Option<&str>) -> Vec<u8> {
+    [
+        JWS_HEADER_WORDS,
+        CLAIMS_DICTIONARY,
+        subject.as_bytes(),
+        sid.unwrap_or_default().as_bytes(),
+    ]
+    .concat()
 }
 
 fn deflate(data: &[u8], dictionary: &[u8]) -> Option<Vec<u8>> {
@@ -799,7 +804,7 @@ enum Compact<'a> {
 }
 
 impl<'a> Compact<'a> {
-    fn read(data: &'a [u8], context: &[u8]) -> Option<Compact<'a>> {
+    fn read(data: &'a [u8], dictionary: &[u8]) -> Option<Compact<'a>> {
         use std::borrow::Cow;
         let (&tag, rest) = data.split_first()?;
         let len = |rest: &'a [u8]| -> Option<(usize, &'a [u8])> {
@@ -843,7 +848,7 @@ impl<'a> Compact<'a> {
             3 => {
                 let (header_len, rest) = len(rest)?;
                 let (deflated, signature) = part(rest)?;
-                let mut joined = inflate(deflated, &token_dictionary(context))?;
+                let mut joined = inflate(deflated, dictionary)?;
                 if header_len > joined.len() {
                     return None;
                 }
@@ -860,10 +865,10 @@ impl<'a> Compact<'a> {
 }
 
 /// The decoded payload of a compact token (a JWS's claims); `None` for anything else.
-fn token_payload(data: &[u8], context: &[u8]) -> Option<Vec<u8>> {
+fn token_payload(data: &[u8], dictionary: &[u8]) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    match Compact::read(data, context)? {
+    match Compact::read(data, dictionary)? {
         Compact::Text(text) => {
             let payload = std::str::from_utf8(&text).ok()?.split('.').nth(1)?;
             URL_SAFE_NO_PAD.decode(payload).ok()
@@ -872,10 +877,10 @@ fn token_payload(data: &[u8], context: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn expand_token(data: &[u8], context: &[u8]) -> Option<String> {
+fn expand_token(data: &[u8], dictionary: &[u8]) -> Option<String> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    match Compact::read(data, context)? {
+    match Compact::read(data, dictionary)? {
         Compact::Text(text) => String::from_utf8(text.into_owned()).ok(),
         Compact::Jws(header, payload, signature) => Some(format!(
             "{}.{}.{}",
@@ -961,10 +966,10 @@ mod tests {
             b64(claims),
             b64(&"s".repeat(256))
         );
-        let context = token_context("4b0c3bd4-8f2a-4c7e-9d61-2f4b8f0a1c55", None);
-        let compact = compact_token(&jws, &context);
+        let dictionary = token_dictionary("4b0c3bd4-8f2a-4c7e-9d61-2f4b8f0a1c55", None);
+        let compact = compact_token(&jws, &dictionary);
         assert_eq!(
-            expand_token(&compact, &context).as_deref(),
+            expand_token(&compact, &dictionary).as_deref(),
             Some(jws.as_str())
         );
         assert_eq!(compact[0], 3, "header and claims are deflated");
@@ -975,11 +980,11 @@ mod tests {
             jws.len()
         );
         assert!(
-            compact.len() < compact_token(&jws, b"").len(),
+            compact.len() < compact_token(&jws, &token_dictionary("", None)).len(),
             "the subject of the session compresses the token"
         );
         assert_ne!(
-            expand_token(&compact, b"another-subject").as_deref(),
+            expand_token(&compact, &token_dictionary("another-subject", None)).as_deref(),
             Some(jws.as_str()),
             "read only beside its own names"
         );
@@ -993,7 +998,7 @@ mod tests {
         }
         legacy.extend_from_slice("s".repeat(256).as_bytes());
         assert_eq!(
-            expand_token(&legacy, &context).as_deref(),
+            expand_token(&legacy, &dictionary).as_deref(),
             Some(jws.as_str())
         );
         assert_eq!(token_payload(&legacy, b"").as_deref(), Some(payload));
@@ -1015,8 +1020,8 @@ mod tests {
             "",
             "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsIm5vbmNlIjoieCJ9.c2lnbmF0dXJlLWJ5dGVz",
         ] {
-            let compact = compact_token(other, &context);
-            assert_eq!(expand_token(&compact, &context).as_deref(), Some(other));
+            let compact = compact_token(other, &dictionary);
+            assert_eq!(expand_token(&compact, &dictionary).as_deref(), Some(other));
         }
         let c = TokenCipher::new(b"a long enough shared secret for tests");
         let tokens = Tokens {
