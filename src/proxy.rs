@@ -518,7 +518,7 @@ impl ProxyHttp for GatehouseProxy {
             upstream_request.set_uri(target);
         }
         crate::headers::edit_request(upstream_request, |headers| {
-            self.set_upstream_headers(headers, ctx)
+            set_upstream_headers(headers, ctx)
         })
     }
 
@@ -728,54 +728,51 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-impl GatehouseProxy {
-    /// Everything the upstream request gets from the gateway, and loses: the gateway's
-    /// cookies and the consumed credential go, identity and forwarding headers come.
-    fn set_upstream_headers(&self, headers: &mut HeaderMap, ctx: &RequestCtx) {
-        if !headers.contains_key(http::header::HOST) {
-            // HTTP/2 and absolute-form requests carry the host in the authority.
-            if let Some(host) = crate::headers::value(ctx.host.as_str()) {
-                headers.insert(http::header::HOST, host);
-            }
+/// Everything the upstream request gets from the gateway, and loses: the gateway's cookies
+/// and the consumed credential go, identity and forwarding headers come.
+fn set_upstream_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
+    if !headers.contains_key(http::header::HOST) {
+        // HTTP/2 and absolute-form requests carry the host in the authority.
+        if let Some(host) = crate::headers::value(ctx.host.as_str()) {
+            headers.insert(http::header::HOST, host);
         }
-        if let Some(rt) = &ctx.runtime {
-            if let Some(login) = &rt.login {
-                strip_gateway_cookies(headers, &login.cookies);
-            }
-            if let Some(route) = ctx.route(rt) {
-                strip_consumed_credentials(headers, route);
-                if let (Some(identity), Some(signer)) = (&ctx.identity, &rt.signer) {
-                    if let Some(value) = signer.assertion(identity, &route.name) {
-                        headers.insert(crate::endpoints::ASSERTION, value);
-                    }
+    }
+    if let Some(rt) = &ctx.runtime {
+        if let Some(login) = &rt.login {
+            strip_gateway_cookies(headers, &login.cookies);
+        }
+        if let Some(route) = ctx.route(rt) {
+            strip_consumed_credentials(headers, route);
+            if let (Some(identity), Some(signer)) = (&ctx.identity, &rt.signer) {
+                if let Some(value) = signer.assertion(identity, &route.name) {
+                    headers.insert(crate::endpoints::ASSERTION, value);
                 }
-                if let (true, Some(s), Some(login)) =
-                    (route.pass_access_token, &ctx.session, &rt.login)
-                {
-                    if let Some(token) = login.access_token(s) {
-                        if let Some(v) = crate::headers::value(format!("Bearer {token}")) {
-                            headers.insert(http::header::AUTHORIZATION, v);
-                        }
+            }
+            if let (true, Some(s), Some(login)) = (route.pass_access_token, &ctx.session, &rt.login)
+            {
+                if let Some(token) = login.access_token(s) {
+                    if let Some(v) = crate::headers::value(format!("Bearer {token}")) {
+                        headers.insert(http::header::AUTHORIZATION, v);
                     }
                 }
             }
-            if let Some(identity) = &ctx.identity {
-                set_identity_headers(headers, identity, &rt.config.headers.claims);
-            }
         }
-        if let (Some(peer), Some(client_ip)) = (ctx.peer, ctx.client_ip) {
-            forwarded::set_forwarding_headers(
-                headers,
-                &forwarded::Forwarding {
-                    peer,
-                    peer_trusted: ctx.peer_trusted,
-                    client_ip,
-                    scheme: if ctx.tls { "https" } else { "http" },
-                    host: &ctx.host,
-                    request_id: &ctx.request_id,
-                },
-            );
+        if let Some(identity) = &ctx.identity {
+            set_identity_headers(headers, identity, &rt.config.headers.claims);
         }
+    }
+    if let (Some(peer), Some(client_ip)) = (ctx.peer, ctx.client_ip) {
+        forwarded::set_forwarding_headers(
+            headers,
+            &forwarded::Forwarding {
+                peer,
+                peer_trusted: ctx.peer_trusted,
+                client_ip,
+                scheme: if ctx.tls { "https" } else { "http" },
+                host: &ctx.host,
+                request_id: &ctx.request_id,
+            },
+        );
     }
 }
 
