@@ -480,7 +480,8 @@ impl GatehouseProxy {
         let host = text("x-forwarded-host")
             .or_else(|| text("host"))
             .and_then(|h| crate::proxy::host_without_port(&h));
-        let (Ok(method), Some(host)) = (method.parse::<Method>(), host) else {
+        let method = Some(method).filter(|m| crate::hygiene::is_canonical_method(m));
+        let (Some(Ok(method)), Some(host)) = (method.map(|m| m.parse::<Method>()), host) else {
             self.refuse(session, ctx, rt, 403, "forward_auth_bad_target")
                 .await?;
             return Ok(true);
@@ -505,12 +506,14 @@ impl GatehouseProxy {
                 .await?;
             return Ok(true);
         };
+        ctx.host = host;
         let req = session.req_header_mut();
         req.set_method(method);
         req.set_uri(parsed);
-        ctx.route = Some(route);
-        ctx.host = host;
-        ctx.path = target.path;
+        if let Err(refusal) = crate::proxy::judge_routed_request(req, ctx, rt, route, target.path) {
+            self.refuse(session, ctx, rt, 403, refusal.reason).await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 

@@ -30,8 +30,8 @@ pub struct Runtime {
     pub auth: Authenticator,
     pub routes: RouteTable,
     pub pools: HashMap<String, Arc<UpstreamPool>>,
-    /// Claim-mapped header names, stripped from clients like the fixed identity headers.
-    pub claim_headers: Vec<HeaderName>,
+    /// The header names no client may send (identity, claim-mapped), compiled once.
+    pub header_rules: crate::hygiene::HeaderRules,
     /// Per-route request metrics, by route index; the last one is for unrouted requests.
     pub route_metrics: Vec<RouteMetrics>,
     pub security_headers: SecurityHeaders,
@@ -117,12 +117,14 @@ impl Runtime {
             route_metrics,
             auth,
             routes: RouteTable::new(&config.routes),
-            claim_headers: config
-                .headers
-                .claims
-                .iter()
-                .map(|(h, _)| h.clone())
-                .collect(),
+            header_rules: crate::hygiene::HeaderRules::new(
+                &config
+                    .headers
+                    .claims
+                    .iter()
+                    .map(|(h, _)| h.clone())
+                    .collect::<Vec<HeaderName>>(),
+            ),
             pools,
             config: Arc::new(config),
         })

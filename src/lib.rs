@@ -20,6 +20,7 @@ mod endpoints;
 pub mod forwarded;
 pub mod gateway;
 pub mod headers;
+pub mod hygiene;
 pub mod identity;
 pub mod inspect;
 pub mod login;

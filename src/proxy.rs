@@ -29,7 +29,7 @@ use crate::metrics::NO_ROUTE;
 use crate::normalize::{normalize_target, NormalizeOptions};
 use crate::ratelimit::{self, gcra::Decision, Outcome};
 use crate::respond::{self, ErrorPage};
-use crate::{cors, forwarded, identity};
+use crate::{cors, forwarded, hygiene};
 
 pub struct GatehouseProxy {
     pub gateway: Arc<Gateway>,
@@ -59,6 +59,8 @@ pub struct RequestCtx {
     /// Why the gateway refused the request itself, for the access log.
     pub(crate) refusal: Option<&'static str>,
     pub(crate) identity: Option<Arc<Identity>>,
+    /// The method an opted-in override names: what the app performs and the policy judges.
+    pub(crate) judged_method: Option<http::Method>,
     /// `RateLimit-Policy` and `RateLimit` for the response, when configured.
     pub(crate) rate_headers: Option<(String, String)>,
     /// A request for one of the gateway's own endpoints: the path after the prefix.
@@ -109,8 +111,10 @@ impl GatehouseProxy {
         rt: &Runtime,
     ) -> Result<(), Refusal> {
         let config = &rt.config;
-        identity::strip_spoofed_identity_headers(session.req_header_mut(), &rt.claim_headers);
-
+        // `delete` is not judged as another method than the `DELETE` a framework performs.
+        if !hygiene::is_canonical_method(session.req_header().method.as_str()) {
+            return Err(Refusal::new(400, "bad_method"));
+        }
         let (host, path_start) = target_parts(session.req_header())?;
         if !config.server.allowed_hosts.is_empty() && !config.server.allowed_hosts.contains(&host) {
             return Err(Refusal::new(421, "host_not_allowed"));
@@ -126,6 +130,12 @@ impl GatehouseProxy {
             // The gateway's own endpoints are never proxied, whatever route covers them.
             Routed::Reserved(target) => {
                 let prefix = config.server.reserved_prefix.as_str();
+                hygiene::strip_request_headers(
+                    session.req_header_mut(),
+                    &rt.header_rules,
+                    None,
+                    ctx.peer_trusted,
+                );
                 match target.path.strip_prefix(prefix) {
                     Some(rest) if rest.starts_with('/') => {
                         ctx.reserved = Some(rest.to_string());
@@ -136,7 +146,6 @@ impl GatehouseProxy {
                 }
             }
         };
-        ctx.route = Some(route);
         let target = normalized.to_request_target();
         // Most requests are already normal: then the client's target goes upstream as is.
         if path_start > 0 || target.as_bytes() != raw {
@@ -146,7 +155,7 @@ impl GatehouseProxy {
                     .map_err(|_| Refusal::new(400, "unparsable_path"))?,
             );
         }
-        ctx.path = normalized.path;
+        judge_routed_request(session.req_header_mut(), ctx, rt, route, normalized.path)?;
         ctx.origin = session
             .req_header()
             .headers
@@ -155,6 +164,42 @@ impl GatehouseProxy {
             .map(str::to_string);
         Ok(())
     }
+}
+
+/// Takes the route's view of a routed request: strips what the upstream must not see and
+/// judges the overrides the route lets through (the method or path the app will act on).
+pub(crate) fn judge_routed_request(
+    req: &mut RequestHeader,
+    ctx: &mut RequestCtx,
+    rt: &Runtime,
+    route: usize,
+    path: String,
+) -> Result<(), Refusal> {
+    let config = &rt.config.routes[route];
+    hygiene::strip_request_headers(req, &rt.header_rules, Some(config), ctx.peer_trusted);
+    ctx.route = Some(route);
+    ctx.path = path;
+    if config.overrides.is_empty() && req.uri.query().is_none() {
+        return Ok(());
+    }
+    let overrides =
+        hygiene::overrides(req, config).map_err(|refused| Refusal::new(400, refused.0))?;
+    ctx.judged_method = overrides.method;
+    if let Some((header, value)) = overrides.path {
+        // The app serves this path instead: it is normalized and judged like a target, and
+        // must stay on the route whose upstream will serve it.
+        let judged = match route_request(rt, &ctx.host, value.as_bytes()) {
+            Ok(Routed::Route(i, target)) if i == route => target,
+            Ok(_) => return Err(Refusal::new(400, "override_leaves_route")),
+            Err(refusal) => return Err(refusal),
+        };
+        let value = crate::headers::value(judged.to_request_target())
+            .ok_or(Refusal::new(400, "bad_override"))?;
+        req.insert_header(header, value)
+            .map_err(|_| Refusal::new(400, "bad_override"))?;
+        ctx.path = judged.path;
+    }
+    Ok(())
 }
 
 /// The host (lower-case, no port) of a request in origin or absolute form, and where its
@@ -289,6 +334,7 @@ impl ProxyHttp for GatehouseProxy {
             current_server: None,
             refusal: None,
             identity: None,
+            judged_method: None,
             rate_headers: None,
             reserved: None,
             forward_auth: false,
@@ -514,8 +560,10 @@ impl ProxyHttp for GatehouseProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(target) = ctx.rewrite.take() {
-            upstream_request.set_uri(target);
+        // Every attempt (Pingora retries with a fresh copy of the client's header) carries
+        // the judged target.
+        if let Some(target) = &ctx.rewrite {
+            upstream_request.set_uri(target.clone());
         }
         crate::headers::edit_request(upstream_request, |headers| {
             set_upstream_headers(headers, ctx)
@@ -884,7 +932,7 @@ impl GatehouseProxy {
         let req = session.req_header();
         let decision = policy.decide(
             &PolicyRequest {
-                method: &req.method,
+                method: ctx.judged_method.as_ref().unwrap_or(&req.method),
                 path: &ctx.path,
                 host: &ctx.host,
                 query: req.uri.query().unwrap_or(""),

@@ -59,24 +59,11 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AuthMethod;
 
     fn route(name: &str, host: Option<&str>, path: &str) -> RouteConfig {
         RouteConfig {
-            name: name.into(),
             host: host.map(Into::into),
-            path: path.into(),
-            upstream: "u".into(),
-            auth: vec![AuthMethod::None],
-            cors: None,
-            security_headers: true,
-            path_checks: Default::default(),
-            pass_access_token: false,
-            rate_limits: Vec::new(),
-            policy: None,
-            idp: None,
-            acr_values: Vec::new(),
-            max_auth_age: None,
+            ..RouteConfig::example(name, path)
         }
     }
 

@@ -196,6 +196,8 @@ pub struct Route {
     pub pass_access_token: Option<bool>,
     pub acr_values: Option<S<Vec<S<String>>>>,
     pub max_auth_age: Option<S<String>>,
+    pub underscores_in_headers: Option<bool>,
+    pub request_overrides: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

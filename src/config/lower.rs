@@ -1405,7 +1405,10 @@ impl Lowerer<'_> {
                     .and_then(|c| c.allow_double_encoding)
                     .unwrap_or(false),
             };
+            let overrides = self.overrides(route.request_overrides.as_ref());
             out.push(RouteConfig {
+                underscores_in_headers: route.underscores_in_headers.unwrap_or(false),
+                overrides,
                 name,
                 host,
                 path: prefix,
@@ -1421,6 +1424,30 @@ impl Lowerer<'_> {
                 acr_values,
                 max_auth_age,
             });
+        }
+        out
+    }
+
+    /// `request_overrides`: only overrides the gateway knows how to judge.
+    fn overrides(&mut self, list: Option<&S<Vec<S<String>>>>) -> Vec<crate::hygiene::Override> {
+        use crate::hygiene::{Override, METHOD_OVERRIDES, METHOD_PARAMETER, PATH_OVERRIDES};
+        let mut out: Vec<Override> = Vec::new();
+        for name in list.iter().flat_map(|l| l.get_ref().iter()) {
+            match Override::parse(name.get_ref()) {
+                Some(o) if out.contains(&o) => self
+                    .r
+                    .error(name.span(), format!("{:?} is listed twice", name.get_ref())),
+                Some(o) => out.push(o),
+                None => self.r.error(
+                    name.span(),
+                    format!(
+                        "unknown request override {:?}; known: {}, {}, {METHOD_PARAMETER}",
+                        name.get_ref(),
+                        METHOD_OVERRIDES.join(", "),
+                        PATH_OVERRIDES.join(", ")
+                    ),
+                ),
+            }
         }
         out
     }

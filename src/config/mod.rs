@@ -316,6 +316,35 @@ pub struct RouteConfig {
     pub acr_values: Vec<String>,
     /// Step-up: the login (`auth_time`) must be at most this old (sent as `max_age`).
     pub max_auth_age: Option<Duration>,
+    /// Let client headers with `_` in their names through (protected names never pass).
+    pub underscores_in_headers: bool,
+    /// Method and path overrides the upstream may receive; the policy judges their values.
+    pub overrides: Vec<crate::hygiene::Override>,
+}
+
+impl RouteConfig {
+    /// A plain route for unit tests.
+    #[cfg(test)]
+    pub(crate) fn example(name: &str, path: &str) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            host: None,
+            path: path.into(),
+            upstream: "u".into(),
+            auth: vec![AuthMethod::None],
+            cors: None,
+            security_headers: true,
+            path_checks: Default::default(),
+            pass_access_token: false,
+            rate_limits: Vec::new(),
+            policy: None,
+            idp: None,
+            acr_values: Vec::new(),
+            max_auth_age: None,
+            underscores_in_headers: false,
+            overrides: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -75,6 +75,8 @@ impl Config {
                     "upstream": r.upstream,
                     "auth": r.auth.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
                     "pass_access_token": r.pass_access_token,
+                    "underscores_in_headers": r.underscores_in_headers,
+                    "request_overrides": r.overrides.iter().map(|o| o.name()).collect::<Vec<_>>(),
                     "idp": r.idp.map(|i| self.idps[i].name.clone()),
                     "acr_values": r.acr_values,
                     "max_auth_age": r.max_auth_age.map(secs),

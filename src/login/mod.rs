@@ -1080,6 +1080,8 @@ auth = ["session"]
             idp: Some(0),
             acr_values: vec!["gold".into()],
             max_auth_age: Some(Duration::from_secs(300)),
+            underscores_in_headers: false,
+            overrides: Vec::new(),
         };
         assert!(!login.satisfies(&session_with_acr(now - 60, Some("silver")), &route));
         let mut s = session_with_acr(now - 60, Some("gold"));
