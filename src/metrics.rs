@@ -18,6 +18,7 @@ pub struct Metrics {
     pub config_reloads_total: IntCounterVec,
     pub upstream_healthy_servers: IntGaugeVec,
     pub rejected_requests_total: IntCounterVec,
+    pub dropped_request_headers_total: IntCounter,
     pub auth_decisions_total: IntCounterVec,
     pub jwks_refresh_total: IntCounterVec,
     pub token_cache_total: IntCounterVec,
@@ -96,6 +97,11 @@ impl Metrics {
                 "Requests refused before routing (bad path, unknown host), by reason.",
             ),
             &["reason"],
+        )
+        .expect("static metric definition");
+        let dropped_request_headers_total = IntCounter::new(
+            "gatehouse_dropped_request_headers_total",
+            "Client headers the upstream did not receive: identity, forwarding and override headers in any spelling, and names with underscores or odd characters.",
         )
         .expect("static metric definition");
         let auth_decisions_total = IntCounterVec::new(
@@ -202,6 +208,7 @@ impl Metrics {
             Box::new(build_info),
             Box::new(upstream_healthy_servers.clone()),
             Box::new(rejected_requests_total.clone()),
+            Box::new(dropped_request_headers_total.clone()),
             Box::new(auth_decisions_total.clone()),
             Box::new(jwks_refresh_total.clone()),
             Box::new(token_cache_total.clone()),
@@ -226,6 +233,7 @@ impl Metrics {
             config_reloads_total,
             upstream_healthy_servers,
             rejected_requests_total,
+            dropped_request_headers_total,
             auth_decisions_total,
             jwks_refresh_total,
             token_cache_hits: token_cache_total.with_label_values(&["hit"]),

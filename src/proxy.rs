@@ -59,6 +59,8 @@ pub struct RequestCtx {
     /// Why the gateway refused the request itself, for the access log.
     pub(crate) refusal: Option<&'static str>,
     pub(crate) identity: Option<Arc<Identity>>,
+    /// Client headers hygiene dropped (counted once, when the request is logged).
+    pub(crate) dropped_headers: usize,
     /// The method an opted-in override names: what the app performs and the policy judges.
     pub(crate) judged_method: Option<http::Method>,
     /// `RateLimit-Policy` and `RateLimit` for the response, when configured.
@@ -130,7 +132,7 @@ impl GatehouseProxy {
             // The gateway's own endpoints are never proxied, whatever route covers them.
             Routed::Reserved(target) => {
                 let prefix = config.server.reserved_prefix.as_str();
-                hygiene::strip_request_headers(
+                ctx.dropped_headers += hygiene::strip_request_headers(
                     session.req_header_mut(),
                     &rt.header_rules,
                     None,
@@ -176,7 +178,8 @@ pub(crate) fn judge_routed_request(
     path: String,
 ) -> Result<(), Refusal> {
     let config = &rt.config.routes[route];
-    hygiene::strip_request_headers(req, &rt.header_rules, Some(config), ctx.peer_trusted);
+    ctx.dropped_headers +=
+        hygiene::strip_request_headers(req, &rt.header_rules, Some(config), ctx.peer_trusted);
     ctx.route = Some(route);
     ctx.path = path;
     if config.overrides.is_empty() && req.uri.query().is_none() {
@@ -335,6 +338,7 @@ impl ProxyHttp for GatehouseProxy {
             refusal: None,
             identity: None,
             judged_method: None,
+            dropped_headers: 0,
             rate_headers: None,
             reserved: None,
             forward_auth: false,
@@ -698,6 +702,12 @@ impl ProxyHttp for GatehouseProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if ctx.dropped_headers > 0 {
+            self.gateway
+                .metrics
+                .dropped_request_headers_total
+                .inc_by(ctx.dropped_headers as u64);
+        }
         let elapsed = ctx.started.elapsed().as_secs_f64();
         if let Some(rt) = &ctx.runtime {
             let index = ctx.route.unwrap_or(rt.route_metrics.len() - 1);

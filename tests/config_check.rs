@@ -88,6 +88,10 @@ fn errors_name_file_line_and_column() {
         (edit("servers = [\"127.0.0.1:18081\"]", "servers = [\"app\"]"), "gateway.toml:5:12: invalid upstream server \"app\": expected HOST:PORT"),
         (edit("[server]\n", "[server]\nthreads = \"two\"\n"), "gateway.toml:2:11: invalid type: string \"two\", expected i64"),
         ("[server\nlisten = 1".to_string(), "gateway.toml:1:8: "),
+        (
+            edit("auth = [\"none\"]", "auth = [\"none\"]\nrequest_overrides = [\"X-HTTP-Method-Override\", \"X-Forwarded-Host\"]"),
+            "gateway.toml:12:48: unknown request override \"X-Forwarded-Host\"; known: x-http-method-override",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();

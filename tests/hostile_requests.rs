@@ -332,6 +332,10 @@ impl Setup {
 }
 
 async fn setup_with(mode: Mode) -> Setup {
+    setup_on(mode, "").await
+}
+
+async fn setup_on(mode: Mode, server_extra: &str) -> Setup {
     let key = TestKey::rsa("k1", Algorithm::RS256);
     let body = jwks(&[&key]);
     let jwks_server =
@@ -389,7 +393,7 @@ auth = ["none"]
 policy = "policy.toml"
 underscores_in_headers = true
 "#,
-        base_config(""),
+        base_config(server_extra),
         upstream_block("app", &[app.addr], "")
     );
     let gw = Gateway::start_in(dir, &config);
@@ -515,6 +519,19 @@ async fn underscore_and_odd_header_names_are_dropped_by_default() {
     ] {
         assert_eq!(seen.header(name), None, "{name}: {seen:?}");
     }
+    // Operators see how many were dropped (counted when the request is logged).
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = s.gw.admin("/metrics").body;
+        if metrics.contains("gatehouse_dropped_request_headers_total 8") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        metrics.contains("gatehouse_dropped_request_headers_total 8"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -887,5 +904,55 @@ async fn connection_header_cannot_remove_the_gateways_headers() {
         let r = s.get("/public", &format!("Connection: close, {name}\r\n"));
         assert_eq!(r.status, 400, "{name}: {r:?}");
     }
+    assert_eq!(s.app.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_get_the_same_hygiene() {
+    let s = setup_on(Mode::Normal, "h2c = true").await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let token = s.token("alice");
+    let mut request = client
+        .get(s.gw.url("/secure/./docs/%2e%2e/x"))
+        .header("authorization", format!("Bearer {token}"));
+    for (name, value) in [
+        ("x_auth_request_user", "mallory"),
+        ("x-auth-request-groups", "admins"),
+        ("x_gatehouse_assertion", "forged"),
+        ("x-http-method-override", "DELETE"),
+        ("x-original-url", "/secure/admin/x"),
+        ("true-client-ip", "10.0.0.1"),
+    ] {
+        request = request.header(name, value);
+    }
+    let r = request.send().await.expect("h2c request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let seen = &s.app.seen()[0];
+    assert_eq!(seen.target, "/secure/x");
+    assert!(forged_names_left(seen).is_empty(), "{seen:?}");
+    assert_eq!(seen.all("x-auth-request-user"), ["alice"]);
+    for name in ["x-http-method-override", "x-original-url", "true-client-ip"] {
+        assert_eq!(seen.header(name), None, "{name}: {seen:?}");
+    }
+    // A lower-case method and a twice-encoded path are refused over HTTP/2 too.
+    let r = client
+        .request(
+            reqwest::Method::from_bytes(b"delete").unwrap(),
+            s.gw.url("/customers/7"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client
+        .get(s.gw.url("/public/%25%32%65%25%32%65/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     assert_eq!(s.app.seen().len(), 1);
 }
