@@ -18,6 +18,8 @@ pub mod cors;
 pub mod demo;
 mod endpoints;
 pub mod forwarded;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gateway;
 pub mod headers;
 pub mod hygiene;

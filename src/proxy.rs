@@ -358,7 +358,11 @@ impl ProxyHttp for GatehouseProxy {
         let trusted = &rt.config.server.trusted_proxies;
         if let Some(peer) = ctx.peer {
             ctx.peer_trusted = forwarded::is_trusted(peer, trusted);
-            ctx.client_ip = Some(forwarded::client_ip(peer, session.req_header(), trusted));
+            ctx.client_ip = Some(forwarded::client_ip(
+                peer,
+                &session.req_header().headers,
+                trusted,
+            ));
         }
         let proxied_id = session
             .req_header()
@@ -860,7 +864,7 @@ fn strip_consumed_credentials(headers: &mut HeaderMap, route: &RouteConfig) {
 
 /// The gateway's own cookies (session id, login binding) never reach the upstream. Runs
 /// on every request of a login-enabled config, so the common cases allocate nothing.
-fn strip_gateway_cookies(headers: &mut HeaderMap, cookies: &crate::login::Cookies) {
+pub(crate) fn strip_gateway_cookies(headers: &mut HeaderMap, cookies: &crate::login::Cookies) {
     let is_ours = |pair: &[u8]| {
         let pair = pair.trim_ascii();
         cookies.is_ours(pair.split(|&b| b == b'=').next().unwrap_or_default())

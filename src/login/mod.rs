@@ -57,7 +57,7 @@ pub struct Cookies {
 }
 
 impl Cookies {
-    fn new(config: &SessionConfig, secure: bool) -> Cookies {
+    pub(crate) fn new(config: &SessionConfig, secure: bool) -> Cookies {
         // `__Host-`: only from a secure origin, no Domain, Path=/ (cannot be planted by a
         // sibling subdomain).
         let prefix = if secure { "__Host-" } else { "" };
