@@ -81,6 +81,33 @@ pub fn styled_page(class: &str, brand: &str, title: &str, body: &str) -> String 
     )
 }
 
+/// `csp` with `origin` added to its `form-action` directive (unchanged when it has none, or
+/// `origin` is empty): for a form whose POST is answered with a redirect to another origin.
+pub fn csp_with_form_target(csp: &str, origin: &str) -> String {
+    if origin.is_empty() {
+        return csp.to_string();
+    }
+    csp.split(';')
+        .map(|directive| {
+            let d = directive.trim();
+            let is_form_action = d
+                .split_ascii_whitespace()
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("form-action"));
+            if !is_form_action {
+                d.to_string()
+            } else if d.contains("'none'") {
+                // 'none' cannot be combined with sources: the one form gets 'self' and origin.
+                format!("form-action 'self' {origin}")
+            } else {
+                format!("{d} {origin}")
+            }
+        })
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The security headers on a response the gateway generates itself.
 pub fn gateway_page_headers(
     resp: &mut ResponseHeader,
@@ -258,6 +285,24 @@ mod tests {
         r.insert_header("X-Requested-With", "XMLHttpRequest")
             .unwrap();
         assert!(!wants_html(&r));
+    }
+
+    #[test]
+    fn form_targets_join_the_form_action_directive() {
+        let default = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+        assert_eq!(
+            csp_with_form_target(default, "https://idp.example"),
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self' https://idp.example; base-uri 'none'"
+        );
+        assert_eq!(csp_with_form_target(default, ""), default);
+        assert_eq!(
+            csp_with_form_target("default-src 'none'", "https://idp.example"),
+            "default-src 'none'"
+        );
+        assert_eq!(
+            csp_with_form_target("Form-Action 'none';", "https://idp.example"),
+            "form-action 'self' https://idp.example"
+        );
     }
 
     #[test]
