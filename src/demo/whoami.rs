@@ -30,7 +30,11 @@ impl ServeHttp for Whoami {
                 )
             })
             .collect();
-        headers.sort_by_key(|(k, _)| !k.starts_with("x-auth-request-") as u8);
+        let from_gateway = |k: &str| k.starts_with("x-auth-request-") || k.starts_with("x-gatehouse-");
+        // The person first, then the assertion, then what the browser sent.
+        headers.sort_by_key(|(k, _)| {
+            (!k.starts_with("x-auth-request-") as u8) + (!from_gateway(k) as u8)
+        });
         let wants_json = req
             .headers
             .get("accept")
@@ -47,7 +51,7 @@ impl ServeHttp for Whoami {
             let rows: String = headers
                 .iter()
                 .map(|(k, v)| {
-                    let class = if k.starts_with("x-auth-request-") {
+                    let class = if from_gateway(k) {
                         " class=\"identity\""
                     } else {
                         ""

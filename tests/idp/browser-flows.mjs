@@ -182,6 +182,7 @@ try {
   }
   await scenarios[scenario]();
 } catch (e) {
+  await page.waitForTimeout(500).catch(() => {});
   failure = `${e.message ?? e} (at ${page.url()}; console: ${consoleLines.join(' | ')}; visited: ${visited.join(' | ')})`;
 }
 const cookies = (await context.cookies(origin)).map((c) => ({
