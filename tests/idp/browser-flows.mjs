@@ -12,8 +12,8 @@
 //          back to the provider), logout (through the gateway's confirmation and the
 //          provider's own end-session page).
 //
-// Prints one JSON line: {"steps": [{name, url, status, title, text, visited, console}],
-// "cookies": [...], "error"?}; exits 1 when a step could not be taken. The browser only
+// Prints one JSON line: {"steps": [{name, url, status, title, text, visited, console,
+// cookies, ms}], "cookies": [...], "error"?}; exits 1 when a step could not be taken. The browser only
 // talks to loopback: any other request is aborted, except the made-up cross-site page
 // (http://evil.test/), which this script serves itself.
 import { chromium } from 'playwright-core';
@@ -47,6 +47,7 @@ const page = await context.newPage();
 page.setDefaultTimeout(20000);
 
 const steps = [];
+const started = Date.now();
 let visited = [];
 let lastStatus = null;
 let consoleLines = [];
@@ -58,12 +59,19 @@ page.on('response', (r) => {
 });
 page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
 
+/** The gateway's cookies in the browser, with their attributes. */
+async function gatewayCookies() {
+  return (await context.cookies(origin)).map((c) => ({
+    name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite, path: c.path, secure: c.secure,
+  }));
+}
+
 /** Records what the page shows now (and a screenshot named `shot` when asked for). */
 async function record(name, shot) {
   const text = await page.evaluate(() => (document.body ? document.body.innerText : ''));
   steps.push({
     name, url: page.url(), status: lastStatus, title: await page.title(), text, visited,
-    console: consoleLines,
+    console: consoleLines, cookies: await gatewayCookies(), ms: Date.now() - started,
   });
   visited = [];
   consoleLines = [];
@@ -75,7 +83,9 @@ async function record(name, shot) {
 /** Records a script's request (with the browser's cookies) as a step. */
 async function fetchStep(name, url, headers = { accept: 'application/json' }) {
   const r = await context.request.get(url, { headers, maxRedirects: 0 });
-  steps.push({ name, url, status: r.status(), text: await r.text(), visited: [], console: [] });
+  steps.push({
+    name, url, status: r.status(), text: await r.text(), visited: [], console: [], ms: Date.now() - started,
+  });
 }
 
 /** Clicks and waits until the browser has come to rest on a page of `where`'s origin. */
@@ -185,9 +195,6 @@ try {
   await page.waitForTimeout(500).catch(() => {});
   failure = `${e.message ?? e} (at ${page.url()}; console: ${consoleLines.join(' | ')}; visited: ${visited.join(' | ')})`;
 }
-const cookies = (await context.cookies(origin)).map((c) => ({
-  name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite, path: c.path,
-}));
-console.log(JSON.stringify({ steps, cookies, error: failure }));
+console.log(JSON.stringify({ steps, cookies: await gatewayCookies(), error: failure }));
 await browser.close();
 process.exit(failure ? 1 : 0);
