@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod chromium;
+pub mod front;
 pub mod idp;
 pub mod keys;
 pub mod login;
