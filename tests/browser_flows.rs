@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chromium;
+use common::{chromium, front};
 use common::login::{login_config, provider_for};
 use common::*;
 use serde_json::json;
@@ -117,5 +117,77 @@ async fn chromium_logs_in_steps_up_and_logs_out() {
     assert!(flow.url("signed-out").starts_with(&idp.issuer));
     assert_eq!(flow.status("after-logout"), 401);
     assert!(!flow.cookies.iter().any(|c| c["name"] == "gatehouse"));
+    assert_eq!(flow.csp_violations(), Vec::<String>::new());
+}
+
+/// The same person behind nginx (the recipe of docs/forward-auth.md): nginx asks the gateway
+/// about every request, the login and the sign-out go through nginx to the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_logs_in_through_nginx_forward_auth() {
+    let (nginx_port, gw_port) = (free_port(), free_port());
+    let idp = provider_for(&[nginx_port], 600);
+    let app = TestServer::echo("app").await;
+    let config = format!(
+        r#"{}
+[[idp]]
+name = "test"
+issuer = "{}"
+client_id = "gatehouse"
+client_secret = "gatehouse-test-secret"
+scopes = ["openid", "profile", "email", "groups"]
+
+[headers]
+assertion = true
+
+{}
+[[route]]
+name = "app"
+path = "/"
+upstream = "app"
+auth = ["session"]
+"#,
+        base_config(&format!(
+            "public_url = \"http://127.0.0.1:{nginx_port}\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nallowed_hosts = [\"127.0.0.1\"]"
+        )),
+        idp.issuer,
+        upstream_block("app", &[app.addr], ""),
+    );
+    let gw = Gateway::start_on(tempfile::tempdir().unwrap(), &config, gw_port);
+    let nginx = front::start_nginx(nginx_port, gw_port, app.addr.port());
+    let flow = chromium::run(
+        "login",
+        &json!({"base": nginx.url(""), "user": "bob", "path": "/dashboard?tab=2", "logout": true}),
+        Duration::from_secs(120),
+        || format!("{}\n{}\n{}", gw.log(), nginx.log(), idp.output()),
+    )
+    .await;
+
+    // nginx's 401 page turned into the login redirect, through the gateway to the provider.
+    let to_login = flow.visited("provider-login");
+    assert!(
+        to_login.first().is_some_and(|v| v.starts_with(&format!(
+            "GET 302 {}",
+            nginx.url("/dashboard?tab=2")
+        ))),
+        "{to_login:?}"
+    );
+    assert!(to_login
+        .iter()
+        .any(|v| v.contains(&nginx.url("/_gatehouse/login?rd="))));
+    assert_eq!(flow.url("landed"), nginx.url("/dashboard?tab=2"));
+    assert_eq!(flow.echoed("landed", "x-auth-request-user").as_deref(), Some("bob"));
+    assert_eq!(flow.echoed("landed", "x-auth-request-groups").as_deref(), Some("staff"));
+    assert_eq!(
+        flow.echoed("landed", "x-auth-request-email").as_deref(),
+        Some("bob@example.com")
+    );
+    assert!(flow
+        .echoed("landed", "x-gatehouse-assertion")
+        .is_some_and(|a| a.split('.').count() == 3));
+    // Sign-out through nginx: the gateway's confirmation, the provider's page, and back.
+    assert_eq!(flow.url("logout-confirm"), nginx.url("/_gatehouse/logout"));
+    assert!(flow.url("provider-logout").starts_with(&idp.issuer));
+    assert!(flow.url("signed-out").starts_with(&idp.issuer));
+    assert_eq!(flow.status("after-logout"), 302, "nginx's login redirect again");
     assert_eq!(flow.csp_violations(), Vec::<String>::new());
 }

@@ -252,6 +252,7 @@ X-AUTH-REQUEST-EMAIL: mallory@evil.example\r\nX-Auth-Request-Preferred-Username:
 X-Auth-Request-Groups: admins\r\nX-Auth-Request-Department: finance\r\n\
 X-Auth-Request-Access-Token: forged\r\nX_Auth_Request_User: mallory\r\n\
 X-Auth-Request_Groups: admins\r\nX.Auth.Request.User: mallory\r\nX~Auth~Request~Groups: admins\r\n\
+X+Auth+Request+Groups: admins\r\nX|Auth|Request|User: mallory\r\nX-Auth!Request-Email: m@evil.example\r\n\
 x_auth_request_email: mallory@evil.example\r\nX-Gatehouse-Assertion: forged\r\n\
 X_Gatehouse_Assertion: forged\r\nX-Forwarded-For: 10.9.9.9\r\nX-Real-IP: 10.9.9.9\r\n\
 Forwarded: for=10.9.9.9\r\n";
