@@ -392,14 +392,28 @@ impl GatehouseProxy {
         let clear = login.cookies.clear_session();
         match login.logout(id.as_deref(), everywhere).await {
             Ok(Some(end_session)) => {
-                self.redirect_with(session, ctx, rt, StatusCode::SEE_OTHER, &end_session, vec![clear])
-                    .await
+                self.redirect_with(
+                    session,
+                    ctx,
+                    rt,
+                    StatusCode::SEE_OTHER,
+                    &end_session,
+                    vec![clear],
+                )
+                .await
             }
             Ok(None) => {
                 if rd.is_some() {
                     let target = login.return_target(rd.as_deref());
                     return self
-                        .redirect_with(session, ctx, rt, StatusCode::SEE_OTHER, &target, vec![clear])
+                        .redirect_with(
+                            session,
+                            ctx,
+                            rt,
+                            StatusCode::SEE_OTHER,
+                            &target,
+                            vec![clear],
+                        )
                         .await;
                 }
                 self.signed_out(session, ctx, rt, vec![("set-cookie", clear)])

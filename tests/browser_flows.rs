@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{chromium, front};
 use common::login::{login_config, provider_for};
 use common::*;
+use common::{chromium, front};
 use serde_json::json;
 
 /// One person's day: logs in through the provider's forms, shrugs off another site's
@@ -44,7 +44,10 @@ async fn chromium_logs_in_steps_up_and_logs_out() {
     // Login: the protected page sends the browser to the provider and back to that page.
     assert!(flow.url("provider-login").starts_with(&idp.issuer));
     assert_eq!(flow.url("landed"), gw.url("/reports/q3?view=full"));
-    assert_eq!(flow.echoed("landed", "x-auth-request-user").as_deref(), Some("alice"));
+    assert_eq!(
+        flow.echoed("landed", "x-auth-request-user").as_deref(),
+        Some("alice")
+    );
     assert_eq!(
         flow.echoed("landed", "x-auth-request-groups").as_deref(),
         Some("admins,staff")
@@ -65,12 +68,24 @@ async fn chromium_logs_in_steps_up_and_logs_out() {
 
     // Another site links to the logout (the Lax cookie goes along): only the question.
     assert_eq!(flow.status("csrf-link"), 200);
-    assert!(flow.text("csrf-link").contains("Sign out?"), "{}", flow.output);
+    assert!(
+        flow.text("csrf-link").contains("Sign out?"),
+        "{}",
+        flow.output
+    );
     assert!(flow.text("csrf-link").contains("every browser"));
-    assert_eq!(flow.status("csrf-link-after"), 200, "a link logged alice out");
+    assert_eq!(
+        flow.status("csrf-link-after"),
+        200,
+        "a link logged alice out"
+    );
     // ... and submits a form to it: refused.
     assert_eq!(flow.status("csrf-post"), 403, "{}", flow.output);
-    assert_eq!(flow.status("csrf-post-after"), 200, "a cross-site form logged alice out");
+    assert_eq!(
+        flow.status("csrf-post-after"),
+        200,
+        "a cross-site form logged alice out"
+    );
 
     // Step-up: the route wants a login at most 3 s old; the provider asks again.
     let to_provider = flow.visited("step-up-provider");
@@ -83,7 +98,8 @@ async fn chromium_logs_in_steps_up_and_logs_out() {
     assert!(flow.url("step-up-provider").starts_with(&idp.issuer));
     assert_eq!(flow.url("step-up-landed"), gw.url("/fresh/start"));
     assert_eq!(
-        flow.echoed("step-up-landed", "x-auth-request-user").as_deref(),
+        flow.echoed("step-up-landed", "x-auth-request-user")
+            .as_deref(),
         Some("alice")
     );
     let info: serde_json::Value = serde_json::from_str(flow.text("step-up-userinfo")).unwrap();
@@ -111,7 +127,8 @@ async fn chromium_logs_in_steps_up_and_logs_out() {
     );
     let back = flow.visited("signed-out");
     assert!(
-        back.iter().any(|v| v.contains(&format!("GET 302 {}/", base))),
+        back.iter()
+            .any(|v| v.contains(&format!("GET 302 {}/", base))),
         "{back:?}"
     );
     assert!(flow.url("signed-out").starts_with(&idp.issuer));
@@ -165,18 +182,23 @@ auth = ["session"]
     // nginx's 401 page turned into the login redirect, through the gateway to the provider.
     let to_login = flow.visited("provider-login");
     assert!(
-        to_login.first().is_some_and(|v| v.starts_with(&format!(
-            "GET 302 {}",
-            nginx.url("/dashboard?tab=2")
-        ))),
+        to_login
+            .first()
+            .is_some_and(|v| v.starts_with(&format!("GET 302 {}", nginx.url("/dashboard?tab=2")))),
         "{to_login:?}"
     );
     assert!(to_login
         .iter()
         .any(|v| v.contains(&nginx.url("/_gatehouse/login?rd="))));
     assert_eq!(flow.url("landed"), nginx.url("/dashboard?tab=2"));
-    assert_eq!(flow.echoed("landed", "x-auth-request-user").as_deref(), Some("bob"));
-    assert_eq!(flow.echoed("landed", "x-auth-request-groups").as_deref(), Some("staff"));
+    assert_eq!(
+        flow.echoed("landed", "x-auth-request-user").as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        flow.echoed("landed", "x-auth-request-groups").as_deref(),
+        Some("staff")
+    );
     assert_eq!(
         flow.echoed("landed", "x-auth-request-email").as_deref(),
         Some("bob@example.com")
@@ -188,6 +210,10 @@ auth = ["session"]
     assert_eq!(flow.url("logout-confirm"), nginx.url("/_gatehouse/logout"));
     assert!(flow.url("provider-logout").starts_with(&idp.issuer));
     assert!(flow.url("signed-out").starts_with(&idp.issuer));
-    assert_eq!(flow.status("after-logout"), 302, "nginx's login redirect again");
+    assert_eq!(
+        flow.status("after-logout"),
+        302,
+        "nginx's login redirect again"
+    );
     assert_eq!(flow.csp_violations(), Vec::<String>::new());
 }

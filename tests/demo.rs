@@ -132,7 +132,10 @@ async fn a_person_tries_the_demo_in_chromium() {
         assert!(whoami.contains(row), "{row}: {whoami}");
     }
     assert!(whoami.contains("x-gatehouse-assertion\teyJ"), "{whoami}");
-    assert!(!whoami.contains("cookie\t"), "the session cookie reached the upstream");
+    assert!(
+        !whoami.contains("cookie\t"),
+        "the session cookie reached the upstream"
+    );
     // The admin area is alice's: bob gets the gateway's 403 page, generic and styled.
     assert_eq!(flow.status("bob-admin"), 403);
     assert_eq!(flow.step("bob-admin")["title"], "403 Forbidden");
@@ -143,7 +146,10 @@ async fn a_person_tries_the_demo_in_chromium() {
     }
     // Signing out: the gateway asks, the POST ends the session at the gateway and at the
     // provider, and the app sends the browser back to the picker.
-    assert_eq!(flow.url("logout-confirm"), format!("{base}/_gatehouse/logout"));
+    assert_eq!(
+        flow.url("logout-confirm"),
+        format!("{base}/_gatehouse/logout")
+    );
     assert!(flow.text("logout-confirm").contains("Sign out?"));
     assert!(flow.text("logout-confirm").contains("bob"));
     let out = flow.visited("bob-signed-out");
@@ -153,17 +159,26 @@ async fn a_person_tries_the_demo_in_chromium() {
         "{out:?}"
     );
     assert!(
-        out.iter().any(|v| v.contains(&format!("{idp}/end_session"))),
+        out.iter()
+            .any(|v| v.contains(&format!("{idp}/end_session"))),
         "{out:?}"
     );
-    assert!(flow.url("bob-signed-out").starts_with(&format!("{idp}/authorize?")));
+    assert!(flow
+        .url("bob-signed-out")
+        .starts_with(&format!("{idp}/authorize?")));
     // alice: an admin.
     assert!(flow.text("alice").contains("x-auth-request-user\talice"));
-    assert!(flow.text("alice").contains("x-auth-request-groups\tadmins,staff"));
+    assert!(flow
+        .text("alice")
+        .contains("x-auth-request-groups\tadmins,staff"));
     assert_eq!(flow.status("alice-admin"), 200);
     assert!(flow.text("alice-admin").contains("GET /admin/settings"));
-    assert!(flow.text("alice-admin").contains("x-auth-request-user\talice"));
-    assert!(flow.url("alice-signed-out").starts_with(&format!("{idp}/authorize?")));
+    assert!(flow
+        .text("alice-admin")
+        .contains("x-auth-request-user\talice"));
+    assert!(flow
+        .url("alice-signed-out")
+        .starts_with(&format!("{idp}/authorize?")));
     assert_eq!(flow.status("after-logout"), 401, "{}", flow.output);
     // Every form and redirect passed the pages' own Content-Security-Policy.
     assert_eq!(flow.csp_violations(), Vec::<String>::new());
@@ -181,7 +196,10 @@ async fn a_person_tries_the_demo_in_chromium() {
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
 
     demo.process.stop();
-    assert!(printed.contains(&format!("open        {base}/")), "the demo prints its URL:\n{printed}");
+    assert!(
+        printed.contains(&format!("open        {base}/")),
+        "the demo prints its URL:\n{printed}"
+    );
     assert!(printed.contains("development OIDC provider"), "{printed}");
 }
 

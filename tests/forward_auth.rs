@@ -301,7 +301,11 @@ async fn nothing_forged_passes(front: &Front, gw: &Gateway, app: &TestServer) {
     let names: Vec<&str> = identity.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         names,
-        ["x-auth-request-groups", "x-auth-request-user", "x-gatehouse-assertion"],
+        [
+            "x-auth-request-groups",
+            "x-auth-request-user",
+            "x-gatehouse-assertion"
+        ],
         "{:?}",
         echoed.headers
     );

@@ -30,7 +30,8 @@ impl ServeHttp for Whoami {
                 )
             })
             .collect();
-        let from_gateway = |k: &str| k.starts_with("x-auth-request-") || k.starts_with("x-gatehouse-");
+        let from_gateway =
+            |k: &str| k.starts_with("x-auth-request-") || k.starts_with("x-gatehouse-");
         // The person first, then the assertion, then what the browser sent.
         headers.sort_by_key(|(k, _)| {
             (!k.starts_with("x-auth-request-") as u8) + (!from_gateway(k) as u8)

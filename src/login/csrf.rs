@@ -38,7 +38,9 @@ pub fn provenance(headers: &HeaderMap, public_origin: &str) -> Provenance {
         (None, _) => Provenance::Unknown,
         (Some(origin), None)
             if !public_origin.is_empty()
-                && origin.as_bytes().eq_ignore_ascii_case(public_origin.as_bytes()) =>
+                && origin
+                    .as_bytes()
+                    .eq_ignore_ascii_case(public_origin.as_bytes()) =>
         {
             Provenance::SameOrigin
         }
@@ -67,7 +69,11 @@ pub fn logout_token(session_id: &str) -> String {
 
 /// Whether `presented` is the token of `session_id`, in constant time.
 pub fn token_matches(session_id: &str, presented: &str) -> bool {
-    bool::from(logout_token(session_id).as_bytes().ct_eq(presented.as_bytes()))
+    bool::from(
+        logout_token(session_id)
+            .as_bytes()
+            .ct_eq(presented.as_bytes()),
+    )
 }
 
 #[cfg(test)]
@@ -90,24 +96,54 @@ mod tests {
             (&[("sec-fetch-site", "none")], Provenance::SameOrigin),
             (&[("sec-fetch-site", "same-site")], Provenance::CrossOrigin),
             (&[("sec-fetch-site", "cross-site")], Provenance::CrossOrigin),
-            (&[("sec-fetch-site", "Same-Origin")], Provenance::CrossOrigin),
             (
-                &[("sec-fetch-site", "same-origin"), ("sec-fetch-site", "cross-site")],
+                &[("sec-fetch-site", "Same-Origin")],
                 Provenance::CrossOrigin,
             ),
             (
-                &[("sec-fetch-site", "cross-site"), ("origin", "https://app.example.com")],
+                &[
+                    ("sec-fetch-site", "same-origin"),
+                    ("sec-fetch-site", "cross-site"),
+                ],
                 Provenance::CrossOrigin,
             ),
-            (&[("origin", "https://app.example.com")], Provenance::SameOrigin),
-            (&[("origin", "HTTPS://APP.EXAMPLE.COM")], Provenance::SameOrigin),
-            (&[("origin", "https://app.example.com:443")], Provenance::CrossOrigin),
-            (&[("origin", "http://app.example.com")], Provenance::CrossOrigin),
-            (&[("origin", "https://evil.example")], Provenance::CrossOrigin),
-            (&[("origin", "https://app.example.com.evil.example")], Provenance::CrossOrigin),
+            (
+                &[
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "https://app.example.com"),
+                ],
+                Provenance::CrossOrigin,
+            ),
+            (
+                &[("origin", "https://app.example.com")],
+                Provenance::SameOrigin,
+            ),
+            (
+                &[("origin", "HTTPS://APP.EXAMPLE.COM")],
+                Provenance::SameOrigin,
+            ),
+            (
+                &[("origin", "https://app.example.com:443")],
+                Provenance::CrossOrigin,
+            ),
+            (
+                &[("origin", "http://app.example.com")],
+                Provenance::CrossOrigin,
+            ),
+            (
+                &[("origin", "https://evil.example")],
+                Provenance::CrossOrigin,
+            ),
+            (
+                &[("origin", "https://app.example.com.evil.example")],
+                Provenance::CrossOrigin,
+            ),
             (&[("origin", "null")], Provenance::CrossOrigin),
             (
-                &[("origin", "https://app.example.com"), ("origin", "https://evil.example")],
+                &[
+                    ("origin", "https://app.example.com"),
+                    ("origin", "https://evil.example"),
+                ],
                 Provenance::CrossOrigin,
             ),
             (&[], Provenance::Unknown),
@@ -124,7 +160,10 @@ mod tests {
 
     #[test]
     fn origins_as_browsers_write_them() {
-        assert_eq!(origin_of("https://App.Example.com:443/x?y"), "https://app.example.com");
+        assert_eq!(
+            origin_of("https://App.Example.com:443/x?y"),
+            "https://app.example.com"
+        );
         assert_eq!(origin_of("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
         assert_eq!(origin_of(""), "");
         assert_eq!(origin_of("data:text/plain,x"), "");

@@ -209,8 +209,8 @@ impl Browser {
     /// submits its confirmation form; returns the answer to that POST (one hop).
     pub async fn logout(&self, url: &str) -> Page {
         let page = self.get(url).await;
-        let (action, fields) =
-            form(&page).unwrap_or_else(|| panic!("no confirmation form ({}): {}", page.status, page.body));
+        let (action, fields) = form(&page)
+            .unwrap_or_else(|| panic!("no confirmation form ({}): {}", page.status, page.body));
         self.post_form(&action, &fields).await
     }
 

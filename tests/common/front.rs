@@ -16,11 +16,8 @@ const DOC_APP: &str = "127.0.0.1:8000";
 
 /// The fenced block after `<!-- test: NAME -->` in docs/forward-auth.md.
 pub fn doc_snippet(name: &str) -> String {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/forward-auth.md"
-    ))
-    .expect("docs/forward-auth.md");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/forward-auth.md"))
+        .expect("docs/forward-auth.md");
     let marker = format!("<!-- test: {name} -->");
     let after = doc
         .split_once(&marker)
