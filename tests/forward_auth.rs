@@ -1,111 +1,19 @@
-//! Forward-auth: nginx (Debian's package) with `auth_request` pointed at
-//! `/_gatehouse/auth` in front of an upstream. The gateway judges the request nginx asks
-//! about (from `X-Forwarded-Method/-Uri/-Host`): 2xx with identity headers that nginx
-//! passes on, 401 (nginx turns it into the login redirect), 403 from the policy.
+//! Forward-auth: nginx (Debian's package) with `auth_request` and Caddy with
+//! `forward_auth`, each running the recipe of docs/forward-auth.md as printed there, in front
+//! of an upstream. The gateway judges the request the proxy asks about (from
+//! `X-Forwarded-Method/-Uri/-Host`): 2xx with identity headers that the proxy passes on,
+//! 401 (nginx turns it into the login redirect), 403 from the policy. Hostile clients send
+//! identity headers in every spelling and a forged `X-Forwarded-For`.
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr};
 
 use common::browser::Browser;
+use common::front::{request_from, start_caddy, start_nginx, Front};
 use common::login::provider_for;
 use common::*;
 use sha2::{Digest, Sha256};
-
-struct Nginx {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nginx_binary() -> &'static str {
-    if std::path::Path::new("/usr/sbin/nginx").exists() {
-        "/usr/sbin/nginx"
-    } else {
-        "nginx"
-    }
-}
-
-fn start_nginx(port: u16, gateway: u16, app: u16) -> Nginx {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 128; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      auth_request /_gatehouse_check;
-      auth_request_set $gh_user $upstream_http_x_auth_request_user;
-      auth_request_set $gh_groups $upstream_http_x_auth_request_groups;
-      auth_request_set $gh_assertion $upstream_http_x_gatehouse_assertion;
-      proxy_set_header X-Auth-Request-User $gh_user;
-      proxy_set_header X-Auth-Request-Groups $gh_groups;
-      proxy_set_header X-Gatehouse-Assertion $gh_assertion;
-      error_page 401 = @login;
-      proxy_pass http://127.0.0.1:{app};
-    }}
-    location = /_gatehouse_check {{
-      internal;
-      proxy_pass http://127.0.0.1:{gateway}/_gatehouse/auth;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Forwarded-Method $request_method;
-      proxy_set_header X-Forwarded-Uri $request_uri;
-      proxy_set_header X-Forwarded-Host $host;
-    }}
-    location /_gatehouse/ {{
-      proxy_pass http://127.0.0.1:{gateway};
-      proxy_set_header Host $host;
-    }}
-    location @login {{
-      return 302 /_gatehouse/login?rd=$request_uri;
-    }}
-  }}
-}}
-"#
-    );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new(nginx_binary())
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (scripts/setup.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx did not start: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Nginx { child, _dir: dir }
-}
 
 fn key_hash(key: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
@@ -174,13 +82,14 @@ policy = "policy.toml"
     );
     let gw = Gateway::start_on(dir, &config, gw_port);
     let nginx = start_nginx(nginx_port, gw_port, app.addr.port());
+    let gw_log = || format!("{}\n{}", gw.log(), nginx.log());
     let through = |path: &str, headers: &str| {
         raw_request(
             nginx_port,
             format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n")
                 .as_bytes(),
         )
-        .unwrap_or_else(|| panic!("nginx did not answer\n{}", gw.log()))
+        .unwrap_or_else(|| panic!("nginx did not answer\n{}", gw_log()))
     };
 
     // No credential: the gateway says 401, nginx turns it into the login redirect.
@@ -197,7 +106,7 @@ policy = "policy.toml"
         "/reports",
         "X-Api-Key: reporting-key-0123456789\r\nX-Auth-Request-User: root\r\n",
     );
-    assert_eq!(ok.status, 200, "{}\n{}", ok.body, gw.log());
+    assert_eq!(ok.status, 200, "{}\n{}", ok.body, gw_log());
     assert_eq!(
         ok.echoed().header("x-auth-request-user"),
         Some("svc-reporting")
@@ -278,4 +187,154 @@ policy = "policy.toml"
     assert_eq!(direct.status, 403, "{}", direct.body);
     assert!(untrusted.log().contains("not in server.trusted_proxies"));
     drop(nginx);
+}
+
+/// The gateway behind a forward-auth proxy on `front_port`: API keys, a claim-mapped header,
+/// the assertion, and a policy that judges the client's address.
+fn hostile_gateway(front_port: u16, app: &TestServer) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        r#"default = "allow"
+[[rule]]
+name = "office network"
+paths = ["/office/**"]
+when = 'ip_in_cidr(request.client_ip, "10.0.0.0/8")'
+allow = true
+[[rule]]
+name = "office closed to others"
+paths = ["/office/**"]
+deny = true
+[[rule]]
+name = "the second loopback address"
+paths = ["/from-two/**"]
+when = 'request.client_ip == "127.0.0.2"'
+allow = true
+[[rule]]
+name = "nobody else"
+paths = ["/from-two/**"]
+deny = true
+"#,
+    )
+    .unwrap();
+    let config = format!(
+        r#"{}
+[[api_key]]
+name = "reporting"
+hash = "{}"
+subject = "svc-reporting"
+groups = ["staff"]
+
+[headers]
+assertion = true
+claims = {{ "X-Auth-Request-Department" = "department" }}
+
+{}
+[[route]]
+name = "legacy"
+path = "/"
+upstream = "legacy"
+auth = ["api_key"]
+policy = "policy.toml"
+"#,
+        base_config(&format!(
+            "public_url = \"http://127.0.0.1:{front_port}\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nallowed_hosts = [\"127.0.0.1\"]"
+        )),
+        key_hash("reporting-key-0123456789"),
+        upstream_block("legacy", &[app.addr], ""),
+    );
+    Gateway::start_in(dir, &config)
+}
+
+/// Every spelling of every identity name an app could read, and forged client addresses.
+const FORGED: &str = "X-Auth-Request-User: mallory\r\nx-auth-request-user: mallory\r\n\
+X-AUTH-REQUEST-EMAIL: mallory@evil.example\r\nX-Auth-Request-Preferred-Username: mallory\r\n\
+X-Auth-Request-Groups: admins\r\nX-Auth-Request-Department: finance\r\n\
+X-Auth-Request-Access-Token: forged\r\nX_Auth_Request_User: mallory\r\n\
+X-Auth-Request_Groups: admins\r\nX.Auth.Request.User: mallory\r\nX~Auth~Request~Groups: admins\r\n\
+X+Auth+Request+Groups: admins\r\nX|Auth|Request|User: mallory\r\nX-Auth!Request-Email: m@evil.example\r\n\
+x_auth_request_email: mallory@evil.example\r\nX-Gatehouse-Assertion: forged\r\n\
+X_Gatehouse_Assertion: forged\r\nX-Forwarded-For: 10.9.9.9\r\nX-Real-IP: 10.9.9.9\r\n\
+Forwarded: for=10.9.9.9\r\n";
+
+/// A header name as CGI, PHP and WSGI read it: lower case, every separator a dash.
+fn as_apps_read_it(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Through `front` from 127.0.0.2, with every forgery: the app sees exactly the gateway's
+/// identity, and the gateway judged the client's real address.
+async fn nothing_forged_passes(front: &Front, gw: &Gateway, app: &TestServer) {
+    let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let context = || format!("{}\n{}", gw.log(), front.log());
+    let send = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: reporting-key-0123456789\r\n{FORGED}Connection: close\r\n\r\n"
+        )
+    };
+    let ok = request_from(two, front.port, &send("/from-two/page"))
+        .await
+        .unwrap_or_else(|| panic!("no answer\n{}", context()));
+    assert_eq!(
+        ok.status,
+        200,
+        "the gateway did not judge 127.0.0.2: {}\n{}",
+        ok.body,
+        context()
+    );
+    let echoed = ok.echoed();
+    let mut identity: Vec<(String, &str)> = echoed
+        .headers
+        .iter()
+        .map(|(k, v)| (as_apps_read_it(k), v.as_str()))
+        .filter(|(k, _)| k.starts_with("x-auth-request-") || k.starts_with("x-gatehouse-"))
+        .collect();
+    identity.sort();
+    let names: Vec<&str> = identity.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "x-auth-request-groups",
+            "x-auth-request-user",
+            "x-gatehouse-assertion"
+        ],
+        "{:?}",
+        echoed.headers
+    );
+    assert_eq!(identity[0].1, "staff");
+    assert_eq!(identity[1].1, "svc-reporting");
+    assert_eq!(identity[2].1.split('.').count(), 3, "{}", identity[2].1);
+    // A forged address would open the office network's area: the real one does not.
+    let hits = app.hit_count();
+    let office = request_from(two, front.port, &send("/office/page"))
+        .await
+        .unwrap_or_else(|| panic!("no answer\n{}", context()));
+    assert_eq!(office.status, 403, "{}\n{}", office.body, context());
+    assert_eq!(app.hit_count(), hits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_recipe_lets_no_forged_identity_or_address_through() {
+    let port = free_port();
+    let app = TestServer::echo("legacy").await;
+    let gw = hostile_gateway(port, &app);
+    let nginx = start_nginx(port, gw.port, app.addr.port());
+    nothing_forged_passes(&nginx, &gw, &app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_recipe_lets_no_forged_identity_or_address_through() {
+    let port = free_port();
+    let app = TestServer::echo("legacy").await;
+    let gw = hostile_gateway(port, &app);
+    let caddy = start_caddy(port, gw.port, app.addr.port());
+    nothing_forged_passes(&caddy, &gw, &app).await;
 }

@@ -160,8 +160,8 @@ async fn a_person_logs_in_works_with_refreshed_tokens_and_logs_out() {
     // Logout: the session ends, the cookie is cleared, and the browser goes to the IdP's
     // end-session endpoint with id_token_hint; after confirming it comes back to the app.
     let cookie_before = browser.cookie_header(&gw.url("/"));
-    let logout = browser.get(&gw.url("/_gatehouse/logout")).await;
-    assert_eq!(logout.status, 302);
+    let logout = browser.logout(&gw.url("/_gatehouse/logout")).await;
+    assert_eq!(logout.status, 303, "{}", logout.body);
     let end = url::Url::parse(&logout.location().unwrap()).unwrap();
     assert!(end.as_str().starts_with(&idp.issuer), "{end}");
     let eq: std::collections::HashMap<_, _> = end.query_pairs().into_owned().collect();

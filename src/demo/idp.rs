@@ -41,6 +41,8 @@ pub struct DevIdp {
     /// client_id → secret (None: public client), from the `[[idp]]`s that point here.
     clients: HashMap<String, Option<String>>,
     callback: String,
+    /// The Content-Security-Policy of its HTML pages.
+    csp: String,
     public_url: String,
     access_ttl: Duration,
     key: EncodingKey,
@@ -99,19 +101,16 @@ fn redirect(location: &str) -> Response<Vec<u8>> {
     )
 }
 
-fn page(title: &str, body: &str) -> Response<Vec<u8>> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-         <body style=\"font-family:sans-serif;margin:3em;max-width:40em\">{body}</body></html>"
-    );
-    reply(
-        200,
-        "text/html; charset=utf-8",
-        html.into_bytes(),
-        &[(
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'".to_string(),
-        )],
+/// The CSP of the provider's pages. `form-action` names the gateway too: Chromium applies it
+/// to the redirect that follows the user picker's POST (to the gateway's callback).
+fn page_csp(callback: &str) -> String {
+    let gateway = url::Url::parse(callback)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null");
+    format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
+        gateway.map(|o| format!(" {o}")).unwrap_or_default()
     )
 }
 
@@ -146,8 +145,10 @@ impl DevIdp {
         let pem = PKey::from_ec_key(ec)
             .and_then(|k| k.private_key_to_pem_pkcs8())
             .map_err(|e| e.to_string())?;
+        let callback = format!("{public_url}{}/callback", config.server.reserved_prefix);
         Ok(DevIdp {
-            callback: format!("{public_url}{}/callback", config.server.reserved_prefix),
+            csp: page_csp(&callback),
+            callback,
             public_url,
             issuer,
             users: dev.users.clone(),
@@ -159,6 +160,21 @@ impl DevIdp {
             codes: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn page(&self, title: &str, body: &str) -> Response<Vec<u8>> {
+        let html = crate::respond::styled_page(
+            "",
+            "gatehouse demo &middot; development provider",
+            title,
+            body,
+        );
+        reply(
+            200,
+            "text/html; charset=utf-8",
+            html.into_bytes(),
+            &[("content-security-policy", self.csp.clone())],
+        )
     }
 
     fn discovery(&self) -> Value {
@@ -218,25 +234,25 @@ impl DevIdp {
             .map(|u| {
                 let groups = if u.groups.is_empty() { "no groups".to_string() } else { u.groups.join(", ") };
                 format!(
-                    "<p><button type=\"submit\" name=\"user\" value=\"{n}\" style=\"font-size:1.1em;min-width:12em\">{n}</button> <small>{g}</small></p>",
+                    "<li><button type=\"submit\" name=\"user\" value=\"{n}\">{n}</button> <small>{g}</small></li>",
                     n = escape(&u.name),
                     g = escape(&groups)
                 )
             })
             .collect();
-        page(
-            "gatehouse dev login",
+        self.page(
+            "Sign in &middot; gatehouse demo",
             &format!(
-                "<h1>Development login</h1><p>This is the built-in provider of <code>gatehouse demo</code>. Pick who you are:</p>\
-                 <form method=\"post\" action=\"/authorize\">{hidden}{buttons}</form>"
+                "<h1>Sign in</h1><p>This is the development provider built into <code>gatehouse demo</code>. Pick who you are:</p>\
+                 <form method=\"post\" action=\"/authorize\">{hidden}<ul class=\"choices\">{buttons}</ul></form>"
             ),
         )
     }
 
     fn issue_code(&self, params: &HashMap<String, String>) -> Response<Vec<u8>> {
         if let Err(e) = self.check_authorize(params) {
-            return page(
-                "error",
+            return self.page(
+                "Bad request",
                 &format!("<h1>Bad request</h1><p>{}</p>", escape(&e)),
             );
         }
@@ -262,7 +278,7 @@ impl DevIdp {
         );
         let mut url = match url::Url::parse(&get("redirect_uri")) {
             Ok(u) => u,
-            Err(_) => return page("error", "<h1>Bad redirect_uri</h1>"),
+            Err(_) => return self.page("Bad request", "<h1>Bad redirect_uri</h1>"),
         };
         url.query_pairs_mut()
             .append_pair("code", &code)
@@ -388,7 +404,7 @@ impl DevIdp {
     fn end_session(&self, params: &HashMap<String, String>) -> Response<Vec<u8>> {
         match params.get("post_logout_redirect_uri") {
             Some(uri) if uri.starts_with(&format!("{}/", self.public_url)) => redirect(uri),
-            _ => page(
+            _ => self.page(
                 "Signed out",
                 "<h1>Signed out</h1><p>You are signed out of the development provider.</p>",
             ),
@@ -428,8 +444,8 @@ impl ServeHttp for DevIdp {
             ("GET", "/jwks") => json_reply(200, json!({"keys": [self.jwk.clone()]})),
             ("GET", "/authorize") => match self.check_authorize(&query) {
                 Ok(()) => self.picker(&query),
-                Err(e) => page(
-                    "error",
+                Err(e) => self.page(
+                    "Bad request",
                     &format!("<h1>Bad request</h1><p>{}</p>", escape(&e)),
                 ),
             },

@@ -30,7 +30,12 @@ impl ServeHttp for Whoami {
                 )
             })
             .collect();
-        headers.sort_by_key(|(k, _)| !k.starts_with("x-auth-request-") as u8);
+        let from_gateway =
+            |k: &str| k.starts_with("x-auth-request-") || k.starts_with("x-gatehouse-");
+        // The person first, then the assertion, then what the browser sent.
+        headers.sort_by_key(|(k, _)| {
+            (!k.starts_with("x-auth-request-") as u8) + (!from_gateway(k) as u8)
+        });
         let wants_json = req
             .headers
             .get("accept")
@@ -47,25 +52,39 @@ impl ServeHttp for Whoami {
             let rows: String = headers
                 .iter()
                 .map(|(k, v)| {
-                    let style = if k.starts_with("x-auth-request-") {
-                        " style=\"background:#efe\""
+                    let class = if from_gateway(k) {
+                        " class=\"identity\""
                     } else {
                         ""
                     };
                     format!(
-                        "<tr{style}><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
+                        "<tr{class}><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
                         escape(k),
                         escape(v)
                     )
                 })
                 .collect();
-            let html = format!(
-                "<!doctype html><html><head><meta charset=\"utf-8\"><title>whoami</title></head>\
-                 <body style=\"font-family:sans-serif;margin:2em\"><h1>whoami</h1>\
-                 <p>The demo upstream received <code>{} {}</code> with these headers:</p>\
-                 <table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">{rows}</table></body></html>",
-                escape(req.method.as_str()),
-                escape(&target),
+            let user = req
+                .headers
+                .get("x-auth-request-user")
+                .and_then(|v| v.to_str().ok())
+                .map(escape)
+                .unwrap_or_default();
+            let html = crate::respond::styled_page(
+                "wide",
+                "gatehouse demo &middot; whoami upstream",
+                "whoami",
+                &format!(
+                    "<h1>Hello, {who}</h1>\
+                     <p>This page is the demo's upstream app. It received <code>{} {}</code> from the gateway, \
+                     with these headers (the identity headers in green):</p>\
+                     <table>{rows}</table>\
+                     <p>Try <a href=\"/admin/\">/admin/</a> (admins only), <a href=\"/users/{user}/profile\">your profile</a>, \
+                     <a href=\"/users/alice/profile\">alice's profile</a>, or <a href=\"/_gatehouse/logout\">sign out</a>.</p>",
+                    escape(req.method.as_str()),
+                    escape(&target),
+                    who = if user.is_empty() { "anonymous" } else { &user },
+                ),
             );
             ("text/html; charset=utf-8", html.into_bytes())
         };

@@ -7,6 +7,7 @@
 //! several logins can run at once without piling up cookies.
 
 pub mod assertion;
+pub mod csrf;
 pub mod oidc;
 pub mod redirect;
 

