@@ -83,6 +83,7 @@ pub struct Idp {
     pub email_claim: Option<S<String>>,
     pub username_claim: Option<S<String>>,
     pub groups_claim: Option<S<String>>,
+    pub email_verified: Option<S<String>>,
     #[serde(default)]
     pub extra_auth_params: BTreeMap<S<String>, S<String>>,
     pub algorithms: Option<S<Vec<S<String>>>>,
@@ -211,6 +212,7 @@ pub struct Bearer {
     pub email_claim: Option<S<String>>,
     pub username_claim: Option<S<String>>,
     pub groups_claim: Option<S<String>>,
+    pub email_verified: Option<S<String>>,
     pub introspection_endpoint: Option<S<String>>,
     pub introspection_client_id: Option<S<String>>,
     pub introspection_client_secret: Option<S<String>>,

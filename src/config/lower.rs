@@ -421,12 +421,15 @@ impl Lowerer<'_> {
             .and_then(|u| self.secure_url(u, "jwks_uri"));
         let algorithms = self.algorithms(c.algorithms.as_ref(), &[jsonwebtoken::Algorithm::RS256]);
         let leeway = self.leeway(c.leeway.as_ref());
-        let claims = self.claim_names([
-            &c.subject_claim,
-            &c.email_claim,
-            &c.username_claim,
-            &c.groups_claim,
-        ]);
+        let claims = self.claim_names(
+            [
+                &c.subject_claim,
+                &c.email_claim,
+                &c.username_claim,
+                &c.groups_claim,
+            ],
+            c.email_verified.as_ref(),
+        );
         let introspection = match (
             &c.introspection_endpoint,
             &c.introspection_client_id,
@@ -724,12 +727,15 @@ impl Lowerer<'_> {
                     scopes
                 }
             };
-            let claims = self.claim_names([
-                &c.subject_claim,
-                &c.email_claim,
-                &c.username_claim,
-                &c.groups_claim,
-            ]);
+            let claims = self.claim_names(
+                [
+                    &c.subject_claim,
+                    &c.email_claim,
+                    &c.username_claim,
+                    &c.groups_claim,
+                ],
+                c.email_verified.as_ref(),
+            );
             const RESERVED_PARAMS: [&str; 10] = [
                 "response_type",
                 "client_id",
@@ -815,8 +821,12 @@ impl Lowerer<'_> {
     }
 
     /// Where identity claims are found: subject, email, username, groups (defaults: `sub`,
-    /// `email`, `preferred_username`, `groups`).
-    fn claim_names(&mut self, names: [&Option<S<String>>; 4]) -> ClaimNames {
+    /// `email`, `preferred_username`, `groups`); and when the email counts (`email_verified`).
+    fn claim_names(
+        &mut self,
+        names: [&Option<S<String>>; 4],
+        email_verified: Option<&S<String>>,
+    ) -> ClaimNames {
         let defaults = ["sub", "email", "preferred_username", "groups"];
         let [subject, email, username, groups] = std::array::from_fn(|i| {
             names[i]
@@ -824,11 +834,24 @@ impl Lowerer<'_> {
                 .and_then(|v| self.string(v))
                 .unwrap_or_else(|| defaults[i].to_string())
         });
+        let email_verified = match email_verified.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "required")) => EmailVerified::Required,
+            Some((_, "if_present")) => EmailVerified::IfPresent,
+            Some((_, "ignore")) => EmailVerified::Ignore,
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("email_verified must be \"required\", \"if_present\" or \"ignore\", not {other:?}"),
+                );
+                EmailVerified::Required
+            }
+        };
         ClaimNames {
             subject,
             email,
             username,
             groups,
+            email_verified,
         }
     }
 
