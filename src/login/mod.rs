@@ -526,7 +526,17 @@ impl Login {
             .get("auth_time")
             .and_then(Value::as_f64)
             .map(|t| t as u64);
-        if let (Some(max_age), Some(at)) = (login.max_age, auth_time) {
+        if let Some(max_age) = login.max_age {
+            // OIDC Core §2: asked with max_age, the provider must say when the person
+            // authenticated; without it the login proves nothing about its age.
+            let at = auth_time.ok_or_else(|| {
+                LoginFailure::new(
+                    idp,
+                    "missing_auth_time",
+                    502,
+                    "max_age was sent and the ID token has no auth_time",
+                )
+            })?;
             let leeway = provider.config.leeway.as_secs();
             if unix_now().saturating_sub(at) > max_age + leeway {
                 return Err(LoginFailure::new(
@@ -546,8 +556,9 @@ impl Login {
         };
         let kept = self.kept_tokens(session::Tokens::default(), &tokens);
         let mut times = Times::starting(now, now + self.session.max_lifetime.as_secs());
-        // 0 is how a session stores "none": an IdP's auth_time of 0 counts as 1, long ago.
-        times.auth_time = Some(auth_time.unwrap_or(now).max(1));
+        // Unknown stays unknown (never "now"): max_auth_age then asks the IdP again. 0 is
+        // how a session stores "none": an IdP's auth_time of 0 counts as 1, long ago.
+        times.auth_time = auth_time.map(|t| t.max(1));
         self.set_token_times(&mut times, &kept, &tokens, now);
         let session = Session::new(names, &kept, &self.cipher, times);
         let session_id = session::new_session_id();
@@ -797,8 +808,10 @@ impl Login {
             return false;
         }
         if let Some(max) = route.max_auth_age {
-            let times = s.times();
-            let at = times.auth_time.unwrap_or(times.created_at);
+            // A login whose time the IdP never said is of unknown age: not recent enough.
+            let Some(at) = s.times().auth_time else {
+                return false;
+            };
             if unix_now().saturating_sub(at) > max.as_secs() {
                 return false;
             }
@@ -1091,6 +1104,14 @@ auth = ["session"]
         assert!(
             !login.satisfies(&s, &route),
             "login older than max_auth_age"
+        );
+        s.set_times(Times {
+            auth_time: None,
+            ..s.times()
+        });
+        assert!(
+            !login.satisfies(&s, &route),
+            "a login of unknown age is not recent"
         );
         route.max_auth_age = None;
         assert!(login.satisfies(&s, &route));
