@@ -464,6 +464,20 @@ async fn logout_tokens_need_a_jti_and_are_used_once_across_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_tokens_are_used_once_with_the_memory_store() {
+    let stub = stub().await;
+    let app = TestServer::echo("app").await;
+    let gw = Gateway::start(&stub_config(&stub, &app, ""));
+    let first = log_in(&gw, &stub, "bob", "sid-1");
+    let token = logout_token(&stub, json!({"sid": "sid-1", "jti": "j-1"}));
+    assert_eq!(post_logout_token(&gw, &token).status, 200);
+    assert_eq!(status_with(&gw, &first), 401);
+    let second = log_in(&gw, &stub, "bob", "sid-1");
+    assert_eq!(post_logout_token(&gw, &token).status, 400);
+    assert_eq!(status_with(&gw, &second), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_login_starts_does_not_stop_real_logins() {
     let stub = stub().await;
     let app = TestServer::echo("app").await;

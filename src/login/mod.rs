@@ -34,6 +34,10 @@ use oidc::{unix_now, Provider};
 /// How long a login may take between the redirect to the IdP and the callback.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 
+/// How long a used logout token's `jti` is kept at most (until the token's `exp` when sooner;
+/// providers make them live a few minutes).
+const LOGOUT_TOKEN_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
 /// A login in progress, stored under the hash of its `state`.
 #[derive(Debug, Serialize, Deserialize)]
 struct LoginState {
@@ -888,13 +892,38 @@ impl Login {
             .iter()
             .find(|p| p.config.issuer == iss)
             .ok_or(AuthFailure::Invalid("unknown_issuer"))?;
-        let (sid, sub) = provider.validate_logout_token(logout_token).await?;
+        let token = provider.validate_logout_token(logout_token).await?;
+        // One use on every instance sharing the store: the first to take the token's jti
+        // (SET NX in Redis) acts on it, until the token expires.
+        let used = format!(
+            "logout-jti:{}",
+            sha256_hex(&format!("{}\0{}", provider.config.issuer, token.jti))
+        );
+        let left = token
+            .expires_at
+            .saturating_add(provider.config.leeway.as_secs())
+            .saturating_sub(unix_now());
+        let remember = Duration::from_secs(left.clamp(1, LOGOUT_TOKEN_MEMORY.as_secs()));
+        let unavailable = AuthFailure::Unavailable("session_store_unavailable");
+        if !self
+            .store
+            .try_lock(&used, remember)
+            .await
+            .map_err(|_| unavailable)?
+        {
+            return Err(AuthFailure::Invalid("replayed_logout_token"));
+        }
+        let (sid, sub) = (token.sid, token.sub);
         let result = match (&sid, &sub) {
             (Some(sid), _) => self.store.delete_by_sid(sid).await,
             (None, Some(sub)) => self.store.delete_by_subject(sub).await,
             (None, None) => Ok(0),
         };
-        let ended = result.map_err(|_| AuthFailure::Unavailable("session_store_unavailable"))?;
+        let Ok(ended) = result else {
+            // Nothing ended: the IdP's retry of this token must not count as a replay.
+            let _ = self.store.unlock(&used).await;
+            return Err(unavailable);
+        };
         self.metrics
             .logouts_total
             .with_label_values(&["backchannel"])
