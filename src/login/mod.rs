@@ -294,9 +294,11 @@ impl Login {
             cipher,
             providers,
             identities: session::IdentityCache::new(IDENTITY_CACHE_BYTES),
+            // A gate must be admitted to be shared: LRU takes every new one (TinyLFU may not).
             refreshing: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(60))
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
             metrics: metrics.clone(),
         })))
