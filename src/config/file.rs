@@ -119,6 +119,8 @@ pub struct AuthFailureLimit {
     pub max_failures: Option<S<i64>>,
     pub window: Option<S<String>>,
     pub cooldown: Option<S<String>>,
+    pub ipv6_prefix: Option<S<i64>>,
+    pub max_clients: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -219,15 +219,7 @@ impl Lowerer<'_> {
         };
         let (count, period) = self.limit(&c.limit)?;
         let burst = self.positive(c.burst.as_ref(), count, "burst");
-        let ipv6_prefix = match &c.ipv6_prefix {
-            None => 128,
-            Some(p) if (1..=128).contains(p.get_ref()) => *p.get_ref() as u8,
-            Some(p) => {
-                self.r
-                    .error(p.span(), "ipv6_prefix must be between 1 and 128");
-                128
-            }
-        };
+        let ipv6_prefix = self.ipv6_prefix(c.ipv6_prefix.as_ref());
         Some(RateLimitConfig {
             name,
             key,
@@ -338,6 +330,26 @@ impl Lowerer<'_> {
                 c.and_then(|c| c.cooldown.as_ref()),
                 Duration::from_secs(300),
             ),
+            ipv6_prefix: self.ipv6_prefix(c.and_then(|c| c.ipv6_prefix.as_ref())),
+            max_clients: self.positive(
+                c.and_then(|c| c.max_clients.as_ref()),
+                100_000,
+                "max_clients",
+            ) as usize,
+        }
+    }
+
+    /// How many leading bits of an IPv6 client address count: 64 by default, since one
+    /// host commonly holds a whole /64 and could rotate through it.
+    fn ipv6_prefix(&mut self, v: Option<&S<i64>>) -> u8 {
+        match v {
+            None => 64,
+            Some(p) if (1..=128).contains(p.get_ref()) => *p.get_ref() as u8,
+            Some(p) => {
+                self.r
+                    .error(p.span(), "ipv6_prefix must be between 1 and 128");
+                64
+            }
         }
     }
 

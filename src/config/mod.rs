@@ -164,6 +164,10 @@ pub struct AuthFailureLimitConfig {
     pub max_failures: u64,
     pub window: Duration,
     pub cooldown: Duration,
+    /// IPv6 clients are counted by this prefix (128: each address on its own).
+    pub ipv6_prefix: u8,
+    /// Clients remembered at most; the oldest that is not locked out goes first.
+    pub max_clients: usize,
 }
 
 /// One trusted JWT issuer (`[[bearer]]`).

@@ -208,6 +208,8 @@ impl Config {
                 "max_failures": self.auth_failure_limit.max_failures,
                 "window": secs(self.auth_failure_limit.window),
                 "cooldown": secs(self.auth_failure_limit.cooldown),
+                "ipv6_prefix": self.auth_failure_limit.ipv6_prefix,
+                "max_clients": self.auth_failure_limit.max_clients,
             },
             "reserved_limit": limit_json(&self.reserved_limit),
             "security_headers": {

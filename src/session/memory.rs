@@ -459,12 +459,18 @@ mod tests {
         let ttl = Duration::from_secs(600);
         let capacity = PENDING_LOGINS as usize;
         for i in 0..capacity + capacity / 2 {
-            store.put_once(&format!("flood-{i}"), b"x", ttl).await.unwrap();
+            store
+                .put_once(&format!("flood-{i}"), b"x", ttl)
+                .await
+                .unwrap();
         }
         // A person starts a login while the flood goes on, and comes back from the IdP.
         store.put_once("person", b"state", ttl).await.unwrap();
         for i in 0..1000 {
-            store.put_once(&format!("more-{i}"), b"x", ttl).await.unwrap();
+            store
+                .put_once(&format!("more-{i}"), b"x", ttl)
+                .await
+                .unwrap();
         }
         store.once.run_pending_tasks();
         assert_eq!(
