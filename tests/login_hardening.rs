@@ -675,7 +675,11 @@ auth = ["session"]
             "{marker} in /config: {}",
             shown.body
         );
-        assert!(!gw.log().contains(marker), "{marker} in the log");
+        assert!(
+            !gw.log().contains(marker),
+            "{marker} in the log: {}",
+            gw.log()
+        );
     }
     assert!(!shown.body.contains(hash.trim_start_matches("sha256:")));
     // What is not secret stays readable.
@@ -689,5 +693,7 @@ auth = ["session"]
         && u.contains("db=2")));
     assert!(json["rate_limit_store"]["redis_url"]
         .as_str()
-        .is_some_and(|u| u.contains("ops:") && u.contains("127.0.0.1:1")));
+        .is_some_and(|u| u.contains("@127.0.0.1:1/0")));
+    assert_eq!(json["idp"][0]["extra_auth_params"]["prompt"], "<redacted>");
+    assert_eq!(json["bearer"][0]["introspection_client_id"], "gatehouse");
 }

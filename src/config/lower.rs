@@ -268,8 +268,13 @@ impl Lowerer<'_> {
                         Some(url) => {
                             let text = self.string(url).unwrap_or_default();
                             if redis::Client::open(text.as_str()).is_err() {
-                                self.r
-                                    .error(url.span(), format!("invalid redis_url {text:?}"));
+                                self.r.error(
+                                    url.span(),
+                                    format!(
+                                        "invalid redis_url {:?}",
+                                        super::show::redact_url(&text)
+                                    ),
+                                );
                             }
                             StoreKind::Redis { url: text }
                         }
@@ -564,7 +569,10 @@ impl Lowerer<'_> {
         if let Some(url) = &redis_url {
             if redis::Client::open(url.as_str()).is_err() {
                 if let Some(u) = &c.redis_url {
-                    self.r.error(u.span(), format!("invalid redis_url {url:?}"));
+                    self.r.error(
+                        u.span(),
+                        format!("invalid redis_url {:?}", super::show::redact_url(url)),
+                    );
                 }
             }
         }

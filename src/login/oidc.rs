@@ -299,7 +299,7 @@ impl Provider {
             .await
             .map_err(|e| TokenError {
                 label: "token_endpoint_unreachable",
-                detail: e.to_string(),
+                detail: fetch::without_url(&e),
             })?;
         let status = response.status();
         let body = read_body(response).await.map_err(|detail| TokenError {
@@ -449,7 +449,7 @@ impl Provider {
 async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     const MAX: usize = 256 * 1024;
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| fetch::without_url(&e))? {
         if body.len() + chunk.len() > MAX {
             return Err("token endpoint answer too large".to_string());
         }
