@@ -363,9 +363,8 @@ mod tests {
     #[test]
     fn a_refused_redis_url_is_reported_without_its_password() {
         let text = "[server]\n[session]\nstore = \"redis\"\nredis_url = \"redix://ops:s3cretpw@cache:6379/0?pass=s3cretpw\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
-        let err = Config::from_str(std::path::Path::new("g.toml"), text, &|_| None)
-            .err()
-            .expect("refused");
+        let err =
+            Config::from_str(std::path::Path::new("g.toml"), text, &|_| None).expect_err("refused");
         let shown = err.to_string();
         assert!(shown.contains("invalid redis_url"), "{shown}");
         assert!(!shown.contains("s3cretpw"), "{shown}");
