@@ -28,7 +28,7 @@ type Shard = RwLock<HashMap<Key, Slot>>;
 const SHARDS: usize = 16;
 
 /// Logins in progress kept at most.
-pub const PENDING_LOGINS: u64 = 100_000;
+const PENDING_LOGINS: u64 = 100_000;
 
 /// The sessions under one name: nearly always one, kept inline.
 enum Keys {
