@@ -75,10 +75,10 @@ pub(super) fn redact_url(url: &str) -> String {
     u.to_string()
 }
 
-/// The parts of a URL that [`redact_url`] hides.
+/// The parts of a URL that [`redact_url`] hides and that may be secrets (a user name is
+/// hidden in the URL, but as often as not it is also a cookie or client name).
 fn url_secrets(url: &str, found: &mut Vec<String>) {
     if let Ok(u) = url::Url::parse(url) {
-        found.push(u.username().to_string());
         found.extend(u.password().map(str::to_string));
         found.extend(u.query_pairs().map(|(_, v)| v.into_owned()));
     }
