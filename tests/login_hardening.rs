@@ -631,7 +631,7 @@ redis_url = "redis://ops:{}@127.0.0.1:1/0?password={}"
 name = "corp"
 issuer = "http://127.0.0.1:1"
 client_id = "gatehouse"
-client_secret = "${{GH_TEST_CLIENT_SECRET}}"
+client_secret = "{}"
 extra_auth_params = {{ login_hint = "{}", prompt = "consent" }}
 
 [[bearer]]
@@ -659,13 +659,13 @@ auth = ["session"]
         markers[5],
         markers[1],
         markers[2],
+        markers[4],
         markers[3],
         markers[7],
         markers[8],
         markers[6],
         upstream_block("app", &[app.addr], ""),
     );
-    std::env::set_var("GH_TEST_CLIENT_SECRET", markers[4]);
     let gw = Gateway::start_in(dir, &config);
     let shown = gw.admin("/config");
     assert_eq!(shown.status, 200, "{}", shown.body);
