@@ -10,7 +10,7 @@ use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use gatehouse::authn::api_key::{hash_key, ApiKeys};
 use gatehouse::authn::bearer::{parse, BearerAuth};
-use gatehouse::config::{ApiKeyConfig, BearerConfig, ClaimNames};
+use gatehouse::config::{ApiKeyConfig, BearerConfig, ClaimNames, EmailVerified};
 use gatehouse::metrics::Metrics;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
@@ -37,7 +37,7 @@ fn now() -> u64 {
 fn claims() -> serde_json::Value {
     json!({
         "iss": ISSUER, "aud": "api", "sub": "user-1", "exp": now() + 3600, "iat": now(),
-        "email": "user-1@example.com", "preferred_username": "user1",
+        "email": "user-1@example.com", "email_verified": true, "preferred_username": "user1",
         "groups": ["staff", "sales"], "scope": "read write",
     })
 }
@@ -61,6 +61,7 @@ fn config() -> BearerConfig {
             email: "email".into(),
             username: "preferred_username".into(),
             groups: "groups".into(),
+            email_verified: EmailVerified::Required,
         },
         introspection: None,
         unknown_kid_refetch_interval: Duration::from_secs(10),

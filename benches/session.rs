@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
-use gatehouse::config::{AuthMethod, BearerConfig, ClaimNames};
+use gatehouse::config::{AuthMethod, BearerConfig, ClaimNames, EmailVerified};
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::{
     new_session_id, IdentityCache, Names, Session, SessionStore, Times, TokenCipher, Tokens,
@@ -102,6 +102,7 @@ fn bench(c: &mut Criterion) {
             email: "email".into(),
             username: "preferred_username".into(),
             groups: "groups".into(),
+            email_verified: EmailVerified::Required,
         },
         introspection: None,
         unknown_kid_refetch_interval: Duration::from_secs(60),

@@ -83,7 +83,7 @@ impl Provider {
             support::keycloak_id_claims(i, &self.issuer, &client_id, &nonce, now)
         } else {
             json!({"iss": self.issuer, "aud": client_id, "sub": "bench-user", "iat": now,
-                "exp": now + 3600, "nonce": nonce, "email": "bench@example.com", "groups": ["staff"]})
+                "exp": now + 3600, "nonce": nonce, "email": "bench@example.com", "email_verified": true, "groups": ["staff"]})
         };
         // The stub provider answers the code exchange with the code as the ID token.
         let done = self

@@ -36,7 +36,7 @@ fn main() {
     let tokens: Vec<String> = (0..n)
         .map(|i| {
             let claims = json!({"iss": issuer, "aud": "bench-api", "sub": format!("user-{i}"), "exp": exp,
-                "email": format!("user-{i}@example.com"), "groups": ["staff"]});
+                "email": format!("user-{i}@example.com"), "email_verified": true, "groups": ["staff"]});
             jsonwebtoken::encode(&header, &claims, &key).expect("sign")
         })
         .collect();

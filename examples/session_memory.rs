@@ -74,6 +74,7 @@ async fn main() {
             email: "email".into(),
             username: "preferred_username".into(),
             groups: "groups".into(),
+            email_verified: gatehouse::config::EmailVerified::Required,
         },
         introspection: None,
         unknown_kid_refetch_interval: Duration::from_secs(60),
@@ -103,7 +104,7 @@ async fn main() {
             let claims = json!({
                 "exp": 1_700_000_300u64, "iat": 1_700_000_000u64, "jti": uuid(), "iss": issuer,
                 "aud": "account", "sub": subject, "typ": "Bearer", "azp": "gatehouse", "sid": sid,
-                "scope": "openid email profile", "email": format!("user-{i}@example.com"),
+                "scope": "openid email profile", "email": format!("user-{i}@example.com"), "email_verified": true,
                 "realm_access": {"roles": ["offline_access", "uma_authorization", "staff"]},
                 "resource_access": {"account": {"roles": ["manage-account", "view-profile"]}},
             });

@@ -105,7 +105,7 @@ impl Idp {
     fn claims(&self, sub: &str) -> Value {
         json!({
             "iss": self.issuer(), "aud": AUD, "sub": sub, "exp": now() + 600, "iat": now(),
-            "email": format!("{sub}@example.com"), "preferred_username": sub,
+            "email": format!("{sub}@example.com"), "email_verified": true, "preferred_username": sub,
             "realm_access": {"roles": ["staff", "sales"]}, "department": "sales",
         })
     }

@@ -578,3 +578,98 @@ async fn public_and_post_clients_authenticate_as_configured() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_auth_age_needs_the_providers_auth_time() {
+    let stub = stub().await;
+    let app = TestServer::echo("app").await;
+    let config = config(&stub, &app).replace(
+        "[reserved_limit]",
+        "[[route]]\nname = \"admin\"\npath = \"/admin/\"\nupstream = \"app\"\nauth = [\"session\"]\nmax_auth_age = \"5m\"\n\n[reserved_limit]",
+    );
+    let gw = Gateway::start(&config);
+    let iss_param: String = url::form_urlencoded::byte_serialize(stub.issuer.as_bytes()).collect();
+    let session_of = |r: &Response| {
+        r.headers["set-cookie"]
+            .iter()
+            .find(|c| c.starts_with("gatehouse="))
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string)
+    };
+    // An ordinary login whose ID token does not say when the person authenticated (the
+    // provider may have reused a session of last week).
+    let s = start(&gw, "/");
+    *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&claims(&stub, &s.nonce)));
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert_eq!(r.status, 302, "{}", r.body);
+    let session = session_of(&r).unwrap();
+    let cookies = format!("Cookie: {session}; {}\r\n", s.binding);
+
+    // The admin area wants a login of the last 5 minutes: an unknown time is not recent.
+    let xhr = gw.get(
+        "/admin/x",
+        &format!("{cookies}Accept: application/json\r\n"),
+    );
+    assert_eq!(xhr.status, 401, "{}", xhr.body);
+    assert_eq!(app.hit_count(), 0);
+    let step_up = |gw: &Gateway| {
+        let nav = gw.get("/admin/x", &format!("{cookies}Accept: text/html\r\n"));
+        assert_eq!(nav.status, 302, "{}", nav.body);
+        let to = url::Url::parse(nav.header("location").unwrap()).unwrap();
+        let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+        assert_eq!(q["max_age"], "300");
+        q
+    };
+
+    // Asked with max_age, the provider must say auth_time (OIDC Core §2): without it, or
+    // with one too old, no session.
+    for auth_time in [None, Some(now() - 3600)] {
+        let q = step_up(&gw);
+        let mut c = claims(&stub, &q["nonce"]);
+        if let Some(t) = auth_time {
+            c["auth_time"] = json!(t);
+        }
+        *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&c));
+        let r = callback(
+            &gw,
+            &format!("code=c&state={}&iss={iss_param}", q["state"]),
+            Some(&s.binding),
+        );
+        assert!(
+            refused(&r),
+            "auth_time {auth_time:?}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    assert_eq!(
+        metric(
+            &gw,
+            "gatehouse_logins_total{idp=\"stub\",result=\"missing_auth_time\"}"
+        ),
+        1.0
+    );
+    assert_eq!(app.hit_count(), 0);
+
+    // A fresh authentication opens the admin area.
+    let q = step_up(&gw);
+    let mut c = claims(&stub, &q["nonce"]);
+    c["auth_time"] = json!(now());
+    *stub.next.lock().unwrap() = TokenAnswer::IdToken(stub.key.sign(&c));
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", q["state"]),
+        Some(&s.binding),
+    );
+    assert_eq!(r.status, 302, "{}", r.body);
+    let fresh = session_of(&r).unwrap();
+    let admin = gw.get(
+        "/admin/x",
+        &format!("Cookie: {fresh}\r\nAccept: application/json\r\n"),
+    );
+    assert_eq!(admin.status, 200, "{}", admin.body);
+}

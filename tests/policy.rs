@@ -25,7 +25,7 @@ impl Setup {
     fn token(&self, sub: &str, groups: &[&str]) -> String {
         self.key.sign(&json!({
             "iss": self.issuer, "aud": "crm-api", "sub": sub, "exp": now() + 600,
-            "email": format!("{sub}@example.com"), "groups": groups,
+            "email": format!("{sub}@example.com"), "email_verified": true, "groups": groups,
         }))
     }
 

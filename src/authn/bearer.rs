@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::introspection::Introspector;
 use super::jwks::{KeyStore, VerifyKey};
 use super::{claim_at, string_list, AuthFailure, Identity};
-use crate::config::{AuthMethod, BearerConfig};
+use crate::config::{AuthMethod, BearerConfig, EmailVerified};
 use crate::metrics::Metrics;
 
 pub type TokenHash = [u8; 32];
@@ -356,26 +356,33 @@ pub fn check_claims(
     Ok(())
 }
 
-/// The identity a token's claims describe, by the issuer's claim names.
+/// The identity a token's claims describe, by the issuer's claim names. An email the
+/// issuer did not vouch for (see [`EmailVerified`]) is left out, also from the claims.
 pub fn identity_from_claims(
-    claims: Map<String, Value>,
+    mut claims: Map<String, Value>,
     config: &BearerConfig,
     method: AuthMethod,
 ) -> Result<Identity, AuthFailure> {
-    let text = |path: &str| {
-        claim_at(&claims, path)
+    let text = |claims: &Map<String, Value>, path: &str| {
+        claim_at(claims, path)
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    let subject = text(&config.claims.subject)
+    let subject = text(&claims, &config.claims.subject)
         .filter(|s| !s.is_empty())
         .ok_or(AuthFailure::Invalid("missing_subject"))?;
     let mut scopes = string_list(claim_at(&claims, "scope"));
     scopes.extend(string_list(claim_at(&claims, "scp")));
+    let email = if email_trusted(&claims, config.claims.email_verified) {
+        text(&claims, &config.claims.email)
+    } else {
+        remove_claim_at(&mut claims, &config.claims.email);
+        None
+    };
     Ok(Identity {
         method,
-        email: text(&config.claims.email),
-        username: text(&config.claims.username),
+        email,
+        username: text(&claims, &config.claims.username),
         groups: string_list(claim_at(&claims, &config.claims.groups)),
         scopes,
         issuer: Some(config.issuer.clone()),
@@ -384,6 +391,40 @@ pub fn identity_from_claims(
         subject,
         claims,
     })
+}
+
+/// Whether the token's email may stand for the person: `email_verified` is `true` (or
+/// `"true"`, as some providers write it), or absent where the issuer never sends it.
+fn email_trusted(claims: &Map<String, Value>, rule: EmailVerified) -> bool {
+    let verified = match claims.get("email_verified") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) => Some(s == "true"),
+        Some(_) => Some(false),
+    };
+    match rule {
+        EmailVerified::Required => verified == Some(true),
+        EmailVerified::IfPresent => verified != Some(false),
+        EmailVerified::Ignore => true,
+    }
+}
+
+/// Removes a claim found by [`claim_at`]'s rules (a literal key first, then a dotted path).
+fn remove_claim_at(claims: &mut Map<String, Value>, path: &str) {
+    if claims.remove(path).is_some() {
+        return;
+    }
+    let Some((parent, last)) = path.rsplit_once('.') else {
+        return;
+    };
+    let mut current = claims;
+    for part in parent.split('.') {
+        match current.get_mut(part).and_then(Value::as_object_mut) {
+            Some(next) => current = next,
+            None => return,
+        }
+    }
+    current.remove(last);
 }
 
 /// Roughly how many bytes an identity takes in memory (cache weights): the struct with its
@@ -451,6 +492,61 @@ mod tests {
         }
         let p = parse("e30.eyJhIjoxfQ.c2ln").unwrap();
         assert_eq!(p.claims.get("a"), Some(&Value::from(1)));
+    }
+
+    #[test]
+    fn unverified_emails_leave_the_identity() {
+        let config = |rule| BearerConfig {
+            issuer: "https://idp".into(),
+            audiences: vec!["api".into()],
+            jwks_uri: None,
+            algorithms: Vec::new(),
+            leeway: Duration::ZERO,
+            token_type: None,
+            claims: crate::config::ClaimNames {
+                subject: "sub".into(),
+                email: "profile.mail".into(),
+                username: "preferred_username".into(),
+                groups: "groups".into(),
+                email_verified: rule,
+            },
+            introspection: None,
+            unknown_kid_refetch_interval: Duration::ZERO,
+        };
+        let identity = |verified: Option<Value>, rule| {
+            let mut claims = serde_json::json!({"sub": "s", "profile": {"mail": "m@example.com"}});
+            if let Some(v) = verified {
+                claims["email_verified"] = v;
+            }
+            let Value::Object(claims) = claims else {
+                unreachable!()
+            };
+            identity_from_claims(claims, &config(rule), AuthMethod::Bearer).unwrap()
+        };
+        use EmailVerified::*;
+        let v = |j: Value| Some(j);
+        for (verified, rule, trusted) in [
+            (v(true.into()), Required, true),
+            (v("true".into()), Required, true),
+            (v(false.into()), Required, false),
+            (v("True".into()), Required, false),
+            (v(1.into()), Required, false),
+            (None, Required, false),
+            (v(Value::Null), Required, false),
+            (None, IfPresent, true),
+            (v(Value::Null), IfPresent, true),
+            (v(true.into()), IfPresent, true),
+            (v(false.into()), IfPresent, false),
+            (v("false".into()), IfPresent, false),
+            (v(false.into()), Ignore, true),
+        ] {
+            let what = format!("{verified:?} {rule:?}");
+            let i = identity(verified, rule);
+            assert_eq!(i.email.is_some(), trusted, "{what}");
+            // Policies and claim headers cannot read it from the claims either.
+            let in_claims = claim_at(&i.claims, "profile.mail").is_some();
+            assert_eq!(in_claims, trusted, "{what}");
+        }
     }
 
     #[test]

@@ -29,11 +29,27 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> Result<Fetched, St
         .header(http::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
+        .map_err(|e| format!("GET {}: {}", loggable(url), without_url(&e)))?;
     read_json(resp, url).await
 }
 
+/// A URL as it may be logged: without userinfo, query or fragment, which can hold secrets
+/// (an API key in a JWKS URL).
+pub(crate) fn loggable(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".to_string(),
+    }
+}
+
 pub async fn read_json(mut resp: reqwest::Response, url: &str) -> Result<Fetched, String> {
+    let url = loggable(url);
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
     }
@@ -57,12 +73,22 @@ pub async fn read_json(mut resp: reqwest::Response, url: &str) -> Result<Fetched
     Ok(Fetched { body, max_age })
 }
 
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(src) = std::error::Error::source(e) {
-        text = format!("{text}: {src}");
+/// What went wrong, without the URL reqwest puts in its message (the caller names the URL,
+/// made [`loggable`]).
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(src) => format!("{kind}: {src}"),
+        None => kind.to_string(),
     }
-    text
 }
 
 fn parse_max_age(value: &str) -> Option<Duration> {
@@ -78,6 +104,15 @@ fn parse_max_age(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_urls_hold_no_secrets() {
+        assert_eq!(
+            loggable("https://u:pw@idp.example.com/jwks?key=s3cret#x"),
+            "https://idp.example.com/jwks"
+        );
+        assert_eq!(loggable("not a url"), "(unparsable URL)");
+    }
 
     #[test]
     fn max_age() {

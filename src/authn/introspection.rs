@@ -127,7 +127,10 @@ impl Introspector {
             .form(&[("token", token), ("token_type_hint", "access_token")])
             .send()
             .await
-            .map_err(|e| format!("POST {}: {e}", endpoint.endpoint))?;
+            .map_err(|e| {
+                let url = fetch::loggable(&endpoint.endpoint);
+                format!("POST {url}: {}", fetch::without_url(&e))
+            })?;
         let body = fetch::read_json(resp, &endpoint.endpoint).await?.body;
         let Value::Object(claims) = body else {
             return Err("introspection answer is not a JSON object".into());

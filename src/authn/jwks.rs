@@ -258,14 +258,15 @@ impl KeyStore {
             }
         };
         let fetched = fetch::get_json(&self.client, &uri).await?;
-        let set: JwkSet =
-            serde_json::from_value(fetched.body).map_err(|e| format!("{uri}: not a JWKS: {e}"))?;
+        let shown = fetch::loggable(&uri);
+        let set: JwkSet = serde_json::from_value(fetched.body)
+            .map_err(|e| format!("{shown}: not a JWKS: {e}"))?;
         let (keys, skipped) = key_set_from_jwks(&set);
         if skipped > 0 {
             tracing::debug!(issuer = %self.config.issuer, skipped, "JWKS keys skipped (unsupported type or use)");
         }
         if keys.is_empty() {
-            return Err(format!("{uri}: no usable signing key"));
+            return Err(format!("{shown}: no usable signing key"));
         }
         Ok((keys, fetched.max_age))
     }

@@ -83,6 +83,7 @@ pub struct Idp {
     pub email_claim: Option<S<String>>,
     pub username_claim: Option<S<String>>,
     pub groups_claim: Option<S<String>>,
+    pub email_verified: Option<S<String>>,
     #[serde(default)]
     pub extra_auth_params: BTreeMap<S<String>, S<String>>,
     pub algorithms: Option<S<Vec<S<String>>>>,
@@ -118,6 +119,8 @@ pub struct AuthFailureLimit {
     pub max_failures: Option<S<i64>>,
     pub window: Option<S<String>>,
     pub cooldown: Option<S<String>>,
+    pub ipv6_prefix: Option<S<i64>>,
+    pub max_clients: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +216,7 @@ pub struct Bearer {
     pub email_claim: Option<S<String>>,
     pub username_claim: Option<S<String>>,
     pub groups_claim: Option<S<String>>,
+    pub email_verified: Option<S<String>>,
     pub introspection_endpoint: Option<S<String>>,
     pub introspection_client_id: Option<S<String>>,
     pub introspection_client_secret: Option<S<String>>,

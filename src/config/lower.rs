@@ -219,15 +219,7 @@ impl Lowerer<'_> {
         };
         let (count, period) = self.limit(&c.limit)?;
         let burst = self.positive(c.burst.as_ref(), count, "burst");
-        let ipv6_prefix = match &c.ipv6_prefix {
-            None => 128,
-            Some(p) if (1..=128).contains(p.get_ref()) => *p.get_ref() as u8,
-            Some(p) => {
-                self.r
-                    .error(p.span(), "ipv6_prefix must be between 1 and 128");
-                128
-            }
-        };
+        let ipv6_prefix = self.ipv6_prefix(c.ipv6_prefix.as_ref());
         Some(RateLimitConfig {
             name,
             key,
@@ -276,8 +268,13 @@ impl Lowerer<'_> {
                         Some(url) => {
                             let text = self.string(url).unwrap_or_default();
                             if redis::Client::open(text.as_str()).is_err() {
-                                self.r
-                                    .error(url.span(), format!("invalid redis_url {text:?}"));
+                                self.r.error(
+                                    url.span(),
+                                    format!(
+                                        "invalid redis_url {:?}",
+                                        super::show::redact_url(&text)
+                                    ),
+                                );
                             }
                             StoreKind::Redis { url: text }
                         }
@@ -338,6 +335,26 @@ impl Lowerer<'_> {
                 c.and_then(|c| c.cooldown.as_ref()),
                 Duration::from_secs(300),
             ),
+            ipv6_prefix: self.ipv6_prefix(c.and_then(|c| c.ipv6_prefix.as_ref())),
+            max_clients: self.positive(
+                c.and_then(|c| c.max_clients.as_ref()),
+                100_000,
+                "max_clients",
+            ) as usize,
+        }
+    }
+
+    /// How many leading bits of an IPv6 client address count: 64 by default, since one
+    /// host commonly holds a whole /64 and could rotate through it.
+    fn ipv6_prefix(&mut self, v: Option<&S<i64>>) -> u8 {
+        match v {
+            None => 64,
+            Some(p) if (1..=128).contains(p.get_ref()) => *p.get_ref() as u8,
+            Some(p) => {
+                self.r
+                    .error(p.span(), "ipv6_prefix must be between 1 and 128");
+                64
+            }
         }
     }
 
@@ -421,12 +438,15 @@ impl Lowerer<'_> {
             .and_then(|u| self.secure_url(u, "jwks_uri"));
         let algorithms = self.algorithms(c.algorithms.as_ref(), &[jsonwebtoken::Algorithm::RS256]);
         let leeway = self.leeway(c.leeway.as_ref());
-        let claims = self.claim_names([
-            &c.subject_claim,
-            &c.email_claim,
-            &c.username_claim,
-            &c.groups_claim,
-        ]);
+        let claims = self.claim_names(
+            [
+                &c.subject_claim,
+                &c.email_claim,
+                &c.username_claim,
+                &c.groups_claim,
+            ],
+            c.email_verified.as_ref(),
+        );
         let introspection = match (
             &c.introspection_endpoint,
             &c.introspection_client_id,
@@ -549,7 +569,10 @@ impl Lowerer<'_> {
         if let Some(url) = &redis_url {
             if redis::Client::open(url.as_str()).is_err() {
                 if let Some(u) = &c.redis_url {
-                    self.r.error(u.span(), format!("invalid redis_url {url:?}"));
+                    self.r.error(
+                        u.span(),
+                        format!("invalid redis_url {:?}", super::show::redact_url(url)),
+                    );
                 }
             }
         }
@@ -724,12 +747,15 @@ impl Lowerer<'_> {
                     scopes
                 }
             };
-            let claims = self.claim_names([
-                &c.subject_claim,
-                &c.email_claim,
-                &c.username_claim,
-                &c.groups_claim,
-            ]);
+            let claims = self.claim_names(
+                [
+                    &c.subject_claim,
+                    &c.email_claim,
+                    &c.username_claim,
+                    &c.groups_claim,
+                ],
+                c.email_verified.as_ref(),
+            );
             const RESERVED_PARAMS: [&str; 10] = [
                 "response_type",
                 "client_id",
@@ -815,8 +841,12 @@ impl Lowerer<'_> {
     }
 
     /// Where identity claims are found: subject, email, username, groups (defaults: `sub`,
-    /// `email`, `preferred_username`, `groups`).
-    fn claim_names(&mut self, names: [&Option<S<String>>; 4]) -> ClaimNames {
+    /// `email`, `preferred_username`, `groups`); and when the email counts (`email_verified`).
+    fn claim_names(
+        &mut self,
+        names: [&Option<S<String>>; 4],
+        email_verified: Option<&S<String>>,
+    ) -> ClaimNames {
         let defaults = ["sub", "email", "preferred_username", "groups"];
         let [subject, email, username, groups] = std::array::from_fn(|i| {
             names[i]
@@ -824,11 +854,24 @@ impl Lowerer<'_> {
                 .and_then(|v| self.string(v))
                 .unwrap_or_else(|| defaults[i].to_string())
         });
+        let email_verified = match email_verified.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "required")) => EmailVerified::Required,
+            Some((_, "if_present")) => EmailVerified::IfPresent,
+            Some((_, "ignore")) => EmailVerified::Ignore,
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("email_verified must be \"required\", \"if_present\" or \"ignore\", not {other:?}"),
+                );
+                EmailVerified::Required
+            }
+        };
         ClaimNames {
             subject,
             email,
             username,
             groups,
+            email_verified,
         }
     }
 

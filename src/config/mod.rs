@@ -164,6 +164,10 @@ pub struct AuthFailureLimitConfig {
     pub max_failures: u64,
     pub window: Duration,
     pub cooldown: Duration,
+    /// IPv6 clients are counted by this prefix (128: each address on its own).
+    pub ipv6_prefix: u8,
+    /// Clients remembered at most; the oldest that is not locked out goes first.
+    pub max_clients: usize,
 }
 
 /// One trusted JWT issuer (`[[bearer]]`).
@@ -184,13 +188,27 @@ pub struct BearerConfig {
     pub unknown_kid_refetch_interval: Duration,
 }
 
-/// Where the identity is found in a token's claims; dotted paths reach nested claims.
+/// Where the identity is found in a token's claims (dotted paths reach nested claims), and
+/// how far its email is believed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimNames {
     pub subject: String,
     pub email: String,
     pub username: String,
     pub groups: String,
+    pub email_verified: EmailVerified,
+}
+
+/// When the email claim is part of the identity, by the token's `email_verified`. An email
+/// left out is in no header, assertion, binding, condition or userinfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailVerified {
+    /// Only with `email_verified: true` (the default: a missing claim proves nothing).
+    Required,
+    /// Unless `email_verified` is there and not true (providers that never send it).
+    IfPresent,
+    /// Always, even when the provider says it did not verify it.
+    Ignore,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -13,6 +13,14 @@ fn secs(d: Duration) -> String {
     }
 }
 
+fn email_verified(rule: EmailVerified) -> &'static str {
+    match rule {
+        EmailVerified::Required => "required",
+        EmailVerified::IfPresent => "if_present",
+        EmailVerified::Ignore => "ignore",
+    }
+}
+
 fn limit_json(l: &RateLimitConfig) -> Value {
     json!({
         "name": l.name,
@@ -29,19 +37,105 @@ fn limit_json(l: &RateLimitConfig) -> Value {
     })
 }
 
-/// `redis://user:secret@host` → `redis://user:REDACTED@host`.
-fn redact_url_password(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("REDACTED"));
-            u.to_string()
+const REDACTED: &str = "<redacted>";
+
+/// Query parameters that never carry a secret (a Redis database number, its protocol).
+const PLAIN_QUERY_PARAMS: [&str; 2] = ["db", "protocol"];
+
+/// A URL with everything that can hold a secret replaced: the userinfo (`redis://user:pw@`),
+/// every query value but the plain ones (`redis+unix:///s?pass=..`, `?password=`, API keys)
+/// and the fragment. One that does not parse is shown not at all.
+pub(super) fn redact_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return REDACTED.to_string();
+    };
+    if !u.username().is_empty() {
+        let _ = u.set_username("REDACTED");
+    }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("REDACTED"));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let shown = if PLAIN_QUERY_PARAMS.contains(&k.as_ref()) {
+                    v.into_owned()
+                } else {
+                    "REDACTED".to_string()
+                };
+                (k.into_owned(), shown)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    if u.fragment().is_some() {
+        u.set_fragment(Some("REDACTED"));
+    }
+    u.to_string()
+}
+
+/// The parts of a URL that [`redact_url`] hides and that may be secrets (a user name is
+/// hidden in the URL, but as often as not it is also a cookie or client name).
+fn url_secrets(url: &str, found: &mut Vec<String>) {
+    if let Ok(u) = url::Url::parse(url) {
+        found.extend(u.password().map(str::to_string));
+        found.extend(u.query_pairs().map(|(_, v)| v.into_owned()));
+    }
+}
+
+/// Every value of the config that is a secret, to be scrubbed wherever else it shows up.
+fn secrets(c: &Config) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for kind in [&c.session.store, &c.rate_limit_store.kind] {
+        if let StoreKind::Redis { url } = kind {
+            url_secrets(url, &mut found);
         }
-        _ => url.to_string(),
+    }
+    for b in &c.bearer {
+        url_secrets(&b.issuer, &mut found);
+        if let Some(u) = &b.jwks_uri {
+            url_secrets(u, &mut found);
+        }
+        if let Some(i) = &b.introspection {
+            url_secrets(&i.endpoint, &mut found);
+            found.push(i.client_secret.clone());
+        }
+    }
+    for i in &c.idps {
+        url_secrets(&i.issuer, &mut found);
+        found.extend(i.client_secret.clone());
+        found.extend(i.extra_auth_params.iter().map(|(_, v)| v.clone()));
+    }
+    if let Some(secret) = &c.session.secret {
+        found.push(String::from_utf8_lossy(secret).into_owned());
+    }
+    // Short values ("0", "consent") would blank out half the page and hide nothing.
+    found.retain(|s| s.len() >= 8);
+    found
+}
+
+/// Replaces every string that contains one of `secrets`.
+fn scrub(value: &mut Value, secrets: &[String]) {
+    match value {
+        Value::String(s) if secrets.iter().any(|x| s.contains(x.as_str())) => {
+            *s = REDACTED.to_string();
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|v| scrub(v, secrets)),
+        _ => {}
     }
 }
 
 impl Config {
+    /// Secrets are replaced field by field, then anywhere else they appear.
     pub fn redacted_json(&self) -> Value {
+        let mut shown = self.shown_json();
+        scrub(&mut shown, &secrets(self));
+        shown
+    }
+
+    fn shown_json(&self) -> Value {
         let s = &self.server;
         let upstreams: serde_json::Map<String, Value> = self
             .upstreams
@@ -105,7 +199,7 @@ impl Config {
             "server": {
                 "listen": s.listen,
                 "tls": s.tls.as_ref().map(|t| json!({"listen": t.listen, "cert": t.cert, "key": "<redacted>"})),
-                "public_url": s.public_url,
+                "public_url": s.public_url.as_deref().map(redact_url),
                 "threads": s.threads,
                 "trusted_proxies": s.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "allowed_hosts": s.allowed_hosts,
@@ -128,7 +222,7 @@ impl Config {
                     StoreKind::Redis { .. } => "redis".to_string(),
                 },
                 "redis_url": match &self.session.store {
-                    StoreKind::Redis { url } => Some(redact_url_password(url)),
+                    StoreKind::Redis { url } => Some(redact_url(url)),
                     StoreKind::Memory => None,
                 },
                 "cookie_name": self.session.cookie_name,
@@ -143,7 +237,7 @@ impl Config {
             },
             "idp": self.idps.iter().map(|i| json!({
                 "name": i.name,
-                "issuer": i.issuer,
+                "issuer": redact_url(&i.issuer),
                 "client_id": i.client_id,
                 "client_secret": i.client_secret.as_ref().map(|_| "<redacted>"),
                 "client_auth": match i.client_auth {
@@ -156,10 +250,12 @@ impl Config {
                 "email_claim": i.claims.email,
                 "username_claim": i.claims.username,
                 "groups_claim": i.claims.groups,
-                "extra_auth_params": i.extra_auth_params.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "email_verified": email_verified(i.claims.email_verified),
+                // Values may be secrets (a login_hint, a vendor's key): the names only.
+                "extra_auth_params": i.extra_auth_params.iter().map(|(k, _)| (k.clone(), REDACTED)).collect::<std::collections::BTreeMap<_, _>>(),
                 "algorithms": i.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
                 "leeway": secs(i.leeway),
-                "post_logout_redirect_uri": i.post_logout_redirect_uri,
+                "post_logout_redirect_uri": i.post_logout_redirect_uri.as_deref().map(redact_url),
             })).collect::<Vec<_>>(),
             "headers": {
                 "assertion": self.headers.assertion,
@@ -168,9 +264,9 @@ impl Config {
                 "claims": self.headers.claims.iter().map(|(h, c)| (h.to_string(), Value::from(c.clone()))).collect::<serde_json::Map<_, _>>(),
             },
             "bearer": self.bearer.iter().map(|b| json!({
-                "issuer": b.issuer,
+                "issuer": redact_url(&b.issuer),
                 "audiences": b.audiences,
-                "jwks_uri": b.jwks_uri,
+                "jwks_uri": b.jwks_uri.as_deref().map(redact_url),
                 "algorithms": b.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
                 "leeway": secs(b.leeway),
                 "token_type": b.token_type,
@@ -178,7 +274,8 @@ impl Config {
                 "email_claim": b.claims.email,
                 "username_claim": b.claims.username,
                 "groups_claim": b.claims.groups,
-                "introspection_endpoint": b.introspection.as_ref().map(|i| &i.endpoint),
+                "email_verified": email_verified(b.claims.email_verified),
+                "introspection_endpoint": b.introspection.as_ref().map(|i| redact_url(&i.endpoint)),
                 "introspection_client_id": b.introspection.as_ref().map(|i| &i.client_id),
                 "introspection_client_secret": b.introspection.as_ref().map(|_| "<redacted>"),
                 "unknown_kid_refetch_interval": secs(b.unknown_kid_refetch_interval),
@@ -197,7 +294,7 @@ impl Config {
                     StoreKind::Redis { .. } => "redis".to_string(),
                 },
                 "redis_url": match &self.rate_limit_store.kind {
-                    StoreKind::Redis { url } => Some(redact_url_password(url)),
+                    StoreKind::Redis { url } => Some(redact_url(url)),
                     StoreKind::Memory => None,
                 },
                 "on_error": if self.rate_limit_store.fail_open { "fail_open" } else { "fail_closed" },
@@ -210,6 +307,8 @@ impl Config {
                 "max_failures": self.auth_failure_limit.max_failures,
                 "window": secs(self.auth_failure_limit.window),
                 "cooldown": secs(self.auth_failure_limit.cooldown),
+                "ipv6_prefix": self.auth_failure_limit.ipv6_prefix,
+                "max_clients": self.auth_failure_limit.max_clients,
             },
             "reserved_limit": limit_json(&self.reserved_limit),
             "security_headers": {
@@ -228,14 +327,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_in_urls_are_redacted() {
+    fn urls_lose_everything_that_can_hold_a_secret() {
+        for (url, shown) in [
+            (
+                "redis://gh:s3cret@10.0.0.5:6379/1",
+                "redis://REDACTED:REDACTED@10.0.0.5:6379/1",
+            ),
+            ("redis://:s3cret@10.0.0.5/0", "redis://:REDACTED@10.0.0.5/0"),
+            (
+                "rediss://s3cret@cache.internal:6380",
+                "rediss://REDACTED@cache.internal:6380",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=2&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=2&pass=REDACTED",
+            ),
+            (
+                "unix:///run/redis.sock?user=u&password=s3cret",
+                "unix:///run/redis.sock?user=REDACTED&password=REDACTED",
+            ),
+            (
+                "redis://10.0.0.5:6379/0?password=s3cret&protocol=resp3",
+                "redis://10.0.0.5:6379/0?password=REDACTED&protocol=resp3",
+            ),
+            (
+                "https://idp.example.com/jwks?api_key=s3cret#s3cret",
+                "https://idp.example.com/jwks?api_key=REDACTED#REDACTED",
+            ),
+            ("redis://10.0.0.5:6379/1", "redis://10.0.0.5:6379/1"),
+            ("not a url s3cret", "<redacted>"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn a_refused_redis_url_is_reported_without_its_password() {
+        let text = "[server]\n[session]\nstore = \"redis\"\nredis_url = \"redix://ops:s3cretpw@cache:6379/0?pass=s3cretpw\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+        let err =
+            Config::from_str(std::path::Path::new("g.toml"), text, &|_| None).expect_err("refused");
+        let shown = err.to_string();
+        assert!(shown.contains("invalid redis_url"), "{shown}");
+        assert!(!shown.contains("s3cretpw"), "{shown}");
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_wherever_they_appear() {
+        let mut v =
+            serde_json::json!({"a": ["x", "has-the-long-secret-inside"], "b": {"c": "plain"}});
+        scrub(&mut v, &["the-long-secret".to_string()]);
         assert_eq!(
-            redact_url_password("redis://gh:s3cret@10.0.0.5:6379/1"),
-            "redis://gh:REDACTED@10.0.0.5:6379/1"
-        );
-        assert_eq!(
-            redact_url_password("redis://10.0.0.5:6379/1"),
-            "redis://10.0.0.5:6379/1"
+            v,
+            serde_json::json!({"a": ["x", "<redacted>"], "b": {"c": "plain"}})
         );
     }
 }

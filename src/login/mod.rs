@@ -35,6 +35,10 @@ use oidc::{unix_now, Provider};
 /// How long a login may take between the redirect to the IdP and the callback.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 
+/// How long a used logout token's `jti` is kept at most (until the token's `exp` when sooner;
+/// providers make them live a few minutes).
+const LOGOUT_TOKEN_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
 /// A login in progress, stored under the hash of its `state`.
 #[derive(Debug, Serialize, Deserialize)]
 struct LoginState {
@@ -291,9 +295,11 @@ impl Login {
             cipher,
             providers,
             identities: session::IdentityCache::new(IDENTITY_CACHE_BYTES),
+            // A gate must be admitted to be shared: LRU takes every new one (TinyLFU may not).
             refreshing: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(60))
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
             metrics: metrics.clone(),
         })))
@@ -527,7 +533,17 @@ impl Login {
             .get("auth_time")
             .and_then(Value::as_f64)
             .map(|t| t as u64);
-        if let (Some(max_age), Some(at)) = (login.max_age, auth_time) {
+        if let Some(max_age) = login.max_age {
+            // OIDC Core §2: asked with max_age, the provider must say when the person
+            // authenticated; without it the login proves nothing about its age.
+            let at = auth_time.ok_or_else(|| {
+                LoginFailure::new(
+                    idp,
+                    "missing_auth_time",
+                    502,
+                    "max_age was sent and the ID token has no auth_time",
+                )
+            })?;
             let leeway = provider.config.leeway.as_secs();
             if unix_now().saturating_sub(at) > max_age + leeway {
                 return Err(LoginFailure::new(
@@ -547,8 +563,9 @@ impl Login {
         };
         let kept = self.kept_tokens(session::Tokens::default(), &tokens);
         let mut times = Times::starting(now, now + self.session.max_lifetime.as_secs());
-        // 0 is how a session stores "none": an IdP's auth_time of 0 counts as 1, long ago.
-        times.auth_time = Some(auth_time.unwrap_or(now).max(1));
+        // Unknown stays unknown (never "now"): max_auth_age then asks the IdP again. 0 is
+        // how a session stores "none": an IdP's auth_time of 0 counts as 1, long ago.
+        times.auth_time = auth_time.map(|t| t.max(1));
         self.set_token_times(&mut times, &kept, &tokens, now);
         let session = Session::new(names, &kept, &self.cipher, times);
         let session_id = session::new_session_id();
@@ -798,8 +815,10 @@ impl Login {
             return false;
         }
         if let Some(max) = route.max_auth_age {
-            let times = s.times();
-            let at = times.auth_time.unwrap_or(times.created_at);
+            // A login whose time the IdP never said is of unknown age: not recent enough.
+            let Some(at) = s.times().auth_time else {
+                return false;
+            };
             if unix_now().saturating_sub(at) > max.as_secs() {
                 return false;
             }
@@ -876,13 +895,38 @@ impl Login {
             .iter()
             .find(|p| p.config.issuer == iss)
             .ok_or(AuthFailure::Invalid("unknown_issuer"))?;
-        let (sid, sub) = provider.validate_logout_token(logout_token).await?;
+        let token = provider.validate_logout_token(logout_token).await?;
+        // One use on every instance sharing the store: the first to take the token's jti
+        // (SET NX in Redis) acts on it, until the token expires.
+        let used = format!(
+            "logout-jti:{}",
+            sha256_hex(&format!("{}\0{}", provider.config.issuer, token.jti))
+        );
+        let left = token
+            .expires_at
+            .saturating_add(provider.config.leeway.as_secs())
+            .saturating_sub(unix_now());
+        let remember = Duration::from_secs(left.clamp(1, LOGOUT_TOKEN_MEMORY.as_secs()));
+        let unavailable = AuthFailure::Unavailable("session_store_unavailable");
+        if !self
+            .store
+            .try_lock(&used, remember)
+            .await
+            .map_err(|_| unavailable)?
+        {
+            return Err(AuthFailure::Invalid("replayed_logout_token"));
+        }
+        let (sid, sub) = (token.sid, token.sub);
         let result = match (&sid, &sub) {
             (Some(sid), _) => self.store.delete_by_sid(sid).await,
             (None, Some(sub)) => self.store.delete_by_subject(sub).await,
             (None, None) => Ok(0),
         };
-        let ended = result.map_err(|_| AuthFailure::Unavailable("session_store_unavailable"))?;
+        let Ok(ended) = result else {
+            // Nothing ended: the IdP's retry of this token must not count as a replay.
+            let _ = self.store.unlock(&used).await;
+            return Err(unavailable);
+        };
         self.metrics
             .logouts_total
             .with_label_values(&["backchannel"])
@@ -1094,6 +1138,14 @@ auth = ["session"]
         assert!(
             !login.satisfies(&s, &route),
             "login older than max_auth_age"
+        );
+        s.set_times(Times {
+            auth_time: None,
+            ..s.times()
+        });
+        assert!(
+            !login.satisfies(&s, &route),
+            "a login of unknown age is not recent"
         );
         route.max_auth_age = None;
         assert!(login.satisfies(&s, &route));

@@ -58,8 +58,17 @@ pub struct Provider {
     keys: BearerAuth,
     client: reqwest::Client,
     discovering: tokio::sync::Mutex<Option<Instant>>,
-    /// `jti`s of logout tokens already used, so one cannot be replayed.
-    seen_logout_tokens: moka::sync::Cache<String, ()>,
+}
+
+/// What a valid back-channel logout token says.
+#[derive(Debug)]
+pub struct LogoutToken {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+    /// Its unique id, by which a replay is recognised.
+    pub jti: String,
+    /// Its `exp`, Unix seconds: until then (and the leeway) it could be presented again.
+    pub expires_at: u64,
 }
 
 pub use crate::authn::bearer::unix_now;
@@ -83,10 +92,6 @@ impl Provider {
             metadata: ArcSwapOption::empty(),
             client: fetch::client(),
             discovering: tokio::sync::Mutex::new(None),
-            seen_logout_tokens: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(600))
-                .build(),
         }
     }
 
@@ -294,7 +299,7 @@ impl Provider {
             .await
             .map_err(|e| TokenError {
                 label: "token_endpoint_unreachable",
-                detail: e.to_string(),
+                detail: fetch::without_url(&e),
             })?;
         let status = response.status();
         let body = read_body(response).await.map_err(|detail| TokenError {
@@ -391,11 +396,9 @@ impl Provider {
         Ok(identity)
     }
 
-    /// OIDC Back-Channel Logout 1.0 §2.6: the `sid` and/or `sub` whose sessions end.
-    pub async fn validate_logout_token(
-        &self,
-        token: &str,
-    ) -> Result<(Option<String>, Option<String>), AuthFailure> {
+    /// OIDC Back-Channel Logout 1.0 §2.6: the `sid` and/or `sub` whose sessions end. Whether
+    /// its `jti` was used before is the caller's check (shared by instances).
+    pub async fn validate_logout_token(&self, token: &str) -> Result<LogoutToken, AuthFailure> {
         let parsed = bearer::parse(token)?;
         if let Some(typ) = parsed.header.get("typ").and_then(Value::as_str) {
             let typ = typ.strip_prefix("application/").unwrap_or(typ);
@@ -428,20 +431,25 @@ impl Provider {
         if sid.is_none() && sub.is_none() {
             return Err(AuthFailure::Invalid("missing_sid_and_sub"));
         }
-        if let Some(jti) = text("jti") {
-            if self.seen_logout_tokens.contains_key(&jti) {
-                return Err(AuthFailure::Invalid("replayed_logout_token"));
-            }
-            self.seen_logout_tokens.insert(jti, ());
-        }
-        Ok((sid, sub))
+        // Required (§2.4): without it a replay cannot be told from a new logout.
+        let jti = text("jti")
+            .filter(|j| !j.is_empty())
+            .ok_or(AuthFailure::Invalid("missing_jti"))?;
+        // `exp` is there and numeric: the signature check's claim checks demand it.
+        let expires_at = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0) as u64;
+        Ok(LogoutToken {
+            sid,
+            sub,
+            jti,
+            expires_at,
+        })
     }
 }
 
 async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     const MAX: usize = 256 * 1024;
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| fetch::without_url(&e))? {
         if body.len() + chunk.len() > MAX {
             return Err("token endpoint answer too large".to_string());
         }

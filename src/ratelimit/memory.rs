@@ -1,7 +1,8 @@
 //! The in-process store: TATs in 64 mutex-guarded shards, so worker threads rarely meet on
-//! one lock; bounded in keys, with idle keys (a TAT in the past) dropped.
+//! one lock; bounded in keys: a full shard forgets its oldest key in O(1) (a flood of new
+//! keys costs no scan), and idle keys (a TAT in the past) are swept regularly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -10,8 +11,15 @@ use super::gcra::{check, Decision, Rate};
 
 const SHARDS: usize = 64;
 
+#[derive(Default)]
+struct Shard {
+    tats: HashMap<u64, u64>,
+    /// Every key of `tats` once, oldest first.
+    order: VecDeque<u64>,
+}
+
 pub struct MemoryStore {
-    shards: Vec<Mutex<HashMap<u64, u64>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     max_per_shard: usize,
     epoch: Instant,
@@ -20,7 +28,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(max_keys: usize) -> Self {
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             max_per_shard: (max_keys / SHARDS).max(16),
             epoch: Instant::now(),
@@ -37,19 +45,21 @@ impl MemoryStore {
         let now = self.now();
         let shard = &self.shards[(hash as usize) % SHARDS];
         // A poisoned shard only means another thread panicked mid-update; the map is fine.
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let (decision, tat) = check(map.get(&hash).copied(), now, rate);
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let (decision, tat) = check(shard.tats.get(&hash).copied(), now, rate);
         if decision.allowed {
-            if map.len() >= self.max_per_shard && !map.contains_key(&hash) {
-                map.retain(|_, t| *t > now);
-                if map.len() >= self.max_per_shard {
-                    // Still full of live keys: forget one rather than grow without bound.
-                    if let Some(&victim) = map.keys().next() {
-                        map.remove(&victim);
+            if let Some(t) = shard.tats.get_mut(&hash) {
+                *t = tat;
+            } else {
+                if shard.tats.len() >= self.max_per_shard {
+                    // Full: forget the oldest key rather than grow (or scan) without bound.
+                    if let Some(victim) = shard.order.pop_front() {
+                        shard.tats.remove(&victim);
                     }
                 }
+                shard.tats.insert(hash, tat);
+                shard.order.push_back(hash);
             }
-            map.insert(hash, tat);
         }
         decision
     }
@@ -58,17 +68,17 @@ impl MemoryStore {
     pub fn sweep(&self) {
         let now = self.now();
         for shard in &self.shards {
-            shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, t| *t > now);
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let Shard { tats, order } = &mut *shard;
+            tats.retain(|_, t| *t > now);
+            order.retain(|k| tats.contains_key(k));
         }
     }
 
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).tats.len())
             .sum()
     }
 
@@ -90,9 +100,22 @@ mod tests {
         assert!(store.check(b"a", rate).allowed);
         assert!(!store.check(b"a", rate).allowed);
         assert!(store.check(b"b", rate).allowed);
-        for i in 0..10_000u32 {
+        for i in 0..100_000u32 {
             store.check(&i.to_le_bytes(), rate);
         }
         assert!(store.len() <= 16 * SHARDS);
+        for shard in &store.shards {
+            let s = shard.lock().unwrap();
+            assert_eq!(
+                s.order.len(),
+                s.tats.len(),
+                "the queue holds every key once"
+            );
+        }
+        store.sweep();
+        for shard in &store.shards {
+            let s = shard.lock().unwrap();
+            assert_eq!(s.order.len(), s.tats.len());
+        }
     }
 }

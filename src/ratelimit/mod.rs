@@ -2,22 +2,19 @@
 //! shared through Redis; and a lockout of client IPs that keep presenting bad credentials.
 
 pub mod gcra;
+pub mod lockout;
 pub mod memory;
 pub mod redis_store;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 
 use crate::authn::Identity;
-use crate::config::{
-    AuthFailureLimitConfig, AuthMethod, LimitKey, RateLimitConfig, RateLimitStoreConfig, StoreKind,
-};
+use crate::config::{AuthMethod, LimitKey, RateLimitConfig, RateLimitStoreConfig, StoreKind};
 use gcra::{Decision, Rate};
+pub use lockout::AuthFailures;
 
 /// What the request is counted by, for one limit; None when the limit does not apply
 /// (a subject limit on an anonymous request, an API-key limit on a bearer token).
@@ -29,7 +26,7 @@ pub fn limit_key(
     req: &RequestHeader,
 ) -> Option<String> {
     match &limit.key {
-        LimitKey::ClientIp => client_ip.map(|ip| masked(ip, limit.ipv6_prefix).to_string()),
+        LimitKey::ClientIp => client_ip.map(|ip| client_key(ip, limit.ipv6_prefix).to_string()),
         LimitKey::Subject => identity.map(|i| i.subject.clone()),
         LimitKey::ApiKey => identity
             .filter(|i| i.method == AuthMethod::ApiKey)
@@ -44,9 +41,10 @@ pub fn limit_key(
     }
 }
 
-/// An IPv6 address reduced to its prefix (clients often hold a whole /64).
-fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
+/// What a client is counted by: its address, an IPv6 one reduced to its prefix (a host
+/// often holds a whole /64); an IPv4-mapped one (dual-stack socket) as the IPv4 address.
+pub fn client_key(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
         IpAddr::V6(v6) if prefix < 128 => {
             let bits = u128::from(v6) & (!0u128).checked_shl(128 - u32::from(prefix)).unwrap_or(0);
             IpAddr::V6(bits.into())
@@ -169,62 +167,6 @@ pub fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(1_000_000_000)
 }
 
-/// Client IPs that keep failing authentication are refused for a cool-down, whatever they
-/// send, so guessing keys or tokens gets nowhere (and learns nothing about near misses).
-pub struct AuthFailures {
-    config: AuthFailureLimitConfig,
-    rate: Rate,
-    epoch: Instant,
-    state: Mutex<HashMap<IpAddr, (u64, Option<Instant>)>>,
-}
-
-impl AuthFailures {
-    pub fn new(config: &AuthFailureLimitConfig) -> Self {
-        AuthFailures {
-            rate: Rate::new(config.max_failures, config.window, config.max_failures),
-            config: config.clone(),
-            epoch: Instant::now(),
-            state: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Seconds left of this IP's cool-down, if it is locked out.
-    pub fn locked(&self, ip: IpAddr) -> Option<u64> {
-        if !self.config.enabled {
-            return None;
-        }
-        let map = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let until = map.get(&ip)?.1?;
-        let left = until.checked_duration_since(Instant::now())?;
-        Some(left.as_secs().max(1))
-    }
-
-    /// Counts a failed authentication; true when it starts a lockout.
-    pub fn record_failure(&self, ip: IpAddr) -> bool {
-        if !self.config.enabled {
-            return false;
-        }
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            let instant = Instant::now();
-            map.retain(|_, (tat, until)| *tat > now || until.is_some_and(|u| u > instant));
-        }
-        let entry = map.entry(ip).or_insert((0, None));
-        let (decision, tat) = gcra::check(Some(entry.0).filter(|t| *t > 0), now, self.rate);
-        entry.0 = tat;
-        if !decision.allowed && entry.1.is_none_or(|u| u <= Instant::now()) {
-            entry.1 = Some(Instant::now() + self.config.cooldown);
-            return true;
-        }
-        false
-    }
-
-    pub fn cooldown(&self) -> Duration {
-        self.config.cooldown
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,28 +174,20 @@ mod tests {
     #[test]
     fn ipv6_aggregation() {
         let ip: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
-        assert_eq!(masked(ip, 64), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
-        assert_eq!(masked(ip, 128), ip);
+        assert_eq!(
+            client_key(ip, 64),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_key(ip, 128), ip);
         let v4: IpAddr = "203.0.113.7".parse().unwrap();
-        assert_eq!(masked(v4, 64), v4);
-    }
-
-    #[test]
-    fn lockout_after_too_many_failures() {
-        let f = AuthFailures::new(&AuthFailureLimitConfig {
-            enabled: true,
-            max_failures: 3,
-            window: Duration::from_secs(60),
-            cooldown: Duration::from_secs(300),
-        });
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(!f.record_failure(ip));
-        assert!(!f.record_failure(ip));
-        assert!(!f.record_failure(ip));
-        assert!(f.locked(ip).is_none());
-        assert!(f.record_failure(ip), "the fourth failure locks out");
-        assert!(f.locked(ip).is_some_and(|s| s > 290));
-        assert!(f.locked("192.0.2.2".parse().unwrap()).is_none());
+        assert_eq!(client_key(v4, 64), v4);
+        // Dual-stack sockets show IPv4 clients as ::ffff:a.b.c.d, whose /64 is everyone's.
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(client_key(mapped, 64), v4);
+        assert_ne!(
+            client_key("::ffff:203.0.113.8".parse().unwrap(), 64),
+            client_key(mapped, 64)
+        );
     }
 
     #[test]

@@ -27,6 +27,9 @@ type Shard = RwLock<HashMap<Key, Slot>>;
 
 const SHARDS: usize = 16;
 
+/// Logins in progress kept at most.
+const PENDING_LOGINS: u64 = 100_000;
+
 /// The sessions under one name: nearly always one, kept inline.
 enum Keys {
     One(Key),
@@ -123,9 +126,12 @@ impl MemoryStore {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             len: AtomicUsize::new(0),
             max_sessions: usize::try_from(max_sessions).unwrap_or(usize::MAX).max(1),
-            // Logins in progress: bounded in number and in time (10 minutes at most).
+            // Logins in progress: bounded in number and in time (10 minutes at most). LRU
+            // admits every new entry (TinyLFU would refuse a real login's state during a
+            // flood of login starts, each as rare as its victim).
             once: Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(PENDING_LOGINS)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_live(Duration::from_secs(600))
                 .build(),
             locks: Mutex::new(HashMap::new()),
@@ -445,6 +451,33 @@ mod tests {
         assert!(store.get("b").await.unwrap().is_some());
         assert_eq!(store.delete_by_subject("bob").await.unwrap(), 1);
         assert_eq!(store.count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_login_starts_never_refuses_the_newest() {
+        let store = MemoryStore::new(10);
+        let ttl = Duration::from_secs(600);
+        let capacity = PENDING_LOGINS as usize;
+        for i in 0..capacity + capacity / 2 {
+            store
+                .put_once(&format!("flood-{i}"), b"x", ttl)
+                .await
+                .unwrap();
+        }
+        // A person starts a login while the flood goes on, and comes back from the IdP.
+        store.put_once("person", b"state", ttl).await.unwrap();
+        for i in 0..1000 {
+            store
+                .put_once(&format!("more-{i}"), b"x", ttl)
+                .await
+                .unwrap();
+        }
+        store.once.run_pending_tasks();
+        assert_eq!(
+            store.take_once("person").await.unwrap().as_deref(),
+            Some(&b"state"[..])
+        );
+        assert!(store.once.entry_count() <= PENDING_LOGINS);
     }
 
     #[tokio::test]

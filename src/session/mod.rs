@@ -598,7 +598,7 @@ pub trait SessionStore: Send + Sync {
     async fn put_once(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
     async fn take_once(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// A lock shared by every instance of the store, held at most `ttl`; true when this
-    /// caller got it (token refresh single-flight).
+    /// caller got it (token refresh single-flight; one use of a back-channel logout token).
     async fn try_lock(&self, name: &str, ttl: Duration) -> Result<bool, StoreError>;
     async fn unlock(&self, name: &str) -> Result<(), StoreError>;
     /// Whether the store answers (for `/readyz`).

@@ -6,7 +6,7 @@
 // FILE.json: { "clients": [oidc-provider client metadata...],
 //              "resources": { "<resource indicator>": { "scope": "...", "audience": "...", "accessTokenTTL": s } },
 //              "accessTokenTTL": s, "idTokenTTL": s, "refreshTokenTTL": s,
-//              "extraClaims": { "<account id>": { ...claims } } }
+//              "extraClaims": { "<account id>": { ...claims } } }   (a null claim is left out)
 // Prints `READY http://127.0.0.1:PORT` once it listens.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -99,7 +99,7 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return {
+        const claims = {
           sub: id,
           email: `${id}@example.com`,
           email_verified: true,
@@ -108,6 +108,8 @@ const provider = new Provider(issuer, {
           groups: groupsOf[id] ?? [],
           ...(extraClaims[id] ?? {}),
         };
+        // A provider that never sends a claim is played by a null in extraClaims.
+        return Object.fromEntries(Object.entries(claims).filter(([, v]) => v !== null));
       },
     };
   },
