@@ -301,7 +301,7 @@ impl Setup {
     fn token(&self, sub: &str) -> String {
         self.key.sign(&json!({
             "iss": self.issuer, "aud": "api", "sub": sub, "exp": now() + 600,
-            "email": format!("{sub}@example.com"), "groups": ["staff"],
+            "email": format!("{sub}@example.com"), "email_verified": true, "groups": ["staff"],
             "department": "sales",
         }))
     }
