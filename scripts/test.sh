@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: style, lints, the load benchmark in smoke mode, then every test.
+# The whole test suite: style, lints, the load benchmark in smoke mode, every test, then
+# every fuzz target for a short bounded time.
 # This is what CI runs (.ci/run) and what the README's second command runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,9 @@ status=0
 cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+if [ "$status" -ne 0 ]; then
+  exit "$status"
+fi
+
+echo "== fuzz targets, ${FUZZ_SECONDS:-20}s each"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
