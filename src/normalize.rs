@@ -408,6 +408,12 @@ pub fn normalize_target(raw: &[u8], opts: NormalizeOptions) -> Result<Normalized
             j.push('/');
         }
     }
+    // Escaping can triple a target's length; what goes upstream must itself be acceptable
+    // (found by the fuzzer: 3,000 `>` became 9,000 bytes that a second pass refused).
+    let query_len = query.as_ref().map_or(0, |q| q.len() + 1);
+    if out.len() + query_len > MAX_TARGET_LEN {
+        return Err(PathError::TooLong);
+    }
     let (path, upstream) = match judged.filter(|j| *j != out) {
         Some(j) => (j, Some(out)),
         None => (out, None),
@@ -535,6 +541,11 @@ mod tests {
         );
         let long = format!("/{}", "a".repeat(MAX_TARGET_LEN));
         assert_eq!(strict(&long), Err(PathError::TooLong));
+        // Short enough as sent, too long once escaped (a fuzzer find).
+        let grows = format!("/{}", ">".repeat(3_000));
+        assert_eq!(strict(&grows), Err(PathError::TooLong));
+        let query = format!("/{}?{}", ">".repeat(2_000), "q".repeat(2_200));
+        assert_eq!(strict(&query), Err(PathError::TooLong));
     }
 
     #[test]
