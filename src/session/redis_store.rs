@@ -58,15 +58,22 @@ impl RedisSessionStore {
         })
     }
 
+    /// Both round trips within one timeout.
     async fn delete_indexed(&self, index: String) -> Result<usize, StoreError> {
+        self.redis
+            .within(self.delete_indexed_unbounded(index))
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn delete_indexed_unbounded(&self, index: String) -> Result<usize, String> {
         let members: Vec<String> = self
             .redis
             .run(|mut c| {
                 let index = index.clone();
                 async move { redis::cmd("SMEMBERS").arg(index).query_async(&mut c).await }
             })
-            .await
-            .map_err(StoreError::Unavailable)?;
+            .await?;
         if members.is_empty() {
             return Ok(0);
         }
@@ -83,8 +90,7 @@ impl RedisSessionStore {
                     Ok(n)
                 }
             })
-            .await
-            .map_err(StoreError::Unavailable)?;
+            .await?;
         Ok(ended)
     }
 }
