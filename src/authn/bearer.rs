@@ -379,6 +379,7 @@ pub fn identity_from_claims(
         groups: string_list(claim_at(&claims, &config.claims.groups)),
         scopes,
         issuer: Some(config.issuer.clone()),
+        qualified: config.qualify_subject,
         expires_at: numeric_date(&claims, "exp").ok().flatten(),
         header_values: Default::default(),
         subject,
