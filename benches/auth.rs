@@ -65,6 +65,7 @@ fn config() -> BearerConfig {
         },
         introspection: None,
         unknown_kid_refetch_interval: Duration::from_secs(10),
+        qualify_subject: false,
     }
 }
 

@@ -1,5 +1,5 @@
-//! The session step's parts: finding a session among 100,000 in the memory store, its
-//! cached identity, reading an identity again from the sealed ID token (a cache miss), and
+//! The session step's parts: finding a session among 100,000 in the memory store, a login
+//! into a store full of 100,000, its cached identity, reading an identity again from the sealed ID token (a cache miss), and
 //! the stored form a Redis store writes and reads.
 
 use std::hint::black_box;
@@ -53,6 +53,7 @@ fn bench(c: &mut Criterion) {
         let (subject, sid) = (format!("user-{i}"), format!("sid-{i}"));
         let names = Names {
             idp: "corp",
+            issuer: "https://login.example.com/realms/corp",
             subject: &subject,
             sid: Some(&sid),
             acr: Some("1"),
@@ -90,6 +91,24 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // A login into a full store: the new session takes the place of one that ends first.
+    let full = MemoryStore::new(count as u64);
+    let stored: Vec<Session> = (0..count).map(session).collect();
+    runtime.block_on(async {
+        for (id, s) in ids.iter().zip(&stored) {
+            full.put(id, s, Duration::from_secs(3600)).await.unwrap();
+        }
+    });
+    let mut n = 0usize;
+    c.bench_function("session/memory_store_login_into_full_store", |b| {
+        b.iter(|| {
+            n += 1;
+            let id = format!("{n:064x}");
+            runtime.block_on(full.put(&id, &stored[n % count], Duration::from_secs(3600)))
+        })
+    });
+    drop(full);
+
     let bearer = BearerConfig {
         issuer: "https://login.example.com/realms/corp".into(),
         audiences: vec!["gatehouse".into()],
@@ -106,6 +125,7 @@ fn bench(c: &mut Criterion) {
         },
         introspection: None,
         unknown_kid_refetch_interval: Duration::from_secs(60),
+        qualify_subject: false,
     };
     let one = session(1);
     let read_identity = |s: &Session| {

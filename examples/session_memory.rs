@@ -78,6 +78,7 @@ async fn main() {
         },
         introspection: None,
         unknown_kid_refetch_interval: Duration::from_secs(60),
+        qualify_subject: false,
     };
     let cipher = TokenCipher::new(b"a session secret for the memory measurement");
     let store = MemoryStore::new(1_000_000);
@@ -121,6 +122,7 @@ async fn main() {
         };
         let names = Names {
             idp: "corp",
+            issuer: "https://login.example.com/realms/corp",
             subject: &subject,
             sid: Some(&sid),
             acr: Some("1"),

@@ -295,7 +295,7 @@ pub fn session(data: &[u8]) {
         let again = crate::session::Session::from_bytes(&s.to_bytes());
         assert!(again.is_some(), "a stored session must read back");
     }
-    crate::session::fuzz_token_codec(data, "alice", Some("sid-1"));
+    crate::session::fuzz_token_codec(data, "https://idp.example", "alice", Some("sid-1"));
 }
 
 fn session_round_trip(data: &[u8], cipher: &crate::session::TokenCipher) {
@@ -304,7 +304,7 @@ fn session_round_trip(data: &[u8], cipher: &crate::session::TokenCipher) {
     };
     let mut fields = text.split('\0');
     let mut next = || fields.next().filter(|f| !f.is_empty());
-    let (Some(idp), Some(subject)) = (next(), next()) else {
+    let (Some(idp), Some(issuer), Some(subject)) = (next(), next(), next()) else {
         return;
     };
     let (sid, acr) = (next(), next());
@@ -315,6 +315,7 @@ fn session_round_trip(data: &[u8], cipher: &crate::session::TokenCipher) {
     };
     let names = crate::session::Names {
         idp,
+        issuer,
         subject,
         sid,
         acr,
@@ -323,8 +324,14 @@ fn session_round_trip(data: &[u8], cipher: &crate::session::TokenCipher) {
     let stored = crate::session::Session::new(names, &tokens, cipher, times).to_bytes();
     let back = crate::session::Session::from_bytes(&stored).expect("a written session reads");
     assert_eq!(
-        (back.idp(), back.subject(), back.sid(), back.acr()),
-        (idp, subject, sid, acr)
+        (
+            back.idp(),
+            back.issuer(),
+            back.subject(),
+            back.sid(),
+            back.acr()
+        ),
+        (idp, Some(issuer), subject, sid, acr)
     );
     assert_eq!(back.times(), times);
     assert_eq!(back.tokens(cipher).as_ref(), Some(&tokens));

@@ -111,7 +111,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
+                for warning in loaded.warnings() {
+                    eprintln!("{warning}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

@@ -9,7 +9,8 @@ use common::redis::Redis;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis_store::RedisSessionStore;
 use gatehouse::session::{
-    new_session_id, store_key, Names, Session, SessionStore, StoreError, Times, TokenCipher, Tokens,
+    new_session_id, store_key, Issuer, Names, Session, SessionStore, StoreError, Times,
+    TokenCipher, Tokens,
 };
 
 fn session(subject: &str, sid: &str, cipher: &TokenCipher) -> Session {
@@ -20,6 +21,7 @@ fn session(subject: &str, sid: &str, cipher: &TokenCipher) -> Session {
     };
     let names = Names {
         idp: "corp",
+        issuer: "https://login.example.com/realms/corp",
         subject,
         sid: Some(sid),
         acr: None,
@@ -71,10 +73,14 @@ async fn exercise(a: &dyn SessionStore, b: &dyn SessionStore) {
     assert!(a.try_lock("refresh:x", hour).await.unwrap());
     a.ping().await.unwrap();
     // Back-channel logout by IdP session id, logout everywhere by subject, plain logout.
-    assert_eq!(b.delete_by_sid("idp-sid-2").await.unwrap(), 1);
+    let corp = Issuer {
+        url: "https://login.example.com/realms/corp",
+        idps: &[],
+    };
+    assert_eq!(b.delete_by_sid(corp, "idp-sid-2").await.unwrap(), 1);
     assert!(a.get(&id2).await.unwrap().is_none());
     assert!(a.get(&id1).await.unwrap().is_some());
-    assert_eq!(b.delete_by_subject("alice").await.unwrap(), 1);
+    assert_eq!(b.delete_by_subject(corp, "alice").await.unwrap(), 1);
     assert!(a.get(&id1).await.unwrap().is_none());
     // A touch or refresh replaces a live session, and never brings back an ended one.
     let mut touched = session("bob", "idp-sid-3", &cipher);

@@ -32,6 +32,7 @@ impl ApiKeys {
                     groups: c.groups.clone(),
                     scopes: Vec::new(),
                     issuer: Some(c.name.clone()),
+                    qualified: false,
                     claims: serde_json::Map::new(),
                     expires_at: None,
                     header_values: Default::default(),

@@ -386,6 +386,7 @@ pub fn identity_from_claims(
         groups: string_list(claim_at(&claims, &config.claims.groups)),
         scopes,
         issuer: Some(config.issuer.clone()),
+        qualified: config.qualify_subject,
         expires_at: numeric_date(&claims, "exp").ok().flatten(),
         header_values: Default::default(),
         subject,
@@ -512,6 +513,7 @@ mod tests {
             },
             introspection: None,
             unknown_kid_refetch_interval: Duration::ZERO,
+            qualify_subject: false,
         };
         let identity = |verified: Option<Value>, rule| {
             let mut claims = serde_json::json!({"sub": "s", "profile": {"mail": "m@example.com"}});

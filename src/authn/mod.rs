@@ -29,6 +29,10 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// The token issuer, or the API key's name.
     pub issuer: Option<String>,
+    /// Several issuers are configured: the subject goes upstream as `<issuer>#<subject>`
+    /// (Kubernetes' form; an issuer URL has no `#`), with the issuer beside it, so equal
+    /// subjects of two issuers stay two people. Never set for API keys.
+    pub qualified: bool,
     /// Every claim of the token (empty for API keys); policies read them.
     pub claims: Map<String, Value>,
     /// Unix seconds.
@@ -39,21 +43,40 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// `X-Auth-Request-User`, `-Email`, `-Preferred-Username`, `-Groups` (spec §3); a value
-    /// that cannot be a header value is left out.
+    /// The issuer that vouched for the subject, when it is a token's (not an API key's name).
+    pub fn token_issuer(&self) -> Option<&str> {
+        match self.method {
+            AuthMethod::ApiKey => None,
+            _ => self.issuer.as_deref(),
+        }
+    }
+
+    /// Who the upstream is told this is (`X-Auth-Request-User`, the assertion's `sub`).
+    pub fn user(&self) -> std::borrow::Cow<'_, str> {
+        match self.token_issuer().filter(|_| self.qualified) {
+            Some(issuer) => format!("{issuer}#{}", self.subject).into(),
+            None => self.subject.as_str().into(),
+        }
+    }
+
+    /// `X-Auth-Request-User`, `-Email`, `-Preferred-Username`, `-Groups` (spec §3), and
+    /// `-Issuer` when the user is qualified; a value that cannot be a header value is left out.
     pub fn header_values(&self) -> &[(http::HeaderName, http::HeaderValue)] {
         use http::HeaderName;
         const USER: HeaderName = HeaderName::from_static("x-auth-request-user");
         const EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
         const USERNAME: HeaderName = HeaderName::from_static("x-auth-request-preferred-username");
         const GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
+        const ISSUER: HeaderName = HeaderName::from_static("x-auth-request-issuer");
         self.header_values.get_or_init(|| {
             let groups = (!self.groups.is_empty()).then(|| self.groups.join(","));
+            let issuer = self.token_issuer().filter(|_| self.qualified);
             [
-                (USER, Some(self.subject.as_str())),
+                (USER, Some(self.user().as_ref())),
                 (EMAIL, self.email.as_deref()),
                 (USERNAME, self.username.as_deref()),
                 (GROUPS, groups.as_deref()),
+                (ISSUER, issuer),
             ]
             .into_iter()
             .filter_map(|(name, value)| Some((name, http::HeaderValue::from_str(value?).ok()?)))
@@ -348,6 +371,61 @@ mod tests {
             found(&[Bearer], &[("Authorization", big.as_str())]),
             Err(AuthFailure::Invalid("token_too_large"))
         );
+    }
+
+    #[test]
+    fn with_several_issuers_the_user_names_its_issuer() {
+        let mut identity = Identity {
+            method: AuthMethod::Bearer,
+            subject: "alice".into(),
+            email: None,
+            username: None,
+            groups: vec!["staff".into()],
+            scopes: Vec::new(),
+            issuer: Some("https://corp.example/realms/x".into()),
+            qualified: false,
+            claims: Map::new(),
+            expires_at: None,
+            header_values: Default::default(),
+        };
+        let headers = |i: &Identity| -> Vec<(String, String)> {
+            i.header_values()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .collect()
+        };
+        let one_issuer = headers(&identity);
+        assert_eq!(identity.user(), "alice");
+        assert_eq!(
+            one_issuer,
+            vec![
+                ("x-auth-request-user".into(), "alice".into()),
+                ("x-auth-request-groups".into(), "staff".into())
+            ]
+        );
+        identity.qualified = true;
+        identity.header_values = Default::default();
+        assert_eq!(identity.user(), "https://corp.example/realms/x#alice");
+        assert_eq!(
+            headers(&identity),
+            vec![
+                (
+                    "x-auth-request-user".into(),
+                    "https://corp.example/realms/x#alice".into()
+                ),
+                ("x-auth-request-groups".into(), "staff".into()),
+                (
+                    "x-auth-request-issuer".into(),
+                    "https://corp.example/realms/x".into()
+                ),
+            ]
+        );
+        // An API key's "issuer" is its name: never shown as an issuer.
+        identity.method = AuthMethod::ApiKey;
+        identity.header_values = Default::default();
+        assert_eq!(identity.user(), "alice");
+        assert_eq!(identity.token_issuer(), None);
+        assert_eq!(headers(&identity).len(), 2);
     }
 
     #[test]

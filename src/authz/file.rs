@@ -35,6 +35,8 @@ struct BindingFile {
     groups: Option<Vec<String>>,
     subjects: Option<Vec<String>>,
     email_domains: Option<Vec<String>>,
+    /// Whose identities the binding is for (token issuers); absent: any issuer's.
+    issuers: Option<S<Vec<String>>>,
     when: Option<S<String>>,
 }
 
@@ -146,12 +148,26 @@ pub(super) fn lower(r: &mut Reporter, text: &str) -> Option<Policy> {
                 "a binding needs groups, subjects, email_domains or when",
             );
         }
+        let issuers = c
+            .issuers
+            .as_ref()
+            .map_or_else(Vec::new, |i| i.get_ref().clone());
+        if let Some(list) = &c.issuers {
+            if list.get_ref().is_empty() || list.get_ref().iter().any(String::is_empty) {
+                r.error(
+                    list.span(),
+                    "issuers lists token issuers, exactly as their `iss` says; leave it out to mean any",
+                );
+            }
+        }
         bindings.push(Binding {
             role: c.role.get_ref().clone(),
             groups: c.groups.clone().unwrap_or_default(),
             subjects: c.subjects.clone().unwrap_or_default(),
             email_domains: c.email_domains.clone().unwrap_or_default(),
+            issuers,
             when,
+            at: crate::config::diag::line_col(text, b.span().start),
         });
     }
     let mut rules = Vec::new();

@@ -41,7 +41,11 @@ struct Binding {
     groups: Vec<String>,
     subjects: Vec<String>,
     email_domains: Vec<String>,
+    /// When not empty, only identities from these token issuers are bound.
+    issuers: Vec<String>,
     when: Option<Condition>,
+    /// Line and column in the policy file.
+    at: (usize, usize),
 }
 
 /// One `[[test]]` of a policy file.
@@ -272,6 +276,15 @@ impl Policy {
         };
         let mut held = Vec::new();
         for b in &self.bindings {
+            // Named issuers bind their people only: another issuer may use the same subject,
+            // group or email domain for someone else.
+            if !b.issuers.is_empty()
+                && !id
+                    .token_issuer()
+                    .is_some_and(|i| b.issuers.iter().any(|x| x == i))
+            {
+                continue;
+            }
             let by_group = b.groups.iter().any(|g| id.groups.contains(g));
             let by_subject = b.subjects.contains(&id.subject);
             let by_domain = id.email.as_deref().is_some_and(|e| {
@@ -289,6 +302,18 @@ impl Policy {
             }
         }
         held
+    }
+}
+
+impl Policy {
+    /// Where bindings give roles by subject without naming `issuers` (line, column, role):
+    /// with several issuers configured, another issuer's equal subject gets the role too.
+    pub fn subject_bindings_without_issuers(&self) -> Vec<(usize, usize, &str)> {
+        self.bindings
+            .iter()
+            .filter(|b| !b.subjects.is_empty() && b.issuers.is_empty())
+            .map(|b| (b.at.0, b.at.1, b.role.as_str()))
+            .collect()
     }
 }
 
@@ -319,7 +344,7 @@ fn variables(
     let ident = match identity {
         Some(i) => serde_json::json!({
             "sub": i.subject, "email": i.email, "groups": i.groups, "scopes": i.scopes,
-            "method": i.method.as_str(),
+            "method": i.method.as_str(), "iss": i.token_issuer(),
         }),
         None => serde_json::json!({}),
     };
@@ -372,7 +397,8 @@ pub fn test_identity(map: &serde_json::Map<String, serde_json::Value>) -> Identi
         username: text("preferred_username"),
         groups: crate::authn::string_list(map.get("groups")),
         scopes: crate::authn::string_list(map.get("scope")),
-        issuer: None,
+        issuer: text("iss"),
+        qualified: false,
         claims: map.clone(),
         expires_at: None,
         header_values: Default::default(),
@@ -509,6 +535,57 @@ mod policy_tests {
         assert!(
             !decide(&p, "DELETE", "/nothing", None, 9).allow,
             "default deny"
+        );
+    }
+
+    #[test]
+    fn bindings_that_name_issuers_bind_only_their_people() {
+        let p = policy(
+            r#"[roles]
+admin = ["app:admin"]
+[[binding]]
+role = "admin"
+subjects = ["alice"]
+groups = ["admins"]
+issuers = ["https://corp.example"]
+[[binding]]
+role = "admin"
+subjects = ["root"]
+[[rule]]
+name = "admins"
+paths = ["/admin/**"]
+require = "app:admin"
+"#,
+        );
+        let allowed = |who: serde_json::Value| decide(&p, "GET", "/admin/x", Some(who), 9).allow;
+        assert!(allowed(
+            serde_json::json!({"sub": "alice", "iss": "https://corp.example"})
+        ));
+        assert!(allowed(
+            serde_json::json!({"sub": "bob", "groups": ["admins"], "iss": "https://corp.example"})
+        ));
+        for iss in [Some("https://partner.example"), None] {
+            let mut alice = serde_json::json!({"sub": "alice", "groups": ["admins"]});
+            if let Some(iss) = iss {
+                alice["iss"] = iss.into();
+            }
+            assert!(!allowed(alice), "another issuer's alice ({iss:?})");
+        }
+        // No issuers named: any issuer's root (what `gatehouse check` warns of).
+        assert!(allowed(
+            serde_json::json!({"sub": "root", "iss": "https://partner.example"})
+        ));
+        let unscoped = p.subject_bindings_without_issuers();
+        assert_eq!(unscoped, vec![(8, 1, "admin")]);
+        let err = Policy::from_str(
+            Path::new("p.toml"),
+            "[roles]\na = []\n[[binding]]\nrole = \"a\"\nsubjects = [\"x\"]\nissuers = []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("p.toml:6:11: issuers lists token issuers"),
+            "{err}"
         );
     }
 

@@ -258,6 +258,7 @@ pub struct Cors {
 #[serde(deny_unknown_fields)]
 pub struct Headers {
     pub assertion: Option<bool>,
+    pub qualify_user: Option<bool>,
     pub assertion_key: Option<S<String>>,
     pub assertion_ttl: Option<S<String>>,
     #[serde(default)]

@@ -59,12 +59,13 @@ impl Lowerer<'_> {
                 upstreams.insert(u.name.clone(), u);
             }
         }
-        let bearer: Vec<BearerConfig> = f.bearer.iter().filter_map(|b| self.bearer(b)).collect();
+        let mut bearer: Vec<BearerConfig> =
+            f.bearer.iter().filter_map(|b| self.bearer(b)).collect();
         let api_keys: Vec<ApiKeyConfig> =
             f.api_key.iter().filter_map(|k| self.api_key(k)).collect();
         let session = self.session(f.session.as_ref());
         let dev_idp = f.dev_idp.as_ref().map(|d| self.dev_idp(d));
-        let idps = self.idps(&f.idp);
+        let mut idps = self.idps(&f.idp);
         let available = Available {
             bearer: !f.bearer.is_empty(),
             api_key: !f.api_key.is_empty(),
@@ -88,7 +89,25 @@ impl Lowerer<'_> {
         let rate_limit_store = self.rate_limit_store(f.rate_limit_store.as_ref());
         let auth_failure_limit = self.auth_failure_limit(f.auth_failure_limit.as_ref());
         let reserved_limit = self.reserved_limit(f.reserved_limit.as_ref());
-        let headers = self.headers(f.headers.as_ref());
+        let mut headers = self.headers(f.headers.as_ref());
+        // Equal subjects of two issuers are two people: once there are two, say whose.
+        let issuers: std::collections::BTreeSet<&str> = bearer
+            .iter()
+            .map(|b| b.issuer.as_str())
+            .chain(idps.iter().map(|i| i.issuer.as_str()))
+            .collect();
+        let qualify = f
+            .headers
+            .as_ref()
+            .and_then(|h| h.qualify_user)
+            .unwrap_or(issuers.len() > 1);
+        headers.qualify_user = qualify;
+        for b in &mut bearer {
+            b.qualify_subject = qualify;
+        }
+        for i in &mut idps {
+            i.qualify_subject = qualify;
+        }
         let security_headers = self.security_headers(f.security_headers.as_ref());
         Config {
             source: self.r.file().to_path_buf(),
@@ -491,6 +510,7 @@ impl Lowerer<'_> {
             claims,
             introspection,
             unknown_kid_refetch_interval,
+            qualify_subject: false,
         })
     }
 
@@ -823,6 +843,7 @@ impl Lowerer<'_> {
                 algorithms,
                 leeway,
                 post_logout_redirect_uri,
+                qualify_subject: false,
             });
         }
         out
@@ -1654,6 +1675,8 @@ impl Lowerer<'_> {
             assertion_key,
             assertion_ttl,
             claims,
+            qualify_user: false,
+            qualify_user_set: h.qualify_user.is_some(),
         }
     }
 

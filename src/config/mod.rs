@@ -117,6 +117,8 @@ pub struct IdpConfig {
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     pub leeway: Duration,
     pub post_logout_redirect_uri: Option<String>,
+    /// Identities from it go upstream as `<issuer>#<subject>` ([`HeadersConfig::qualify_user`]).
+    pub qualify_subject: bool,
 }
 
 /// What a limit counts requests by.
@@ -186,6 +188,8 @@ pub struct BearerConfig {
     pub claims: ClaimNames,
     pub introspection: Option<IntrospectionConfig>,
     pub unknown_kid_refetch_interval: Duration,
+    /// Identities from it go upstream as `<issuer>#<subject>` ([`HeadersConfig::qualify_user`]).
+    pub qualify_subject: bool,
 }
 
 /// Where the identity is found in a token's claims (dotted paths reach nested claims), and
@@ -384,6 +388,12 @@ pub struct HeadersConfig {
     pub assertion_ttl: Duration,
     /// Extra identity headers filled from claims; stripped from clients like the fixed ones.
     pub claims: Vec<(HeaderName, String)>,
+    /// `X-Auth-Request-User` (and the assertion's `sub`) as `<issuer>#<subject>`, with
+    /// `X-Auth-Request-Issuer`: equal subjects of two issuers are two people. Default: when
+    /// `[[idp]]` and `[[bearer]]` name more than one issuer.
+    pub qualify_user: bool,
+    /// Whether `qualify_user` was set in the file (`false` with several issuers is warned of).
+    pub qualify_user_set: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -416,6 +426,55 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         lower::lower(path, text, env)
+    }
+
+    /// The distinct token issuers of `[[idp]]` and `[[bearer]]`.
+    pub fn issuers(&self) -> Vec<&str> {
+        let mut issuers: Vec<&str> = (self.bearer.iter().map(|b| b.issuer.as_str()))
+            .chain(self.idps.iter().map(|i| i.issuer.as_str()))
+            .collect();
+        issuers.sort_unstable();
+        issuers.dedup();
+        issuers
+    }
+
+    /// What `gatehouse check` warns about: valid, but probably not what was meant.
+    pub fn warnings(&self) -> Vec<Diagnostic> {
+        let issuers = self.issuers();
+        if issuers.len() < 2 {
+            return Vec::new();
+        }
+        let mut warnings = Vec::new();
+        if self.headers.qualify_user_set && !self.headers.qualify_user {
+            warnings.push(Diagnostic {
+                file: self.source.clone(),
+                line: 0,
+                col: 0,
+                message: format!(
+                    "warning: [headers] qualify_user = false with {} issuers: the upstream cannot tell their equal subjects apart",
+                    issuers.len()
+                ),
+            });
+        }
+        let mut seen = Vec::new();
+        for policy in self.routes.iter().filter_map(|r| r.policy.as_ref()) {
+            if seen.contains(&&policy.source) {
+                continue;
+            }
+            seen.push(&policy.source);
+            for (line, col, role) in policy.subject_bindings_without_issuers() {
+                warnings.push(Diagnostic {
+                    file: policy.source.clone(),
+                    line,
+                    col,
+                    message: format!(
+                        "warning: binding gives role {role:?} by subject without naming `issuers`; with {} issuers configured, another issuer's equal `sub` gets it too",
+                        issuers.len()
+                    ),
+                });
+            }
+        }
+        warnings
     }
 
     /// Everything that only takes effect when the process restarts (listeners, threads).

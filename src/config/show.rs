@@ -261,6 +261,7 @@ impl Config {
                 "assertion": self.headers.assertion,
                 "assertion_key": self.headers.assertion_key,
                 "assertion_ttl": secs(self.headers.assertion_ttl),
+                "qualify_user": self.headers.qualify_user,
                 "claims": self.headers.claims.iter().map(|(h, c)| (h.to_string(), Value::from(c.clone()))).collect::<serde_json::Map<_, _>>(),
             },
             "bearer": self.bearer.iter().map(|b| json!({

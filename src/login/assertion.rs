@@ -1,8 +1,9 @@
 //! `X-Gatehouse-Assertion`: a short-lived ES256 JWT the gateway signs for each request's
-//! identity (`iss` = public_url, `aud` = route, `sub`, `email`, `groups`, `iat`, `exp`), so an
-//! upstream can verify who it serves against `/_gatehouse/jwks.json` instead of trusting
-//! plain headers. The key comes from `headers.assertion_key` (shared by instances) or is
-//! generated at start. Assertions are reused per identity and route for half their life.
+//! identity (`iss` = public_url, `aud` = route, `sub`, `email`, `groups`, `iat`, `exp`, and
+//! `subject_issuer` when several issuers are configured), so an upstream can verify who it
+//! serves against `/_gatehouse/jwks.json` instead of trusting plain headers. The key comes
+//! from `headers.assertion_key` (shared by instances) or is generated at start. Assertions
+//! are reused per identity and route for half their life.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,9 +93,9 @@ impl AssertionSigner {
 
     /// The assertion for `identity` on `route` (from the cache while it has half its life).
     pub fn assertion(&self, identity: &Identity, route: &str) -> Option<HeaderValue> {
+        let user = identity.user();
         let cache_key = format!(
-            "{route}\0{}\0{}\0{}\0{}",
-            identity.subject,
+            "{route}\0{user}\0{}\0{}\0{}",
             identity.email.as_deref().unwrap_or(""),
             identity.groups.join(","),
             identity.issuer.as_deref().unwrap_or("")
@@ -104,10 +105,10 @@ impl AssertionSigner {
         }
         let now = crate::login::oidc::unix_now();
         let exp = now + self.ttl.as_secs();
-        let claims = json!({
+        let mut claims = json!({
             "iss": self.issuer,
             "aud": route,
-            "sub": identity.subject,
+            "sub": user,
             "email": identity.email,
             "preferred_username": identity.username,
             "groups": identity.groups,
@@ -115,6 +116,10 @@ impl AssertionSigner {
             "iat": now,
             "exp": exp,
         });
+        // With several issuers, whose subject `sub` qualifies (the gateway is `iss`).
+        if let Some(issuer) = identity.token_issuer().filter(|_| identity.qualified) {
+            claims["subject_issuer"] = Value::from(issuer);
+        }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.key).ok()?;

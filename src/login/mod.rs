@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::session::fallback::FallbackStore;
 use crate::session::memory::MemoryStore;
 use crate::session::redis_store::RedisSessionStore;
-use crate::session::{self, Session, SessionStore, StoreError, Times, TokenCipher};
+use crate::session::{self, Issuer, Session, SessionStore, StoreError, Times, TokenCipher};
 use oidc::{unix_now, Provider};
 
 /// How long a login may take between the redirect to the IdP and the callback.
@@ -190,6 +190,8 @@ pub struct Login {
     pub store: Arc<dyn SessionStore>,
     cipher: TokenCipher,
     pub providers: Vec<Arc<Provider>>,
+    /// Every provider's issuer with the names of the providers that use it.
+    issuers: Vec<(String, Vec<String>)>,
     pub cookies: Cookies,
     pub redirect_uri: String,
     pub public_url: String,
@@ -231,8 +233,9 @@ impl Login {
                         )?;
                         if config.session.fallback_memory {
                             Arc::new(FallbackStore::new(
-                                Box::new(redis),
+                                redis,
                                 config.session.max_sessions,
+                                config.session.max_lifetime,
                                 metrics.clone(),
                             ))
                         } else {
@@ -280,7 +283,15 @@ impl Login {
                 .logins_total
                 .with_label_values(&[&idp.name, "success"]);
         }
+        let mut issuers: Vec<(String, Vec<String>)> = Vec::new();
+        for idp in &config.idps {
+            match issuers.iter_mut().find(|(url, _)| *url == idp.issuer) {
+                Some((_, names)) => names.push(idp.name.clone()),
+                None => issuers.push((idp.issuer.clone(), vec![idp.name.clone()])),
+            }
+        }
         Ok(Some(Arc::new(Login {
+            issuers,
             keep_access_token: config
                 .routes
                 .iter()
@@ -307,6 +318,26 @@ impl Login {
 
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.iter().find(|p| p.config.name == name)
+    }
+
+    /// An issuer, with the providers that use it.
+    fn issuer<'a>(&'a self, url: &'a str) -> Issuer<'a> {
+        let idps = self
+            .issuers
+            .iter()
+            .find(|(u, _)| u == url)
+            .map_or(&[][..], |(_, names)| names.as_slice());
+        Issuer { url, idps }
+    }
+
+    /// Who vouched for a session: the issuer it names, or (stored before sessions named it)
+    /// its provider's.
+    fn session_issuer<'a>(&'a self, s: &'a Session) -> Issuer<'a> {
+        let url = s
+            .issuer()
+            .or_else(|| self.provider(s.idp()).map(|p| p.config.issuer.as_str()))
+            .unwrap_or("");
+        self.issuer(url)
     }
 
     /// Where a login may return to: see [`redirect::safe_return_target`].
@@ -557,6 +588,7 @@ impl Login {
         let now = unix_now();
         let names = session::Names {
             idp,
+            issuer: &provider.config.issuer,
             subject: &identity.subject,
             sid: claims.get("sid").and_then(Value::as_str),
             acr: acr.as_deref(),
@@ -778,6 +810,10 @@ impl Login {
             return Some(identity);
         }
         let provider = self.provider(s.idp())?;
+        // An IdP name now configured with another issuer does not vouch for the old one's people.
+        if s.issuer().is_some_and(|i| i != provider.config.issuer) {
+            return None;
+        }
         let claims = s.id_token_claims(&self.cipher)?;
         let mut identity = provider.session_identity(&claims)?;
         if identity.subject != s.subject() {
@@ -840,10 +876,25 @@ impl Login {
     ) -> Result<Option<String>, StoreError> {
         let Some(id) = id else { return Ok(None) };
         let Some(s) = self.store.get(id).await? else {
+            // Unreadable during a Redis outage, the session may still be there: it ends with
+            // Redis (the store keeps the deletion); but whose sessions "everywhere" means is
+            // unknown, and claiming it would be false.
+            if everywhere && self.store.degraded() {
+                return Err(StoreError::Unavailable(
+                    "the session to log out everywhere cannot be read during the outage"
+                        .to_string(),
+                ));
+            }
+            self.store.delete(id).await?;
             return Ok(None);
         };
         if everywhere {
-            let ended = self.store.delete_by_subject(s.subject()).await?;
+            let ended = self
+                .store
+                .delete_by_subject(self.session_issuer(&s), s.subject())
+                .await?;
+            // This session, whatever the index says (one of an IdP no longer configured).
+            self.store.delete(id).await?;
             self.metrics
                 .logouts_total
                 .with_label_values(&["everywhere"])
@@ -917,9 +968,11 @@ impl Login {
             return Err(AuthFailure::Invalid("replayed_logout_token"));
         }
         let (sid, sub) = (token.sid, token.sub);
+        // Only this issuer's: another issuer's equal `sub` or `sid` is someone else's.
+        let issuer = self.issuer(&provider.config.issuer);
         let result = match (&sid, &sub) {
-            (Some(sid), _) => self.store.delete_by_sid(sid).await,
-            (None, Some(sub)) => self.store.delete_by_subject(sub).await,
+            (Some(sid), _) => self.store.delete_by_sid(issuer, sid).await,
+            (None, Some(sub)) => self.store.delete_by_subject(issuer, sub).await,
             (None, None) => Ok(0),
         };
         let Ok(ended) = result else {
@@ -943,6 +996,7 @@ impl Login {
     pub fn userinfo(&self, s: &Session, identity: &Identity) -> Value {
         serde_json::json!({
             "sub": identity.subject,
+            "iss": identity.issuer,
             "email": identity.email,
             "preferred_username": identity.username,
             "groups": identity.groups,
@@ -1044,6 +1098,7 @@ auth = ["session"]
     fn session_with_acr(now: u64, acr: Option<&str>) -> Session {
         let names = session::Names {
             idp: "corp",
+            issuer: "http://127.0.0.1:1",
             subject: "alice",
             sid: None,
             acr,

@@ -85,6 +85,7 @@ impl Provider {
             claims: config.claims.clone(),
             introspection: None,
             unknown_kid_refetch_interval: Duration::from_secs(10),
+            qualify_subject: config.qualify_subject,
         };
         Provider {
             keys: BearerAuth::without_keys(vec![bearer_config], metrics),

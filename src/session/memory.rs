@@ -1,11 +1,12 @@
 //! The one-instance session store: sessions in sharded hash maps keyed by the SHA-256 of the
 //! id (32 bytes), each with its expiry, swept regularly; indexes by subject and IdP session
 //! id for logout-everywhere, cleaned as sessions end. Plain maps rather than a cache crate:
-//! with 100,000 sessions the per-entry bookkeeping is what decides the memory.
+//! with 100,000 sessions the per-entry bookkeeping is what decides the memory. A full store
+//! makes room by sampling, as Redis evicts: a login never scans the store.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use super::{Session, SessionStore, StoreError};
+use super::{Issuer, Session, SessionStore, StoreError};
 
 type Key = [u8; 32];
 
@@ -21,14 +22,77 @@ struct Slot {
     session: Arc<Session>,
     /// Milliseconds after the store's start (half the size of an `Instant`).
     expires: u64,
+    /// Where the key sits in its shard's `keys`.
+    at: u32,
 }
 
-type Shard = RwLock<HashMap<Key, Slot>>;
+/// One shard's sessions, and their keys side by side so that one can be drawn at random.
+#[derive(Default)]
+struct Sessions {
+    map: HashMap<Key, Slot>,
+    keys: Vec<Key>,
+}
+
+impl Sessions {
+    fn insert(&mut self, key: Key, session: Arc<Session>, expires: u64) -> Option<Arc<Session>> {
+        if let Some(slot) = self.map.get_mut(&key) {
+            slot.expires = expires;
+            return Some(std::mem::replace(&mut slot.session, session));
+        }
+        let at = self.keys.len() as u32;
+        self.keys.push(key);
+        self.map.insert(
+            key,
+            Slot {
+                session,
+                expires,
+                at,
+            },
+        );
+        None
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Slot> {
+        let slot = self.map.remove(key)?;
+        let at = slot.at as usize;
+        self.keys.swap_remove(at);
+        // The last key took the removed one's place.
+        if let Some(moved) = self.keys.get(at) {
+            if let Some(s) = self.map.get_mut(moved) {
+                s.at = at as u32;
+            }
+        }
+        Some(slot)
+    }
+
+    /// A session drawn at random, with its expiry.
+    fn sample(&self) -> Option<(Key, u64)> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let key = self.keys[rand::random::<usize>() % self.keys.len()];
+        Some((key, self.map.get(&key)?.expires))
+    }
+
+    /// The session closest to its end.
+    fn closest_to_end(&self) -> Option<(Key, u64)> {
+        self.map
+            .iter()
+            .min_by_key(|(_, slot)| slot.expires)
+            .map(|(k, slot)| (*k, slot.expires))
+    }
+}
+
+type Shard = RwLock<Sessions>;
 
 const SHARDS: usize = 16;
 
 /// Logins in progress kept at most.
 const PENDING_LOGINS: u64 = 100_000;
+/// How many sessions a full store draws to pick the one to drop (Redis draws 5 by default).
+const EVICTION_SAMPLES: usize = 16;
+/// A store this small is searched whole: it costs no more than drawing.
+const SEARCHED_WHOLE: usize = 4 * EVICTION_SAMPLES;
 
 /// The sessions under one name: nearly always one, kept inline.
 enum Keys {
@@ -108,6 +172,9 @@ pub struct MemoryStore {
     shards: Box<[Shard]>,
     len: AtomicUsize,
     max_sessions: usize,
+    /// Sessions dropped to make room, and when that was last logged (slot milliseconds).
+    evicted: AtomicU64,
+    evictions_logged_at: AtomicU64,
     once: Cache<String, Arc<Vec<u8>>>,
     locks: Mutex<HashMap<String, Instant>>,
     /// What slot expiries count from.
@@ -123,9 +190,11 @@ fn key(session_id: &str) -> Key {
 impl MemoryStore {
     pub fn new(max_sessions: u64) -> Self {
         MemoryStore {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             len: AtomicUsize::new(0),
             max_sessions: usize::try_from(max_sessions).unwrap_or(usize::MAX).max(1),
+            evicted: AtomicU64::new(0),
+            evictions_logged_at: AtomicU64::new(0),
             // Logins in progress: bounded in number and in time (10 minutes at most). LRU
             // admits every new entry (TinyLFU would refuse a real login's state during a
             // flood of login starts, each as rare as its victim).
@@ -150,11 +219,11 @@ impl MemoryStore {
         &self.shards[key[0] as usize % SHARDS]
     }
 
-    fn write(shard: &Shard) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Slot>> {
+    fn write(shard: &Shard) -> std::sync::RwLockWriteGuard<'_, Sessions> {
         shard.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read(shard: &Shard) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Slot>> {
+    fn read(shard: &Shard) -> std::sync::RwLockReadGuard<'_, Sessions> {
         shard.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -173,9 +242,9 @@ impl MemoryStore {
 
     fn remove_if(&self, key: &Key, ends: impl Fn(&Session) -> bool) -> bool {
         let removed = {
-            let mut map = Self::write(self.shard(key));
-            match map.get(key) {
-                Some(slot) if ends(&slot.session) => map.remove(key),
+            let mut sessions = Self::write(self.shard(key));
+            match sessions.map.get(key) {
+                Some(slot) if ends(&slot.session) => sessions.remove(key),
                 _ => None,
             }
         };
@@ -194,6 +263,7 @@ impl MemoryStore {
         let now = self.now();
         for shard in self.shards.iter() {
             let keys: Vec<Key> = Self::read(shard)
+                .map
                 .iter()
                 .filter(|(_, slot)| slot.expires <= now)
                 .map(|(k, _)| *k)
@@ -202,12 +272,12 @@ impl MemoryStore {
                 continue;
             }
             let expired: Vec<(Key, Slot)> = {
-                let mut map = Self::write(shard);
+                let mut sessions = Self::write(shard);
                 let mut expired = Vec::with_capacity(keys.len());
                 for k in keys {
                     // Refreshed since the scan: it stays.
-                    if map.get(&k).is_some_and(|slot| slot.expires <= now) {
-                        if let Some(slot) = map.remove(&k) {
+                    if sessions.map.get(&k).is_some_and(|slot| slot.expires <= now) {
+                        if let Some(slot) = sessions.remove(&k) {
                             expired.push((k, slot));
                         }
                     }
@@ -220,31 +290,54 @@ impl MemoryStore {
         }
     }
 
-    /// At capacity: expired sessions go first, then the one closest to its end.
+    /// At capacity: of [`EVICTION_SAMPLES`] sessions drawn at random, the one closest to its
+    /// end goes (an expired one first, as it is the closest); a few microseconds whatever the
+    /// store holds, where finding the true closest scanned every session on every login.
     fn make_room(&self) {
-        if self.len.load(Ordering::Relaxed) < self.max_sessions {
+        let len = self.len.load(Ordering::Relaxed);
+        if len < self.max_sessions {
             return;
         }
-        self.sweep();
-        if self.len.load(Ordering::Relaxed) < self.max_sessions {
-            return;
+        let victim = if len <= SEARCHED_WHOLE {
+            self.shards
+                .iter()
+                .filter_map(|shard| Self::read(shard).closest_to_end())
+                .min_by_key(|(_, expires)| *expires)
+        } else {
+            (0..EVICTION_SAMPLES)
+                .filter_map(|_| self.draw())
+                .min_by_key(|(_, expires)| *expires)
+        };
+        if let Some((k, _)) = victim {
+            if self.remove(&k) {
+                self.log_eviction();
+            }
         }
-        let oldest = self
-            .shards
-            .iter()
-            .filter_map(|shard| {
-                let map = Self::read(shard);
-                map.iter()
-                    .min_by_key(|(_, s)| s.expires)
-                    .map(|(k, s)| (*k, s.expires))
-            })
-            .min_by_key(|(_, expires)| *expires);
-        if let Some((k, _)) = oldest {
+    }
+
+    /// A session drawn at random: from a random shard, or the next one that holds any.
+    fn draw(&self) -> Option<(Key, u64)> {
+        let first = rand::random::<usize>() % SHARDS;
+        (0..SHARDS).find_map(|i| Self::read(&self.shards[(first + i) % SHARDS]).sample())
+    }
+
+    /// One warning every ten seconds at most, with the count: a login flood against a full
+    /// store must not become a log flood too.
+    fn log_eviction(&self) {
+        let evicted = self.evicted.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.now();
+        let last = self.evictions_logged_at.load(Ordering::Relaxed);
+        if (evicted == 1 || now.saturating_sub(last) >= 10_000)
+            && self
+                .evictions_logged_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             tracing::warn!(
                 max_sessions = self.max_sessions,
-                "session store full; the session closest to its end was dropped"
+                evicted_total = evicted,
+                "session store full; sessions closest to their end are dropped to make room"
             );
-            self.remove(&k);
         }
     }
 
@@ -263,8 +356,9 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     async fn get(&self, session_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         let k = key(session_id);
-        let map = Self::read(self.shard(&k));
-        Ok(map
+        let sessions = Self::read(self.shard(&k));
+        Ok(sessions
+            .map
             .get(&k)
             .filter(|slot| slot.expires > self.now())
             .map(|slot| slot.session.clone()))
@@ -279,7 +373,7 @@ impl SessionStore for MemoryStore {
         let k = key(session_id);
         let shard = self.shard(&k);
         // Replacing a session (idle push-back, refresh) takes no room from the others.
-        let replacing = Self::read(shard).contains_key(&k);
+        let replacing = Self::read(shard).map.contains_key(&k);
         if !replacing {
             self.make_room();
         }
@@ -287,18 +381,15 @@ impl SessionStore for MemoryStore {
         if let Some(sid) = session.sid() {
             self.by_sid.add(sid, k);
         }
-        let slot = Slot {
-            session: Arc::new(session.clone()),
-            expires: self.now().saturating_add(ttl.as_millis() as u64),
-        };
-        let replaced = Self::write(shard).insert(k, slot);
+        let expires = self.now().saturating_add(ttl.as_millis() as u64);
+        let replaced = Self::write(shard).insert(k, Arc::new(session.clone()), expires);
         match replaced {
             // A replaced session under other names leaves those indexes.
             Some(old) => {
-                if old.session.subject() != session.subject() {
-                    self.by_subject.remove(old.session.subject(), &k);
+                if old.subject() != session.subject() {
+                    self.by_subject.remove(old.subject(), &k);
                 }
-                if let Some(sid) = old.session.sid().filter(|s| session.sid() != Some(*s)) {
+                if let Some(sid) = old.sid().filter(|s| session.sid() != Some(*s)) {
                     self.by_sid.remove(sid, &k);
                 }
             }
@@ -319,11 +410,12 @@ impl SessionStore for MemoryStore {
         let expires = self.now().saturating_add(ttl.as_millis() as u64);
         // Some(replaced?), or None when the names differ (never from a touch or refresh).
         let outcome = {
-            let mut map = Self::write(self.shard(&k));
-            match map.get_mut(&k) {
+            let mut sessions = Self::write(self.shard(&k));
+            match sessions.map.get_mut(&k) {
                 // The same names: the indexes stand.
                 Some(slot)
                     if slot.session.subject() == session.subject()
+                        && slot.session.issuer() == session.issuer()
                         && slot.session.sid() == session.sid() =>
                 {
                     slot.session = Arc::new(session.clone());
@@ -345,12 +437,22 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete_by_subject(&self, subject: &str) -> Result<usize, StoreError> {
-        Ok(self.delete_indexed(&self.by_subject, subject, |s| s.subject() == subject))
+    async fn delete_by_subject(
+        &self,
+        issuer: Issuer<'_>,
+        subject: &str,
+    ) -> Result<usize, StoreError> {
+        // Indexed by the subject alone: another issuer's equal subject shares the list and
+        // is told apart here.
+        Ok(self.delete_indexed(&self.by_subject, subject, |s| {
+            s.subject() == subject && issuer.issued(s)
+        }))
     }
 
-    async fn delete_by_sid(&self, sid: &str) -> Result<usize, StoreError> {
-        Ok(self.delete_indexed(&self.by_sid, sid, |s| s.sid() == Some(sid)))
+    async fn delete_by_sid(&self, issuer: Issuer<'_>, sid: &str) -> Result<usize, StoreError> {
+        Ok(self.delete_indexed(&self.by_sid, sid, |s| {
+            s.sid() == Some(sid) && issuer.issued(s)
+        }))
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
@@ -399,15 +501,37 @@ impl SessionStore for MemoryStore {
 mod tests {
     use super::*;
 
+    const ISSUER: &str = "https://idp.example";
+
     fn session(subject: &str, sid: &str) -> Session {
+        issued_session(ISSUER, subject, sid)
+    }
+
+    fn issued_session(issuer: &str, subject: &str, sid: &str) -> Session {
         let names = super::super::Names {
             idp: "idp",
+            issuer,
             subject,
             sid: Some(sid),
             acr: None,
         };
         let cipher = super::super::TokenCipher::new(b"a secret for the memory store tests");
         Session::new(names, &Default::default(), &cipher, Default::default())
+    }
+
+    fn issuer(url: &str) -> Issuer<'_> {
+        Issuer { url, idps: &[] }
+    }
+
+    /// Every shard's key list and slots agree.
+    fn assert_consistent(store: &MemoryStore) {
+        for shard in store.shards.iter() {
+            let sessions = MemoryStore::read(shard);
+            assert_eq!(sessions.keys.len(), sessions.map.len());
+            for (i, k) in sessions.keys.iter().enumerate() {
+                assert_eq!(sessions.map[k].at as usize, i);
+            }
+        }
     }
 
     #[tokio::test]
@@ -441,15 +565,27 @@ mod tests {
         // As if "bob" hashed like "alice": his session sits in her list too.
         store.by_subject.add("alice", key("b"));
         store.by_sid.add("s1", key("b"));
-        assert_eq!(store.delete_by_subject("alice").await.unwrap(), 1);
+        assert_eq!(
+            store
+                .delete_by_subject(issuer(ISSUER), "alice")
+                .await
+                .unwrap(),
+            1
+        );
         assert!(
             store.get("b").await.unwrap().is_some(),
             "bob's session stays"
         );
         store.put("a", &session("alice", "s1"), hour).await.unwrap();
-        assert_eq!(store.delete_by_sid("s1").await.unwrap(), 1);
+        assert_eq!(store.delete_by_sid(issuer(ISSUER), "s1").await.unwrap(), 1);
         assert!(store.get("b").await.unwrap().is_some());
-        assert_eq!(store.delete_by_subject("bob").await.unwrap(), 1);
+        assert_eq!(
+            store
+                .delete_by_subject(issuer(ISSUER), "bob")
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(store.count().await.unwrap(), 0);
     }
 
@@ -486,7 +622,13 @@ mod tests {
         let hour = Duration::from_secs(3600);
         store.put("a", &session("alice", "s1"), hour).await.unwrap();
         store.put("a", &session("bob", "s1"), hour).await.unwrap();
-        assert_eq!(store.delete_by_subject("alice").await.unwrap(), 0);
+        assert_eq!(
+            store
+                .delete_by_subject(issuer(ISSUER), "alice")
+                .await
+                .unwrap(),
+            0
+        );
         store
             .put("b", &session("carol", "s2"), Duration::from_secs(60))
             .await
@@ -500,7 +642,71 @@ mod tests {
             store.get("b").await.unwrap().is_none(),
             "the one closest to its end went"
         );
-        assert_eq!(store.delete_by_sid("s1").await.unwrap(), 1);
+        assert_eq!(store.delete_by_sid(issuer(ISSUER), "s1").await.unwrap(), 1);
         assert_eq!(store.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_issuers_subject_is_not_anothers() {
+        let store = MemoryStore::new(100);
+        let hour = Duration::from_secs(3600);
+        let partner = "https://partner.example";
+        store.put("a", &session("alice", "s1"), hour).await.unwrap();
+        store
+            .put("b", &issued_session(partner, "alice", "s1"), hour)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .delete_by_subject(issuer(partner), "alice")
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.get("a").await.unwrap().is_some(), "the other alice");
+        store
+            .put("b", &issued_session(partner, "alice", "s1"), hour)
+            .await
+            .unwrap();
+        assert_eq!(store.delete_by_sid(issuer(partner), "s1").await.unwrap(), 1);
+        assert!(store.get("a").await.unwrap().is_some());
+        assert_eq!(store.delete_by_sid(issuer(ISSUER), "s1").await.unwrap(), 1);
+        assert_eq!(store.count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_drops_sessions_near_their_end_without_scanning() {
+        let store = MemoryStore::new(1000);
+        let (soon, later) = (Duration::from_secs(60), Duration::from_secs(3600));
+        for i in 0..1000 {
+            let ttl = if i % 2 == 0 { soon } else { later };
+            store
+                .put(&format!("old-{i}"), &session("someone", "s"), ttl)
+                .await
+                .unwrap();
+        }
+        for i in 0..100 {
+            store
+                .put(&format!("new-{i}"), &session("newcomer", "s"), later)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.count().await.unwrap(), 1000, "at most max_sessions");
+        let mut kept_later = 0;
+        for i in (1..1000).step_by(2) {
+            kept_later += usize::from(store.get(&format!("old-{i}")).await.unwrap().is_some());
+        }
+        // Of 16 drawn, the closest to its end goes: a long-lived session only when all 16
+        // drawn were long-lived (about 1 in 20,000 for each of the 100 drops).
+        assert!(kept_later >= 498, "{kept_later} of 500 long-lived kept");
+        for i in 0..100 {
+            assert!(store.get(&format!("new-{i}")).await.unwrap().is_some());
+        }
+        assert_consistent(&store);
+        for i in 0..1000 {
+            store.delete(&format!("old-{i}")).await.unwrap();
+        }
+        assert_eq!(store.count().await.unwrap(), 100);
+        assert_consistent(&store);
     }
 }

@@ -1,6 +1,7 @@
 //! Server-side sessions for browser login: the cookie holds only a 256-bit random id; the store keys sessions by the id's SHA-256, keeps
 //! tokens encrypted (AES-256-GCM, key derived from `session.secret`), indexes sessions by
-//! subject and IdP session id so logout-everywhere never scans, and expires everything by TTL.
+//! (issuer, subject) and (issuer, IdP session id) so logout-everywhere never scans, and
+//! expires everything by TTL.
 
 pub mod fallback;
 pub mod memory;
@@ -39,6 +40,8 @@ pub struct Tokens {
 #[derive(Debug, Clone, Copy)]
 pub struct Names<'a> {
     pub idp: &'a str,
+    /// Whose `subject` and `sid` these are: both are unique only within their issuer.
+    pub issuer: &'a str,
     pub subject: &'a str,
     /// The IdP's session id (`sid`), for back-channel logout.
     pub sid: Option<&'a str>,
@@ -145,19 +148,37 @@ impl Times {
     }
 }
 
-/// The times behind a byte of their length, so the names are found without decoding them.
-fn put_times(out: &mut Vec<u8>, times: Times) {
+/// The top bit of a packed session's first byte: its names include the issuer (every session
+/// since stored format 4; those of format 3 and 2 were written without it).
+const NAMES_ISSUER: u8 = 0x80;
+
+/// The times behind a byte of their length (and [`NAMES_ISSUER`]), so the names are found
+/// without decoding them.
+fn put_times(out: &mut Vec<u8>, times: Times, names_issuer: bool) {
     let at = out.len();
     out.push(0);
     times.write(out);
     // Six varints and a flag byte: at most 61 bytes.
-    out[at] = (out.len() - at - 1) as u8;
+    out[at] = (out.len() - at - 1) as u8 | if names_issuer { NAMES_ISSUER } else { 0 };
 }
 
-/// Where a packed session's names start.
-fn names_start(packed: &[u8]) -> Option<usize> {
-    let start = 1 + usize::from(*packed.first()?);
-    (start <= packed.len()).then_some(start)
+/// Where a packed session's names start, and whether they include the issuer.
+fn names_start(packed: &[u8]) -> Option<(usize, bool)> {
+    let first = *packed.first()?;
+    let start = 1 + usize::from(first & !NAMES_ISSUER);
+    (start <= packed.len()).then_some((start, first & NAMES_ISSUER != 0))
+}
+
+/// Where a packed session's parts are.
+#[derive(Clone, Copy)]
+struct Layout<'a> {
+    idp: &'a str,
+    issuer: Option<&'a str>,
+    subject: &'a str,
+    sid: Option<&'a str>,
+    acr: Option<&'a str>,
+    /// Where the sealed tokens start.
+    sealed: usize,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -187,8 +208,9 @@ fn take_varint(data: &[u8], at: &mut usize) -> Option<u64> {
 /// token when the session's identity is needed ([`IdentityCache`]), so nothing is kept twice.
 #[derive(Clone)]
 pub struct Session {
-    /// `len(times) u8 | times | idp | subject | sid | acr | sealed tokens`; each name behind a u32 length
-    /// (sid and acr: length + 1, 0 for none).
+    /// `len(times) u8 | times | idp | issuer | subject | sid | acr | sealed tokens`; each name
+    /// behind a u32 length (sid and acr: length + 1, 0 for none). The issuer is left out of
+    /// sessions read from format 3 and 2 (the length byte's top bit says which).
     packed: Box<[u8]>,
 }
 
@@ -196,6 +218,7 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("idp", &self.idp())
+            .field("issuer", &self.issuer())
             .field("subject", &self.subject())
             .field("sid", &self.sid())
             .field("times", &self.times())
@@ -236,16 +259,16 @@ fn take_name<'a>(packed: &'a [u8], at: &mut usize) -> Option<Option<&'a str>> {
 
 impl Session {
     pub fn new(names: Names<'_>, tokens: &Tokens, cipher: &TokenCipher, times: Times) -> Session {
-        let mut packed = Vec::with_capacity(
-            32 + names.idp.len() + names.subject.len() + 64 + tokens.len() * 3 / 4,
-        );
-        put_times(&mut packed, times);
+        let names_len = names.idp.len() + names.issuer.len() + names.subject.len();
+        let mut packed = Vec::with_capacity(40 + names_len + 64 + tokens.len() * 3 / 4);
+        put_times(&mut packed, times, true);
         let names_start = packed.len();
         put_name(&mut packed, Some(names.idp));
+        put_name(&mut packed, Some(names.issuer));
         put_name(&mut packed, Some(names.subject));
         put_name(&mut packed, names.sid);
         put_name(&mut packed, names.acr);
-        let dictionary = token_dictionary(names.subject, names.sid);
+        let dictionary = token_dictionary(Some(names.issuer), names.subject, names.sid);
         let sealed = cipher.seal(&bundle(tokens, &dictionary), &packed[names_start..]);
         packed.extend_from_slice(&sealed);
         Session {
@@ -263,46 +286,69 @@ impl Session {
     pub fn set_times(&mut self, times: Times) {
         let rest = &self.packed[self.names_start()..];
         let mut packed = Vec::with_capacity(rest.len() + 32);
-        put_times(&mut packed, times);
+        put_times(&mut packed, times, self.issuer().is_some());
         packed.extend_from_slice(rest);
         self.packed = packed.into_boxed_slice();
     }
 
     /// Where the names start, after the times.
     fn names_start(&self) -> usize {
-        names_start(&self.packed).unwrap_or(self.packed.len())
+        names_start(&self.packed).map_or(self.packed.len(), |(start, _)| start)
     }
 
-    /// (idp, subject, sid, acr, where the sealed tokens start); a session is only ever
-    /// built by [`Session::new`] or checked by [`Session::from_bytes`], so this holds.
-    fn layout(&self) -> (&str, &str, Option<&str>, Option<&str>, usize) {
-        Self::read_layout(&self.packed).unwrap_or(("", "", None, None, self.packed.len()))
+    /// A session is only ever built by [`Session::new`] or checked by
+    /// [`Session::from_bytes`], so its layout reads.
+    fn layout(&self) -> Layout<'_> {
+        Self::read_layout(&self.packed).unwrap_or(Layout {
+            idp: "",
+            issuer: None,
+            subject: "",
+            sid: None,
+            acr: None,
+            sealed: self.packed.len(),
+        })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn read_layout(packed: &[u8]) -> Option<(&str, &str, Option<&str>, Option<&str>, usize)> {
-        let mut at = names_start(packed)?;
+    fn read_layout(packed: &[u8]) -> Option<Layout<'_>> {
+        let (mut at, names_issuer) = names_start(packed)?;
         let idp = take_name(packed, &mut at)??;
+        let issuer = match names_issuer {
+            true => Some(take_name(packed, &mut at)??),
+            false => None,
+        };
         let subject = take_name(packed, &mut at)??;
         let sid = take_name(packed, &mut at)?;
         let acr = take_name(packed, &mut at)?;
-        Some((idp, subject, sid, acr, at))
+        Some(Layout {
+            idp,
+            issuer,
+            subject,
+            sid,
+            acr,
+            sealed: at,
+        })
     }
 
     pub fn idp(&self) -> &str {
-        self.layout().0
+        self.layout().idp
+    }
+
+    /// The issuer that vouched for the subject; `None` for a session stored before sessions
+    /// named it (format 3 and 2), whose issuer is its IdP's.
+    pub fn issuer(&self) -> Option<&str> {
+        self.layout().issuer
     }
 
     pub fn subject(&self) -> &str {
-        self.layout().1
+        self.layout().subject
     }
 
     pub fn sid(&self) -> Option<&str> {
-        self.layout().2
+        self.layout().sid
     }
 
     pub fn acr(&self) -> Option<&str> {
-        self.layout().3
+        self.layout().acr
     }
 
     /// The tokens, decrypted; `None` when they cannot be (another secret, tampering).
@@ -345,14 +391,14 @@ impl Session {
 
     /// What the session's tokens are deflated against ([`compact_token`]).
     fn token_dictionary(&self) -> Vec<u8> {
-        let (_, subject, sid, _, _) = self.layout();
-        token_dictionary(subject, sid)
+        let layout = self.layout();
+        token_dictionary(layout.issuer, layout.subject, layout.sid)
     }
 
-    /// The tokens open only beside the names they were sealed with: a changed subject,
-    /// sid or acr in a store makes them unreadable, and so the session unusable.
+    /// The tokens open only beside the names they were sealed with: a changed issuer,
+    /// subject, sid or acr in a store makes them unreadable, and so the session unusable.
     fn open_bundle(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
-        let start = self.layout().4;
+        let start = self.layout().sealed;
         cipher.open(
             &self.packed[start..],
             &self.packed[self.names_start()..start],
@@ -361,7 +407,7 @@ impl Session {
 
     /// The same session with other tokens (after a refresh): its identity is built anew.
     pub fn with_tokens(&self, tokens: &Tokens, cipher: &TokenCipher) -> Session {
-        let (names_start, start) = (self.names_start(), self.layout().4);
+        let (names_start, start) = (self.names_start(), self.layout().sealed);
         let mut packed = Vec::with_capacity(start + tokens.len() + 64);
         packed.extend_from_slice(&self.packed[..start]);
         let sealed = cipher.seal(
@@ -377,7 +423,7 @@ impl Session {
     /// Which tokens this is: the nonce they were sealed under, new with every login and
     /// refresh, never chosen by a client.
     pub fn version(&self) -> [u8; 12] {
-        let start = self.layout().4;
+        let start = self.layout().sealed;
         let mut version = [0u8; 12];
         if let Some(nonce) = self.packed.get(start..start + 12) {
             version.copy_from_slice(nonce);
@@ -385,38 +431,70 @@ impl Session {
         version
     }
 
-    /// The stored form (Redis): a version byte, then the packed session.
+    /// The stored form (Redis): a version byte, then the packed session. A session read from
+    /// format 3 (no issuer) is written as format 3 again, byte for byte as the builds before
+    /// this one wrote it, so they keep reading it during a rolling upgrade.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + self.packed.len());
-        out.push(FORMAT);
+        out.push(if self.issuer().is_some() { FORMAT } else { 3 });
         out.extend_from_slice(&self.packed);
         out
     }
 
-    /// `None` for anything [`Session::to_bytes`] did not write. Format 2 (fixed-size
-    /// times, written by earlier builds) is read too.
+    /// `None` for anything [`Session::to_bytes`] did not write. Formats 3 (no issuer) and 2
+    /// (no issuer, fixed-size times), written by earlier builds, are read too.
     pub fn from_bytes(data: &[u8]) -> Option<Session> {
-        let packed: Box<[u8]> = match data.split_first()? {
-            (&FORMAT, packed) => packed.into(),
+        let (packed, names_issuer): (Box<[u8]>, bool) = match data.split_first()? {
+            (&FORMAT, packed) => (packed.into(), true),
+            (3, packed) => (packed.into(), false),
             (2, old) => {
                 let times = Times::read_format_2(old)?;
                 let mut packed = Vec::with_capacity(old.len());
-                put_times(&mut packed, times);
+                put_times(&mut packed, times, false);
                 packed.extend_from_slice(old.get(48..)?);
-                packed.into_boxed_slice()
+                (packed.into_boxed_slice(), false)
             }
             _ => return None,
         };
-        let (_, _, _, _, sealed_start) = Self::read_layout(&packed)?;
-        let times = packed.get(1..names_start(&packed)?)?;
+        let (start, has_issuer) = names_start(&packed)?;
+        if has_issuer != names_issuer {
+            return None;
+        }
+        let layout = Self::read_layout(&packed)?;
+        let times = packed.get(1..start)?;
         if Times::read(times)?.1 != times.len() {
             return None;
         }
         // At least a nonce and a tag: a cut value is no session.
-        if packed.len() - sealed_start < 12 + 16 {
+        if packed.len() - layout.sealed < 12 + 16 {
             return None;
         }
         Some(Session { packed })
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    /// A session as the builds before format 4 made it: no issuer among its names.
+    pub(crate) fn without_issuer(
+        names: Names<'_>,
+        tokens: &Tokens,
+        cipher: &TokenCipher,
+        times: Times,
+    ) -> Session {
+        let mut packed = Vec::new();
+        put_times(&mut packed, times, false);
+        let start = packed.len();
+        put_name(&mut packed, Some(names.idp));
+        put_name(&mut packed, Some(names.subject));
+        put_name(&mut packed, names.sid);
+        put_name(&mut packed, names.acr);
+        let dictionary = token_dictionary(None, names.subject, names.sid);
+        let sealed = cipher.seal(&bundle(tokens, &dictionary), &packed[start..]);
+        packed.extend_from_slice(&sealed);
+        Session {
+            packed: packed.into_boxed_slice(),
+        }
     }
 }
 
@@ -520,8 +598,8 @@ impl IdentityCache {
     }
 }
 
-/// The version of [`Session::to_bytes`].
-const FORMAT: u8 = 3;
+/// The version of [`Session::to_bytes`]: 4 since sessions name their issuer.
+const FORMAT: u8 = 4;
 
 impl Tokens {
     /// ID, access and refresh token, in the order a bundle keeps them.
@@ -566,6 +644,26 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// Whose subject or IdP session id a logout names: both are unique only within their
+/// issuer (OIDC Core §2), so two issuers' equal `sub`s are two people.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuer<'a> {
+    pub url: &'a str,
+    /// The IdPs (`[[idp]] name`) with this issuer: a session stored before sessions named
+    /// their issuer (format 3) is known by its IdP.
+    pub idps: &'a [String],
+}
+
+impl Issuer<'_> {
+    /// Whether this issuer vouched for the session.
+    pub fn issued(&self, session: &Session) -> bool {
+        match session.issuer() {
+            Some(issuer) => issuer == self.url,
+            None => self.idps.iter().any(|idp| idp == session.idp()),
+        }
+    }
+}
+
 /// Where sessions live. Every method is bounded in time by the implementation.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -588,10 +686,15 @@ pub trait SessionStore: Send + Sync {
         ttl: Duration,
     ) -> Result<bool, StoreError>;
     async fn delete(&self, session_id: &str) -> Result<(), StoreError>;
-    /// Ends every session of a subject (logout everywhere); returns how many ended.
-    async fn delete_by_subject(&self, subject: &str) -> Result<usize, StoreError>;
-    /// Ends the sessions of one IdP session (back-channel logout by `sid`).
-    async fn delete_by_sid(&self, sid: &str) -> Result<usize, StoreError>;
+    /// Ends every session of the issuer's subject (logout everywhere, back-channel logout by
+    /// `sub`); returns how many ended.
+    async fn delete_by_subject(
+        &self,
+        issuer: Issuer<'_>,
+        subject: &str,
+    ) -> Result<usize, StoreError>;
+    /// Ends the sessions of one of the issuer's IdP sessions (back-channel logout by `sid`).
+    async fn delete_by_sid(&self, issuer: Issuer<'_>, sid: &str) -> Result<usize, StoreError>;
     async fn count(&self) -> Result<usize, StoreError>;
     /// A short-lived value read at most once (a login in progress): `take_once` returns it
     /// and removes it in one step, so a replayed `state` finds nothing.
@@ -603,6 +706,11 @@ pub trait SessionStore: Send + Sync {
     async fn unlock(&self, name: &str) -> Result<(), StoreError>;
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether sessions are being kept where other instances cannot see them (the memory
+    /// fallback during a Redis outage): a session not found may exist all the same.
+    fn degraded(&self) -> bool {
+        false
+    }
     /// "memory", "redis", or "redis (memory fallback active)".
     fn label(&self) -> String;
 }
@@ -731,11 +839,13 @@ const CLAIMS_DICTIONARY: &[u8] = br#"{"ver":"2.0","tid":"","oid":"","upn":"","un
 const JWS_HEADER_WORDS: &[u8] = br#"{"typ":"at+jwt","x5t#S256":"","x5t":"","alg":"ES256","alg":"PS256","alg":"EdDSA","typ" : "JWT","kid" : "","alg":"RS256","typ":"JWT","kid":""#;
 
 /// What a session's tokens are deflated against (tag 3): header and claim words, then its
-/// subject and IdP session id, nearest to the data as the likeliest words.
-fn token_dictionary(subject: &str, sid: Option<&str>) -> Vec<u8> {
+/// issuer (sessions since format 4: what it costs to store, it saves in the ID token's
+/// `iss`), subject and IdP session id, nearest to the data as the likeliest words.
+fn token_dictionary(issuer: Option<&str>, subject: &str, sid: Option<&str>) -> Vec<u8> {
     [
         JWS_HEADER_WORDS,
         CLAIMS_DICTIONARY,
+        issuer.unwrap_or_default().as_bytes(),
         subject.as_bytes(),
         sid.unwrap_or_default().as_bytes(),
     ]
@@ -894,8 +1004,8 @@ fn expand_token(data: &[u8], dictionary: &[u8]) -> Option<String> {
 /// The codec behind the seal, for the fuzz targets: reads every entry of a bundle as the
 /// session would, and checks that any token text compacts and comes back exactly.
 #[cfg(feature = "fuzzing")]
-pub fn fuzz_token_codec(data: &[u8], subject: &str, sid: Option<&str>) {
-    let dictionary = token_dictionary(subject, sid);
+pub fn fuzz_token_codec(data: &[u8], issuer: &str, subject: &str, sid: Option<&str>) {
+    let dictionary = token_dictionary(Some(issuer), subject, sid);
     for index in 0..3 {
         if let Some(Some(entry)) = bundle_entry(data, index) {
             let _ = expand_token(entry, &dictionary);
@@ -919,6 +1029,7 @@ mod tests {
     fn names() -> Names<'static> {
         Names {
             idp: "corp",
+            issuer: "https://login.example.com",
             subject: "alice",
             sid: Some("idp-session"),
             acr: None,
@@ -987,7 +1098,11 @@ mod tests {
             b64(claims),
             b64(&"s".repeat(256))
         );
-        let dictionary = token_dictionary("4b0c3bd4-8f2a-4c7e-9d61-2f4b8f0a1c55", None);
+        let dictionary = token_dictionary(
+            Some("https://login.example.com/realms/corp"),
+            "4b0c3bd4-8f2a-4c7e-9d61-2f4b8f0a1c55",
+            None,
+        );
         let compact = compact_token(&jws, &dictionary);
         assert_eq!(
             expand_token(&compact, &dictionary).as_deref(),
@@ -1001,11 +1116,11 @@ mod tests {
             jws.len()
         );
         assert!(
-            compact.len() < compact_token(&jws, &token_dictionary("", None)).len(),
+            compact.len() < compact_token(&jws, &token_dictionary(None, "", None)).len(),
             "the subject of the session compresses the token"
         );
         assert_ne!(
-            expand_token(&compact, &token_dictionary("another-subject", None)).as_deref(),
+            expand_token(&compact, &token_dictionary(None, "another-subject", None)).as_deref(),
             Some(jws.as_str()),
             "read only beside its own names"
         );
@@ -1140,6 +1255,73 @@ mod tests {
         assert_eq!(Times::read(&[0, 0x80]), None, "a cut varint");
     }
 
+    fn without_issuer(tokens: &Tokens, cipher: &TokenCipher, times: Times) -> Session {
+        Session::without_issuer(names(), tokens, cipher, times)
+    }
+
+    #[test]
+    fn sessions_name_their_issuer_and_format_3_sessions_are_still_read() {
+        let c = TokenCipher::new(b"a long enough shared secret for tests");
+        let tokens = Tokens {
+            refresh_token: Some("opaque".into()),
+            ..Tokens::default()
+        };
+        let times = Times::starting(100, 200);
+        let s = Session::new(names(), &tokens, &c, times);
+        let stored = s.to_bytes();
+        assert_eq!(stored[0], 4);
+        let back = Session::from_bytes(&stored).expect("format 4");
+        assert_eq!(back.issuer(), Some("https://login.example.com"));
+        assert_eq!((back.subject(), back.sid()), ("alice", Some("idp-session")));
+        assert_eq!(back.tokens(&c), Some(tokens.clone()));
+        // The issuer is sealed with the tokens like the other names.
+        let mut forged = stored.clone();
+        let at = forged
+            .windows(5)
+            .position(|w| w == b"login")
+            .expect("issuer in the stored form");
+        forged[at..at + 5].copy_from_slice(b"evil!");
+        let forged = Session::from_bytes(&forged).expect("well-formed");
+        assert_eq!(forged.tokens(&c), None);
+
+        // What the builds before wrote: read, with no issuer, and written back unchanged.
+        let old = without_issuer(&tokens, &c, times);
+        let mut stored = vec![3];
+        stored.extend_from_slice(&old.packed);
+        let back = Session::from_bytes(&stored).expect("format 3");
+        assert_eq!(back.issuer(), None);
+        assert_eq!((back.idp(), back.subject()), ("corp", "alice"));
+        assert_eq!(back.tokens(&c), Some(tokens));
+        let mut touched = back.clone();
+        touched.set_times(Times {
+            touched_at: 150,
+            ..times
+        });
+        assert_eq!(touched.issuer(), None);
+        assert_eq!(touched.times().touched_at, 150);
+        assert_eq!(back.to_bytes(), stored, "written as format 3 again");
+        // A format byte that does not fit the names is no session.
+        let mut mislabelled = stored.clone();
+        mislabelled[0] = 4;
+        assert!(Session::from_bytes(&mislabelled).is_none());
+        let mut mislabelled = s.to_bytes();
+        mislabelled[0] = 3;
+        assert!(Session::from_bytes(&mislabelled).is_none());
+
+        // An issuer's sessions: by issuer; a session without one, by its IdP.
+        let idps = ["corp".to_string()];
+        let corp = Issuer {
+            url: "https://login.example.com",
+            idps: &idps,
+        };
+        let other = Issuer {
+            url: "https://partner.example",
+            idps: &[],
+        };
+        assert!(corp.issued(&s) && !other.issued(&s));
+        assert!(corp.issued(&back) && !other.issued(&back));
+    }
+
     #[test]
     fn format_2_sessions_are_still_read() {
         let c = TokenCipher::new(b"a long enough shared secret for tests");
@@ -1151,7 +1333,7 @@ mod tests {
             refresh_token: Some("opaque".into()),
             ..Tokens::default()
         };
-        let s = Session::new(names(), &tokens, &c, times);
+        let s = without_issuer(&tokens, &c, times);
         let mut old = vec![2];
         for t in [100u64, 200, 100, 90, 0, 0] {
             old.extend_from_slice(&t.to_le_bytes());
@@ -1164,7 +1346,7 @@ mod tests {
         assert_eq!(
             back.to_bytes(),
             s.to_bytes(),
-            "written again in the new format"
+            "written again in the format that needs no issuer (3)"
         );
     }
 
@@ -1180,6 +1362,7 @@ mod tests {
             groups: Vec::new(),
             scopes: Vec::new(),
             issuer: None,
+            qualified: false,
             claims: claims.cloned().unwrap_or_default(),
             expires_at: None,
             header_values: Default::default(),

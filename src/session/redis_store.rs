@@ -1,6 +1,7 @@
 //! The shared session store: sessions in their packed binary form under `gatehouse:s:<sha256(id)>` with a TTL,
-//! indexes by subject and IdP session id as sets (so logout-everywhere is a set lookup,
-//! never a scan of the keyspace); any instance sharing the Redis sees every session.
+//! indexes by (issuer, subject) and (issuer, IdP session id) as sets (so logout-everywhere is
+//! a set lookup, never a scan of the keyspace); any instance sharing the Redis sees every
+//! session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::{store_key, Session, SessionStore, StoreError};
+use super::{store_key, Issuer, Session, SessionStore, StoreError};
 use crate::redis_conn::LazyRedis;
 
 pub struct RedisSessionStore {
@@ -42,11 +43,45 @@ fn session_key(session_id: &str) -> String {
     format!("gatehouse:s:{}", store_key(session_id))
 }
 
-fn index_key(kind: &str, name: &str) -> String {
+/// What a session index is by: an issuer's subject, or its IdP session id.
+#[derive(Clone, Copy)]
+enum Indexed {
+    Subject,
+    Sid,
+}
+
+/// The set of sessions of one issuer's subject or IdP session id.
+fn index_key(by: Indexed, issuer: &str, name: &str) -> String {
+    let kind = match by {
+        Indexed::Subject => "isu",
+        Indexed::Sid => "isid",
+    };
+    let mut hash = Sha256::new();
+    hash.update((issuer.len() as u64).to_be_bytes());
+    hash.update(issuer.as_bytes());
+    hash.update(name.as_bytes());
+    format!("gatehouse:{kind}:{}", hex::encode(hash.finalize()))
+}
+
+/// Where sessions stored before sessions named their issuer (format 3) are indexed: by the
+/// name alone. They leave it as they end, at most `max_lifetime` after the upgrade.
+fn legacy_index_key(by: Indexed, name: &str) -> String {
+    let kind = match by {
+        Indexed::Subject => "su",
+        Indexed::Sid => "sid",
+    };
     format!(
         "gatehouse:{kind}:{}",
         hex::encode(Sha256::digest(name.as_bytes()))
     )
+}
+
+/// The index a session is found in under `by`.
+fn session_index_key(by: Indexed, session: &Session, name: &str) -> String {
+    match session.issuer() {
+        Some(issuer) => index_key(by, issuer, name),
+        None => legacy_index_key(by, name),
+    }
 }
 
 impl RedisSessionStore {
@@ -58,34 +93,121 @@ impl RedisSessionStore {
         })
     }
 
-    async fn delete_indexed(&self, index: String) -> Result<usize, StoreError> {
-        let members: Vec<String> = self
-            .redis
+    /// Ends a session by its store key (the id's SHA-256): what a missed logout keeps.
+    pub async fn delete_stored(&self, member: &str) -> Result<(), StoreError> {
+        let member = member.to_string();
+        self.redis
             .run(|mut c| {
-                let index = index.clone();
-                async move { redis::cmd("SMEMBERS").arg(index).query_async(&mut c).await }
-            })
-            .await
-            .map_err(StoreError::Unavailable)?;
-        if members.is_empty() {
-            return Ok(0);
-        }
-        let keys: Vec<String> = members.iter().map(|m| format!("gatehouse:s:{m}")).collect();
-        let ended: usize = self
-            .redis
-            .run(|mut c| {
-                let (keys, index, members) = (keys.clone(), index.clone(), members.clone());
+                let member = member.clone();
                 async move {
                     let mut pipe = redis::pipe();
-                    pipe.cmd("DEL").arg(&keys).cmd("DEL").arg(&index).ignore();
-                    pipe.cmd("ZREM").arg(ACTIVE).arg(&members).ignore();
+                    pipe.cmd("DEL")
+                        .arg(format!("gatehouse:s:{member}"))
+                        .ignore();
+                    pipe.cmd("ZREM").arg(ACTIVE).arg(&member).ignore();
+                    pipe.query_async::<()>(&mut c).await
+                }
+            })
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    /// Ends the sessions one issuer's subject or IdP session id names, within one timeout.
+    async fn delete_named(
+        &self,
+        by: Indexed,
+        issuer: Issuer<'_>,
+        name: &str,
+    ) -> Result<usize, StoreError> {
+        self.redis
+            .within(self.delete_named_unbounded(by, issuer, name))
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn delete_named_unbounded(
+        &self,
+        by: Indexed,
+        issuer: Issuer<'_>,
+        name: &str,
+    ) -> Result<usize, String> {
+        let index = index_key(by, issuer.url, name);
+        let legacy = legacy_index_key(by, name);
+        let (members, legacy_members): (Vec<String>, Vec<String>) = self
+            .redis
+            .run(|mut c| {
+                let (index, legacy) = (index.clone(), legacy.clone());
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SMEMBERS").arg(index).cmd("SMEMBERS").arg(legacy);
+                    pipe.query_async(&mut c).await
+                }
+            })
+            .await?;
+        // A session without an issuer is this issuer's when its IdP is; one that is gone
+        // (expired) leaves the index.
+        let mut unindexed = Vec::new();
+        let mut ended = members.clone();
+        if !legacy_members.is_empty() {
+            let keys: Vec<String> = legacy_members
+                .iter()
+                .map(|m| format!("gatehouse:s:{m}"))
+                .collect();
+            let values: Vec<Option<Vec<u8>>> = self
+                .redis
+                .run(|mut c| {
+                    let keys = keys.clone();
+                    async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await }
+                })
+                .await?;
+            for (member, value) in legacy_members.into_iter().zip(values) {
+                match value.as_deref().and_then(Session::from_bytes) {
+                    None => unindexed.push(member),
+                    Some(s) if issuer.issued(&s) && named(by, &s, name) => {
+                        ended.push(member.clone());
+                        unindexed.push(member);
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if ended.is_empty() && unindexed.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = ended.iter().map(|m| format!("gatehouse:s:{m}")).collect();
+        self.redis
+            .run(|mut c| {
+                let (keys, ended, members) = (keys.clone(), ended.clone(), members.clone());
+                let (index, legacy, unindexed) = (index.clone(), legacy.clone(), unindexed.clone());
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.atomic();
+                    // Only what was read leaves the indexes: a session indexed meanwhile stays.
+                    if !members.is_empty() {
+                        pipe.cmd("SREM").arg(&index).arg(&members).ignore();
+                    }
+                    if !unindexed.is_empty() {
+                        pipe.cmd("SREM").arg(&legacy).arg(&unindexed).ignore();
+                    }
+                    if keys.is_empty() {
+                        pipe.query_async::<()>(&mut c).await?;
+                        return Ok(0);
+                    }
+                    pipe.cmd("ZREM").arg(ACTIVE).arg(&ended).ignore();
+                    pipe.cmd("DEL").arg(&keys);
                     let (n,): (usize,) = pipe.query_async(&mut c).await?;
                     Ok(n)
                 }
             })
             .await
-            .map_err(StoreError::Unavailable)?;
-        Ok(ended)
+    }
+}
+
+/// Whether the session is the one `name` names under `by`.
+fn named(by: Indexed, session: &Session, name: &str) -> bool {
+    match by {
+        Indexed::Subject => session.subject() == name,
+        Indexed::Sid => session.sid() == Some(name),
     }
 }
 
@@ -115,8 +237,10 @@ impl SessionStore for RedisSessionStore {
         let data = session.to_bytes();
         let member = store_key(session_id);
         let key = format!("gatehouse:s:{member}");
-        let subject_index = index_key("su", session.subject());
-        let sid_index = session.sid().map(|sid| index_key("sid", sid));
+        let subject_index = session_index_key(Indexed::Subject, session, session.subject());
+        let sid_index = session
+            .sid()
+            .map(|sid| session_index_key(Indexed::Sid, session, sid));
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let index_ms = self.index_ttl.as_millis() as u64;
         self.redis
@@ -185,29 +309,19 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn delete(&self, session_id: &str) -> Result<(), StoreError> {
-        let member = store_key(session_id);
-        self.redis
-            .run(|mut c| {
-                let member = member.clone();
-                async move {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("DEL")
-                        .arg(format!("gatehouse:s:{member}"))
-                        .ignore();
-                    pipe.cmd("ZREM").arg(ACTIVE).arg(&member).ignore();
-                    pipe.query_async::<()>(&mut c).await
-                }
-            })
-            .await
-            .map_err(StoreError::Unavailable)
+        self.delete_stored(&store_key(session_id)).await
     }
 
-    async fn delete_by_subject(&self, subject: &str) -> Result<usize, StoreError> {
-        self.delete_indexed(index_key("su", subject)).await
+    async fn delete_by_subject(
+        &self,
+        issuer: Issuer<'_>,
+        subject: &str,
+    ) -> Result<usize, StoreError> {
+        self.delete_named(Indexed::Subject, issuer, subject).await
     }
 
-    async fn delete_by_sid(&self, sid: &str) -> Result<usize, StoreError> {
-        self.delete_indexed(index_key("sid", sid)).await
+    async fn delete_by_sid(&self, issuer: Issuer<'_>, sid: &str) -> Result<usize, StoreError> {
+        self.delete_named(Indexed::Sid, issuer, sid).await
     }
 
     /// Live sessions of every instance: expired members are trimmed from the score index.
@@ -302,5 +416,120 @@ impl SessionStore for RedisSessionStore {
 
     fn label(&self) -> String {
         "redis".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Names, TokenCipher};
+
+    /// A real redis-server on a free loopback port, killed on drop.
+    struct Server(std::process::Child, u16);
+
+    impl Server {
+        fn start() -> Option<Server> {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = Server(child, port);
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(server);
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            None
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_stored_before_they_named_their_issuer_end_by_their_idps_issuer() {
+        let server = Server::start().expect("redis-server (scripts/setup.sh installs it)");
+        let url = format!("redis://127.0.0.1:{}/0", server.1);
+        let store = RedisSessionStore::new(&url, Duration::from_secs(2), Duration::from_secs(3600))
+            .unwrap();
+        let cipher = TokenCipher::new(b"a secret for the redis store tests");
+        let names = |idp, issuer, sid| Names {
+            idp,
+            issuer,
+            subject: "alice",
+            sid: Some(sid),
+            acr: None,
+        };
+        let hour = Duration::from_secs(3600);
+        // Stored by an earlier build (format 3, indexed by the name alone), and a partner's
+        // alice stored now.
+        let old = Session::without_issuer(
+            names("corp", "", "s1"),
+            &Default::default(),
+            &cipher,
+            Default::default(),
+        );
+        store.put("old", &old, hour).await.unwrap();
+        let partner = Session::new(
+            names("partner", "https://partner.example", "s1"),
+            &Default::default(),
+            &cipher,
+            Default::default(),
+        );
+        store.put("new", &partner, hour).await.unwrap();
+        let (corp_idps, partner_idps) = (["corp".to_string()], ["partner".to_string()]);
+        let corp = Issuer {
+            url: "https://corp.example",
+            idps: &corp_idps,
+        };
+        let partner = Issuer {
+            url: "https://partner.example",
+            idps: &partner_idps,
+        };
+        assert_eq!(store.delete_by_subject(partner, "alice").await.unwrap(), 1);
+        assert_eq!(store.delete_by_sid(partner, "s1").await.unwrap(), 0);
+        let kept = store.get("old").await.unwrap().expect("corp's alice stays");
+        assert_eq!(kept.issuer(), None);
+        assert_eq!(store.delete_by_sid(corp, "s1").await.unwrap(), 1);
+        assert!(store.get("old").await.unwrap().is_none());
+        // No session is left, nor the IdP-session indexes that named them (an index by
+        // subject that still names an ended session expires with its TTL, or is cleaned when
+        // read).
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("gatehouse:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(
+            keys.iter().all(|k| k.starts_with("gatehouse:su:")),
+            "{keys:?}"
+        );
+        assert_eq!(store.delete_by_subject(corp, "alice").await.unwrap(), 0);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("gatehouse:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(keys.is_empty(), "{keys:?}");
+        let live: usize = redis::cmd("ZCARD")
+            .arg(ACTIVE)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(live, 0);
     }
 }

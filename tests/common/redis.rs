@@ -1,5 +1,5 @@
-//! A real Redis for tests: `redis-server` started on a free loopback port, no persistence;
-//! it can be killed and started again on the same port.
+//! A real Redis for tests: `redis-server` started on a free loopback port, no persistence
+//! unless asked; it can be killed, paused and started again on the same port.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -7,6 +7,8 @@ use std::time::Duration;
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// Where a persistent server keeps its append-only file.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Redis {
@@ -14,6 +16,20 @@ impl Redis {
         let mut r = Redis {
             port: super::free_port(),
             child: None,
+            dir: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// A server that writes every change to an append-only file before answering: killed
+    /// and started again, it comes back with its data, as a Redis with persistence (or a
+    /// replica that takes over) does after an outage.
+    pub fn start_persistent() -> Redis {
+        let mut r = Redis {
+            port: super::free_port(),
+            child: None,
+            dir: Some(tempfile::tempdir().expect("redis data dir")),
         };
         r.restart();
         r
@@ -26,17 +42,19 @@ impl Redis {
     /// Starts (again) on the same port and waits until it answers PING.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"]);
+        command.args(["--save", ""]);
+        match &self.dir {
+            Some(dir) => command.arg("--dir").arg(dir.path()).args([
                 "--appendonly",
-                "no",
-            ])
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -63,6 +81,27 @@ impl Redis {
         }
         let mut buf = [0u8; 16];
         matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// Stops the process where it stands (SIGSTOP, by its own PID): connections open and
+    /// connects complete, nothing is answered, and the data stays, as in a partition.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("redis running");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
     }
 
     /// Kills the server (by its own PID) and waits for it to go.
