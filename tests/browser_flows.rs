@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::login::{login_config, provider_for};
+use common::login::{login_config, provider_for, provider_with_client};
 use common::*;
 use common::{chromium, front};
 use serde_json::json;
@@ -18,7 +18,8 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_logs_in_steps_up_and_logs_out() {
     let port = free_port();
-    let idp = provider_for(&[port], 600);
+    // `auth_time` in every ID token, so the step-up below can compare the two logins.
+    let idp = provider_with_client(&[port], 600, serde_json::json!({"require_auth_time": true}));
     let app = TestServer::echo("app").await;
     let config = format!(
         "{}\n[[route]]\nname = \"fresh\"\npath = \"/fresh/\"\nupstream = \"app\"\nauth = [\"session\"]\nmax_auth_age = \"3s\"\n",

@@ -8,9 +8,17 @@ use super::{base_config, upstream_block, Gateway, Response, TestServer};
 
 /// The provider with one confidential client whose URLs point at a gateway on `port`.
 pub fn provider_for(ports: &[u16], access_ttl: u64) -> OidcProvider {
+    provider_with_client(ports, access_ttl, json!({}))
+}
+
+/// [`provider_for`] with more client metadata (e.g. `require_auth_time`).
+pub fn provider_with_client(
+    ports: &[u16],
+    access_ttl: u64,
+    extra: serde_json::Value,
+) -> OidcProvider {
     let url = |p: &u16, path: &str| format!("http://127.0.0.1:{p}{path}");
-    OidcProvider::start(json!({
-        "clients": [{
+    let mut client = json!({
             "client_id": "gatehouse",
             "client_secret": "gatehouse-test-secret",
             "redirect_uris": ports.iter().map(|p| url(p, "/_gatehouse/callback")).collect::<Vec<_>>(),
@@ -20,9 +28,11 @@ pub fn provider_for(ports: &[u16], access_ttl: u64) -> OidcProvider {
             "token_endpoint_auth_method": "client_secret_basic",
             "backchannel_logout_uri": url(&ports[0], "/_gatehouse/backchannel-logout"),
             "backchannel_logout_session_required": true
-        }],
-        "accessTokenTTL": access_ttl
-    }))
+    });
+    if let (Some(client), Some(extra)) = (client.as_object_mut(), extra.as_object()) {
+        client.extend(extra.clone());
+    }
+    OidcProvider::start(json!({ "clients": [client], "accessTokenTTL": access_ttl }))
 }
 
 pub fn login_config(idp: &OidcProvider, upstream: &TestServer, session: &str) -> String {
