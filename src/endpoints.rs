@@ -10,8 +10,8 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
-use crate::authn::Identity;
-use crate::config::{AuthMethod, RouteConfig};
+use crate::config::RouteConfig;
+use crate::identity::{AuthMethod, Identity};
 use crate::gateway::Runtime;
 use crate::login::{cookie_value, csrf, Login};
 use crate::proxy::{GatehouseProxy, RequestCtx};

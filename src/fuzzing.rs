@@ -179,7 +179,7 @@ pub fn jwt(data: &[u8]) {
     }
     let config = &store.config;
     if crate::authn::bearer::check_claims(&parsed.claims, config, 1_700_000_000).is_ok() {
-        let method = crate::config::AuthMethod::Bearer;
+        let method = crate::identity::AuthMethod::Bearer;
         let _ = crate::authn::bearer::identity_from_claims(parsed.claims.clone(), config, method);
     }
 }

@@ -17,74 +17,12 @@ use http::HeaderName;
 use pingora::http::RequestHeader;
 
 use crate::config::RouteConfig;
+use crate::headers::{Override, METHOD_OVERRIDES, METHOD_PARAMETER, PATH_OVERRIDES};
 
 /// Every header with this prefix is the gateway's to set (spec §3).
 const IDENTITY_PREFIX: &str = "x-auth-request-";
 /// The signed assertion and any future gateway-owned header.
 const GATEWAY_PREFIX: &str = "x-gatehouse-";
-
-/// Headers that make an app perform another method than the request line's.
-pub const METHOD_OVERRIDES: [&str; 4] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-method",
-];
-
-/// Headers that make an app serve another path than the request target's.
-pub const PATH_OVERRIDES: [&str; 4] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-override-url",
-];
-
-/// The query parameter Symfony, Laravel and Rails take as the method of a POST.
-pub const METHOD_PARAMETER: &str = "_method";
-
-/// One override a route lets through (`request_overrides`); the policy judges its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Override {
-    /// A header naming the method.
-    Method(HeaderName),
-    /// A header naming the path (and query).
-    Path(HeaderName),
-    /// `_method` in the query of a POST.
-    MethodParameter,
-}
-
-impl Override {
-    /// The override a `request_overrides` entry names, if it is one the gateway knows.
-    pub fn parse(name: &str) -> Option<Override> {
-        let lower = name.to_ascii_lowercase();
-        if lower == METHOD_PARAMETER {
-            return Some(Override::MethodParameter);
-        }
-        let header = HeaderName::from_bytes(lower.as_bytes()).ok()?;
-        if METHOD_OVERRIDES.contains(&lower.as_str()) {
-            Some(Override::Method(header))
-        } else if PATH_OVERRIDES.contains(&lower.as_str()) {
-            Some(Override::Path(header))
-        } else {
-            None
-        }
-    }
-
-    /// The name as `request_overrides` spells it.
-    pub fn name(&self) -> &str {
-        match self {
-            Override::Method(h) | Override::Path(h) => h.as_str(),
-            Override::MethodParameter => METHOD_PARAMETER,
-        }
-    }
-
-    fn header(&self) -> Option<&HeaderName> {
-        match self {
-            Override::Method(h) | Override::Path(h) => Some(h),
-            Override::MethodParameter => None,
-        }
-    }
-}
 
 /// Headers that say who the client is or how it reached the gateway. The gateway sets
 /// `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `X-Request-Id` itself

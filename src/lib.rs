@@ -16,6 +16,7 @@ pub mod authz;
 pub mod config;
 pub mod cors;
 pub mod demo;
+pub mod diag;
 mod endpoints;
 pub mod forwarded;
 #[cfg(feature = "fuzzing")]

@@ -20,9 +20,11 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::authn::{claim_at, AuthFailure, Identity};
+use crate::authn::AuthFailure;
+use crate::identity::{claim_at, Identity};
 use crate::authz::{Policy, PolicyRequest};
-use crate::config::{AuthMethod, RateLimitConfig, RouteConfig};
+use crate::config::{RateLimitConfig, RouteConfig};
+use crate::identity::AuthMethod;
 use crate::endpoints::SessionOutcome;
 use crate::gateway::{Gateway, InFlight, Runtime};
 use crate::metrics::NO_ROUTE;

@@ -19,7 +19,7 @@ use openssl::pkey::PKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::authn::Identity;
+use crate::identity::Identity;
 use crate::config::HeadersConfig;
 
 pub struct AssertionSigner {

@@ -21,9 +21,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::authn::{claim_at, string_list, AuthFailure, Identity};
+use crate::authn::AuthFailure;
+use crate::identity::{claim_at, string_list, AuthMethod, Identity};
 use crate::config::{
-    AuthMethod, Config, IdpConfig, RouteConfig, SameSite, SessionConfig, StoreKind,
+    Config, IdpConfig, RouteConfig, SameSite, SessionConfig, StoreKind,
 };
 use crate::metrics::Metrics;
 use crate::session::fallback::FallbackStore;

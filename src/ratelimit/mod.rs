@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 
-use crate::authn::Identity;
-use crate::config::{AuthMethod, LimitKey, RateLimitConfig, RateLimitStoreConfig, StoreKind};
+use crate::config::{LimitKey, RateLimitConfig, RateLimitStoreConfig, StoreKind};
+use crate::identity::{AuthMethod, Identity};
 use gcra::{Decision, Rate};
 pub use lockout::AuthFailures;
 

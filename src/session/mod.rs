@@ -15,7 +15,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::authn::Identity;
+use crate::identity::Identity;
 
 /// A new session id: 256 bits from the OS CSPRNG, hex for the cookie.
 pub fn new_session_id() -> String {
@@ -1355,7 +1355,7 @@ mod tests {
         claims: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Identity {
         Identity {
-            method: crate::config::AuthMethod::Session,
+            method: crate::identity::AuthMethod::Session,
             subject: subject.into(),
             email: None,
             username: None,
