@@ -10,7 +10,7 @@ pub mod jwks;
 
 use std::sync::Arc;
 
-use pingora::http::RequestHeader;
+use http::HeaderMap;
 
 use crate::config::Config;
 use crate::identity::{claim_at, string_list, AuthMethod, Identity};
@@ -77,10 +77,10 @@ impl Authenticator {
     pub async fn authenticate(
         &self,
         methods: &[AuthMethod],
-        req: &RequestHeader,
+        headers: &HeaderMap,
     ) -> Result<(AuthMethod, Arc<Identity>), (AuthMethod, AuthFailure)> {
         let first = methods.first().copied().unwrap_or(AuthMethod::None);
-        let credential = match find_credential(methods, req) {
+        let credential = match find_credential(methods, headers) {
             Ok(Some(c)) => c,
             Ok(None) => return Err((first, AuthFailure::Missing)),
             Err((method, failure)) => return Err((method, failure)),
@@ -109,13 +109,13 @@ impl Authenticator {
 /// The credential of the first method in `methods` that the request carries.
 fn find_credential<'a>(
     methods: &[AuthMethod],
-    req: &'a RequestHeader,
+    headers: &'a HeaderMap,
 ) -> Result<Option<Credential<'a>>, (AuthMethod, AuthFailure)> {
-    let mut authorizations = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    let mut authorizations = headers.get_all(http::header::AUTHORIZATION).iter();
     let authorization = authorizations.next();
     let repeated = authorizations.next().is_some();
     let api_key_header = {
-        let mut values = req.headers.get_all("x-api-key").iter();
+        let mut values = headers.get_all("x-api-key").iter();
         let first = values.next();
         (first, values.next().is_some())
     };
@@ -195,10 +195,11 @@ fn check_token_syntax(token: &[u8]) -> Result<&str, AuthFailure> {
 mod tests {
     use super::*;
 
-    fn req(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+    fn req(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut r = HeaderMap::new();
         for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
+            let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+            r.append(name, v.parse().unwrap());
         }
         r
     }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use ::cel::Value;
 use http::Method;
 
-use crate::identity::Identity;
 use crate::diag::{ConfigError, Diagnostic, Reporter};
+use crate::identity::Identity;
 use cel::{Condition, Variables};
 use pattern::Pattern;
 

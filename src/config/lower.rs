@@ -8,11 +8,10 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
-use crate::diag::{ConfigError, Reporter};
 use super::file::{self, S};
 use super::values::{interpolate_env, parse_duration};
 use super::*;
-
+use crate::diag::{ConfigError, Reporter};
 
 struct Lowerer<'a> {
     r: Reporter<'a>,

@@ -19,8 +19,8 @@ use openssl::pkey::PKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::identity::Identity;
 use crate::config::HeadersConfig;
+use crate::identity::Identity;
 
 pub struct AssertionSigner {
     key: EncodingKey,

@@ -8,7 +8,7 @@ pub mod redis_store;
 
 use std::net::IpAddr;
 
-use pingora::http::RequestHeader;
+use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::config::{LimitKey, RateLimitConfig, RateLimitStoreConfig, StoreKind};
@@ -23,7 +23,7 @@ pub fn limit_key(
     route: &str,
     client_ip: Option<IpAddr>,
     identity: Option<&Identity>,
-    req: &RequestHeader,
+    headers: &HeaderMap,
 ) -> Option<String> {
     match &limit.key {
         LimitKey::ClientIp => client_ip.map(|ip| client_key(ip, limit.ipv6_prefix).to_string()),
@@ -33,7 +33,7 @@ pub fn limit_key(
             .filter(|i| i.method == AuthMethod::ApiKey)
             .and_then(|i| i.issuer.clone()),
         LimitKey::Header(name) => Some(
-            req.headers
+            headers
                 .get(name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_default(),
