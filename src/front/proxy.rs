@@ -28,9 +28,7 @@ use crate::endpoints::{self, EndpointRequest};
 use crate::gateway::{Gateway, InFlight, Runtime};
 use crate::metrics::NO_ROUTE;
 use crate::pipeline::upstream::{self, Connection};
-use crate::pipeline::{
-    Answer, Body, Decision, Endpoint, Front, Judged, Pipeline, RequestFacts, Verdict,
-};
+use crate::pipeline::{Answer, Body, Endpoint, Front, Judged, Pipeline, RequestFacts, Verdict};
 use crate::{cors, forwarded, respond};
 
 pub struct GatehouseProxy {
@@ -121,10 +119,9 @@ impl ProxyHttp for GatehouseProxy {
             rt: &rt,
             metrics: &self.gateway.metrics,
         };
-        let Decision { judged, verdict } = pipeline
-            .decide(&facts(session.req_header(), ctx.conn.peer))
+        let verdict = pipeline
+            .decide(&facts(session.req_header(), ctx.conn.peer), &mut ctx.judged)
             .await;
-        ctx.judged = judged;
         apply_hygiene(session.req_header_mut(), ctx);
         let answer = match verdict {
             Verdict::Allow => return Ok(false),
@@ -393,10 +390,8 @@ impl GatehouseProxy {
                 Err(answer) => return answer,
             };
         let facts = forwarded.facts(&req.headers, ctx.conn.peer, &ctx.judged.request_id);
-        let Decision {
-            mut judged,
-            verdict,
-        } = pipeline.decide(&facts).await;
+        let mut judged = Judged::default();
+        let verdict = pipeline.decide(&facts, &mut judged).await;
         let method = forwarded.method.clone();
         ctx.dropped_headers += judged.remove_headers.len();
         if judged.route.is_some() {

@@ -7,8 +7,8 @@ use http::StatusCode;
 use pingora::http::RequestHeader;
 
 use super::{forward_auth, proxy};
-use crate::pipeline::testing::{Harness, API_KEY, PEER};
-use crate::pipeline::{upstream, Decision, Endpoint, Verdict};
+use crate::pipeline::testing::{Decision, Harness, API_KEY, PEER};
+use crate::pipeline::{upstream, Endpoint, Verdict};
 
 fn request(method: &str, target: &str, pairs: &[(&str, &str)]) -> RequestHeader {
     let mut req = RequestHeader::build(method, target.as_bytes(), None).expect("a request");
@@ -49,7 +49,7 @@ async fn forwarded(
     ];
     question.extend_from_slice(pairs);
     let mut req = request("GET", "/_gatehouse/auth?redirect=true", &question);
-    let asked = h.pipeline().decide(&proxy::facts(&req, Some(PEER))).await;
+    let asked = h.decide(&proxy::facts(&req, Some(PEER))).await;
     assert!(matches!(
         asked.verdict,
         Verdict::Endpoint(Endpoint::ForwardAuth)
@@ -60,7 +60,7 @@ async fn forwarded(
     let read = forward_auth::read(&asked.judged, Some(PEER), req.uri.query(), &req.headers)
         .expect("a trusted proxy's question");
     let facts = read.facts(&req.headers, Some(PEER), &asked.judged.request_id);
-    let mut decision = h.pipeline().decide(&facts).await;
+    let mut decision = h.decide(&facts).await;
     // What forward-auth answers an allowed request.
     let status = match &decision.verdict {
         Verdict::Allow => {
@@ -124,7 +124,7 @@ async fn the_proxy_and_forward_auth_decide_alike() {
         let mut with_host = vec![("Host", "gw.test")];
         with_host.extend_from_slice(&pairs);
         let req = request(method, target, &with_host);
-        let proxied = h.pipeline().decide(&proxy::facts(&req, Some(PEER))).await;
+        let proxied = h.decide(&proxy::facts(&req, Some(PEER))).await;
         let (asked, answered_headers) = forwarded(&h, method, target, &pairs).await;
         let what = format!("{method} {target} {pairs:?}");
         assert_eq!(outcome(&h, &proxied), outcome(&h, &asked), "{what}");
@@ -146,7 +146,7 @@ async fn forward_auth_answers_only_trusted_proxies() {
         &[("Host", "gw.test"), ("X-Forwarded-Uri", "/open/x")],
     );
     let stranger = "203.0.113.9".parse().ok();
-    let asked = h.pipeline().decide(&proxy::facts(&req, stranger)).await;
+    let asked = h.decide(&proxy::facts(&req, stranger)).await;
     let refused = forward_auth::read(&asked.judged, stranger, req.uri.query(), &req.headers)
         .expect_err("an untrusted peer");
     assert_eq!(refused.status, StatusCode::FORBIDDEN);

@@ -3,8 +3,8 @@
 //! A front reads the facts of a request into [`RequestFacts`]: the reverse proxy from its
 //! Pingora session ([`crate::front::proxy`]), the forward-auth endpoint from the
 //! `X-Forwarded-*` headers of a trusted proxy ([`crate::front::forward_auth`]).
-//! [`Pipeline::decide`] runs the stages below, in order, and returns a [`Decision`]: what
-//! they learned ([`Judged`]: route, judged path, identity, headers to remove, ...) and the
+//! [`Pipeline::decide`] runs the stages below, in order, and makes the decision: what they
+//! learned ([`Judged`]: route, judged path, identity, headers to remove, ...) and the
 //! [`Verdict`]: let it through, answer it, or hand it to one of the gateway's own
 //! endpoints. The front applies it. `docs/architecture.md` draws the whole path.
 //!
@@ -77,7 +77,8 @@ pub struct RequestFacts<'a> {
 }
 
 /// What the stages learned about a request. Fronts apply it to an allowed request, and log
-/// it whatever the verdict.
+/// it whatever the verdict. The front owns it (the proxy keeps it in its per-request
+/// context), so it is written in place, never moved.
 #[derive(Debug, Default)]
 pub struct Judged {
     pub request_id: String,
@@ -129,12 +130,6 @@ pub enum Verdict {
     Endpoint(Endpoint),
 }
 
-#[derive(Debug)]
-pub struct Decision {
-    pub judged: Judged,
-    pub verdict: Verdict,
-}
-
 /// The stages' view of the gateway: one config snapshot and the process's metrics.
 #[derive(Clone, Copy)]
 pub struct Pipeline<'a> {
@@ -153,24 +148,21 @@ struct Request<'a> {
     facts: &'a RequestFacts<'a>,
     /// The headers as the upstream will see them: the front's own until hygiene drops one.
     headers: Cow<'a, HeaderMap>,
-    judged: Judged,
+    judged: &'a mut Judged,
 }
 
 impl Pipeline<'_> {
-    /// Runs every stage on one request.
-    pub async fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
+    /// Runs every stage on one request: what they learn goes into `judged` (a new one, as
+    /// `Judged::default()` makes it), what to do is returned.
+    pub async fn decide(&self, facts: &RequestFacts<'_>, judged: &mut Judged) -> Verdict {
         let mut r = Request {
             facts,
             headers: Cow::Borrowed(facts.headers),
-            judged: Judged::default(),
+            judged,
         };
-        let verdict = match self.stages(&mut r).await {
+        match self.stages(&mut r).await {
             Ok(()) => Verdict::Allow,
             Err(verdict) => verdict,
-        };
-        Decision {
-            judged: r.judged,
-            verdict,
         }
     }
 

@@ -11,7 +11,7 @@ use base64::Engine;
 use http::{HeaderMap, HeaderName, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Decision, Front, Pipeline, RequestFacts};
+use super::{Front, Judged, Pipeline, RequestFacts, Verdict};
 use crate::config::Config;
 use crate::gateway::Runtime;
 use crate::metrics::Metrics;
@@ -41,6 +41,13 @@ name = "nobody"
 paths = ["/audit/**"]
 deny = true
 "#;
+
+/// Both halves of a decision, for tests to look at.
+#[derive(Debug)]
+pub(crate) struct Decision {
+    pub(crate) judged: Judged,
+    pub(crate) verdict: Verdict,
+}
 
 pub(crate) struct Harness {
     pub(crate) rt: Runtime,
@@ -170,6 +177,13 @@ rate_limit = ["one-a-day"]
         }
     }
 
+    /// The pipeline's decision about `facts`.
+    pub(crate) async fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
+        let mut judged = Judged::default();
+        let verdict = self.pipeline().decide(facts, &mut judged).await;
+        Decision { judged, verdict }
+    }
+
     /// A bearer token of the test issuer for `sub`, in `groups`.
     pub(crate) fn token(&self, sub: &str, groups: &[&str]) -> String {
         let exp = crate::authn::bearer::unix_now() + 600;
@@ -201,7 +215,7 @@ rate_limit = ["one-a-day"]
             peer: Some(PEER),
             request_id: None,
         };
-        self.pipeline().decide(&facts).await
+        self.decide(&facts).await
     }
 }
 

@@ -1,8 +1,8 @@
 //! The pipeline without Pingora: request facts in, decisions out, for every authentication
 //! method, policy outcome, rate-limit outcome and kind of answer.
 
-use super::testing::{headers, Harness, API_KEY};
-use super::{Body, Decision, Endpoint, Verdict};
+use super::testing::{headers, Decision, Harness, API_KEY};
+use super::{Body, Endpoint, Verdict};
 
 /// A decision in one line: `allow <route> <path> <method>:<subject>`, `<status> <refusal>`
 /// or `endpoint <name>`.

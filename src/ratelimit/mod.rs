@@ -97,7 +97,9 @@ impl RateLimiter {
                 buf.extend_from_slice(key.as_bytes());
                 Outcome::Decided(m.check(&buf, rate))
             }
-            Store::Redis(r) => match r.check(&redis_key(&limit.name, key), rate).await {
+            // Boxed: the Redis round trip's future is large, and every request (whatever
+            // its store) would carry its size through the pipeline's futures.
+            Store::Redis(r) => match Box::pin(r.check(&redis_key(&limit.name, key), rate)).await {
                 Ok(d) => Outcome::Decided(d),
                 Err(e) => {
                     tracing::warn!(limit = %limit.name, error = %e, "rate-limit store error");
