@@ -1,0 +1,224 @@
+//! `[server]`, `[admin]`, `[log]` and `[dev_idp]`: listeners, TLS, trusted proxies and logging.
+
+use super::*;
+
+impl Lowerer<'_> {
+    pub(super) fn server(&mut self, s: &S<file::Server>) -> ServerConfig {
+        let listen: Vec<SocketAddr> = match &s.get_ref().listen {
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .filter_map(|a| self.listen_addr(a))
+                .collect(),
+            None => vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+        };
+        let srv = s.get_ref();
+        let tls = srv.tls.as_ref().map(|t| {
+            let tt = t.get_ref();
+            let listen = tt
+                .listen
+                .get_ref()
+                .iter()
+                .filter_map(|a| self.listen_addr(a))
+                .collect::<Vec<_>>();
+            if tt.listen.get_ref().is_empty() {
+                self.r.error(
+                    tt.listen.span(),
+                    "server.tls.listen needs at least one address",
+                );
+            }
+            let cert = self.pem_cert(&tt.cert, "TLS certificate");
+            let key = self.pem_key(&tt.key, "TLS key");
+            TlsListenerConfig {
+                listen,
+                cert: cert.unwrap_or_default(),
+                key: key.unwrap_or_default(),
+            }
+        });
+        if listen.is_empty() && tls.is_none() && srv.listen.is_some() {
+            self.r.error(s.span(), "the server has no listen address");
+        }
+        let public_url = srv.public_url.as_ref().and_then(|u| {
+            let text = self.string(u)?;
+            let ok = (text.starts_with("https://") || text.starts_with("http://"))
+                && text
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.is_empty());
+            if !ok {
+                self.r.error(
+                    u.span(),
+                    format!("public_url {text:?} must be an absolute http(s) URL"),
+                );
+                return None;
+            }
+            Some(text.trim_end_matches('/').to_string())
+        });
+        let threads = match &srv.threads {
+            Some(t) if *t.get_ref() < 1 || *t.get_ref() > 1024 => {
+                self.r
+                    .error(t.span(), "server.threads must be between 1 and 1024");
+                1
+            }
+            Some(t) => *t.get_ref() as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let trusted_proxies = srv
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .filter_map(|c| {
+                let text = self.string(c)?;
+                let parsed = text
+                    .parse::<IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+                match parsed {
+                    Ok(net) => Some(net.trunc()),
+                    Err(_) => {
+                        self.r.error(
+                            c.span(),
+                            format!("invalid CIDR {text:?} in trusted_proxies"),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect();
+        let allowed_hosts = srv
+            .allowed_hosts
+            .iter()
+            .flatten()
+            .filter_map(|h| {
+                let text = self.string(h)?.to_ascii_lowercase();
+                if !valid_host(&text) {
+                    self.r.error(
+                        h.span(),
+                        format!(
+                            "invalid host name {text:?} in allowed_hosts (no scheme, port or path)"
+                        ),
+                    );
+                    return None;
+                }
+                Some(text)
+            })
+            .collect();
+        let reserved_prefix = match &srv.reserved_prefix {
+            Some(p) => {
+                let text = self.string(p).unwrap_or_default();
+                let ok = text.starts_with('/')
+                    && text.len() > 1
+                    && !text.ends_with('/')
+                    && text[1..]
+                        .split('/')
+                        .all(|seg| !seg.is_empty() && seg.chars().all(is_plain_path_char));
+                if !ok {
+                    self.r.error(
+                        p.span(),
+                        format!("reserved_prefix {text:?} must look like \"/_gatehouse\""),
+                    );
+                }
+                text
+            }
+            None => "/_gatehouse".to_string(),
+        };
+        let shutdown_timeout =
+            self.duration(srv.shutdown_timeout.as_ref(), Duration::from_secs(30));
+        ServerConfig {
+            listen,
+            tls,
+            public_url,
+            threads,
+            trusted_proxies,
+            allowed_hosts,
+            reserved_prefix,
+            shutdown_timeout,
+            h2c: srv.h2c.unwrap_or(false),
+        }
+    }
+
+    pub(super) fn admin(&mut self, a: Option<&file::Admin>) -> AdminConfig {
+        let default = SocketAddr::from(([127, 0, 0, 1], 9090));
+        let listen = a
+            .and_then(|a| a.listen.as_ref())
+            .map_or(Some(default), |l| self.listen_addr(l))
+            .unwrap_or(default);
+        AdminConfig { listen }
+    }
+
+    pub(super) fn log(&mut self, l: Option<&file::Log>) -> LogConfig {
+        let format = match l.and_then(|l| l.format.as_ref()) {
+            None => LogFormat::Json,
+            Some(f) => match f.get_ref().as_str() {
+                "json" => LogFormat::Json,
+                "pretty" => LogFormat::Pretty,
+                other => {
+                    self.r.error(
+                        f.span(),
+                        format!("log.format must be \"json\" or \"pretty\", not {other:?}"),
+                    );
+                    LogFormat::Json
+                }
+            },
+        };
+        let level = match l.and_then(|l| l.level.as_ref()) {
+            None => "info".to_string(),
+            Some(v) => {
+                let text = self.string(v).unwrap_or_default();
+                if tracing_subscriber::EnvFilter::try_new(&text).is_err() {
+                    self.r.error(
+                        v.span(),
+                        format!("invalid log.level {text:?} (e.g. \"info\", \"debug\", \"warn,gatehouse=debug\")"),
+                    );
+                }
+                text
+            }
+        };
+        LogConfig {
+            format,
+            level,
+            audit: l.and_then(|l| l.audit).unwrap_or(true),
+            access_log: l.and_then(|l| l.access_log).unwrap_or(true),
+        }
+    }
+
+    pub(super) fn dev_idp(&mut self, d: &S<file::DevIdp>) -> DevIdpConfig {
+        let c = d.get_ref();
+        let listen = self
+            .listen_addr(&c.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8082)));
+        if !listen.ip().is_loopback() {
+            self.r.error(
+                c.listen.span(),
+                "dev_idp.listen must be a loopback address: the development provider logs anyone in",
+            );
+        }
+        if c.users.get_ref().is_empty() {
+            self.r
+                .error(c.users.span(), "dev_idp.users needs at least one user");
+        }
+        let users = c
+            .users
+            .get_ref()
+            .iter()
+            .filter_map(|u| {
+                let u = u.get_ref();
+                Some(DevUser {
+                    name: self.string(&u.name)?,
+                    email: u.email.as_ref().and_then(|e| self.string(e)),
+                    groups: u
+                        .groups
+                        .iter()
+                        .flatten()
+                        .filter_map(|g| self.string(g))
+                        .collect(),
+                })
+            })
+            .collect();
+        let access_token_ttl = self.duration(c.access_token_ttl.as_ref(), Duration::from_secs(300));
+        DevIdpConfig {
+            listen,
+            users,
+            access_token_ttl,
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! `[session]` and `[[idp]]`: browser sessions, their store, and the OpenID providers people log
+//! in with.
+
+use super::*;
+
+impl Lowerer<'_> {
+    pub(super) fn session(&mut self, s: Option<&S<file::Session>>) -> SessionConfig {
+        let none = file::Session {
+            store: None,
+            redis_url: None,
+            cookie_name: None,
+            secret: None,
+            max_lifetime: None,
+            idle_timeout: None,
+            same_site: None,
+            fallback: None,
+            timeout: None,
+            max_sessions: None,
+            refresh_before: None,
+        };
+        let span = s.map_or(0..0, S::span);
+        let c = s.map_or(&none, S::get_ref);
+        let redis_url = c.redis_url.as_ref().and_then(|u| self.string(u));
+        let store = match c.store.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "memory")) => StoreKind::Memory,
+            Some((v, "redis")) => match redis_url.clone() {
+                Some(url) => StoreKind::Redis { url },
+                None => {
+                    self.r
+                        .error(v.span(), "session store \"redis\" needs session.redis_url");
+                    StoreKind::Memory
+                }
+            },
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("session.store must be \"memory\" or \"redis\", not {other:?}"),
+                );
+                StoreKind::Memory
+            }
+        };
+        if let (Some(u), StoreKind::Memory) = (&c.redis_url, &store) {
+            self.r.error(
+                u.span(),
+                "session.redis_url is only used with store = \"redis\"",
+            );
+        }
+        if let Some(url) = &redis_url {
+            if redis::Client::open(url.as_str()).is_err() {
+                if let Some(u) = &c.redis_url {
+                    self.r.error(
+                        u.span(),
+                        format!("invalid redis_url {:?}", super::show::redact_url(url)),
+                    );
+                }
+            }
+        }
+        let cookie_name = match &c.cookie_name {
+            None => "gatehouse".to_string(),
+            Some(v) => {
+                let text = self.string(v).unwrap_or_default();
+                let ok = !text.is_empty()
+                    && text.len() <= 64
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                    && !text.starts_with("__");
+                if !ok {
+                    self.r.error(
+                        v.span(),
+                        format!("cookie_name {text:?} may hold only letters, digits, '-', '_' and '.' (the __Host- prefix is added on TLS)"),
+                    );
+                }
+                text
+            }
+        };
+        let secret = match &c.secret {
+            None => {
+                if matches!(store, StoreKind::Redis { .. }) {
+                    self.r.error(
+                        span.clone(),
+                        "session.secret is required with the redis store: every instance must derive the same token encryption key",
+                    );
+                }
+                None
+            }
+            Some(v) => {
+                let text = self.string(v).unwrap_or_default();
+                if text.len() < 32 {
+                    self.r.error(
+                        v.span(),
+                        "session.secret must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+                    );
+                }
+                Some(text.into_bytes())
+            }
+        };
+        let max_lifetime = self.duration(c.max_lifetime.as_ref(), Duration::from_secs(8 * 3600));
+        let idle_timeout = self.duration(c.idle_timeout.as_ref(), Duration::from_secs(3600));
+        for (v, d) in [
+            (&c.max_lifetime, max_lifetime),
+            (&c.idle_timeout, idle_timeout),
+        ] {
+            if let Some(v) = v {
+                if d < Duration::from_secs(60) {
+                    self.r.error(v.span(), "must be at least 1m");
+                }
+            }
+        }
+        if idle_timeout > max_lifetime {
+            if let Some(v) = &c.idle_timeout {
+                self.r
+                    .error(v.span(), "idle_timeout cannot exceed max_lifetime");
+            }
+        }
+        let same_site = match c.same_site.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "lax")) => SameSite::Lax,
+            Some((_, "strict")) => SameSite::Strict,
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("session.same_site must be \"lax\" or \"strict\", not {other:?} (\"none\" would send the session cookie with cross-site requests)"),
+                );
+                SameSite::Lax
+            }
+        };
+        let fallback_memory = match c.fallback.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "none")) => false,
+            Some((_, "memory")) => true,
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("session.fallback must be \"none\" or \"memory\", not {other:?}"),
+                );
+                false
+            }
+        };
+        let timeout = self.duration(c.timeout.as_ref(), Duration::from_millis(500));
+        let refresh_before = self.duration(c.refresh_before.as_ref(), Duration::from_secs(60));
+        let max_sessions = self.positive(c.max_sessions.as_ref(), 1_000_000, "max_sessions");
+        SessionConfig {
+            store,
+            cookie_name,
+            secret,
+            max_lifetime,
+            idle_timeout,
+            same_site,
+            fallback_memory,
+            timeout,
+            max_sessions,
+            refresh_before,
+        }
+    }
+
+    pub(super) fn idps(&mut self, list: &[S<file::Idp>]) -> Vec<IdpConfig> {
+        let mut out: Vec<IdpConfig> = Vec::new();
+        for i in list {
+            let c = i.get_ref();
+            let name = c.name.get_ref().clone();
+            if !valid_name(&name) {
+                self.r.error(
+                    c.name.span(),
+                    format!("idp name {name:?} may hold only letters, digits, '-' and '_'"),
+                );
+            }
+            if out.iter().any(|o| o.name == name) {
+                self.r.error(
+                    c.name.span(),
+                    format!("an idp named {name:?} is defined twice"),
+                );
+            }
+            let issuer = self.secure_url(&c.issuer, "issuer");
+            let client_id = self.string(&c.client_id).unwrap_or_default();
+            if client_id.is_empty() {
+                self.r
+                    .error(c.client_id.span(), "client_id must not be empty");
+            }
+            let client_secret = c.client_secret.as_ref().and_then(|v| self.string(v));
+            let client_auth = match (&c.client_auth, &client_secret) {
+                (None, Some(_)) => ClientAuth::Basic,
+                (None, None) => ClientAuth::None,
+                (Some(v), secret) => match (v.get_ref().as_str(), secret) {
+                    ("client_secret_basic", Some(_)) => ClientAuth::Basic,
+                    ("client_secret_post", Some(_)) => ClientAuth::Post,
+                    ("none", None) => ClientAuth::None,
+                    ("client_secret_basic" | "client_secret_post", None) => {
+                        self.r
+                            .error(v.span(), "this client_auth needs client_secret");
+                        ClientAuth::None
+                    }
+                    ("none", Some(_)) => {
+                        self.r.error(
+                            v.span(),
+                            "client_auth \"none\" is for public clients; remove client_secret",
+                        );
+                        ClientAuth::None
+                    }
+                    (other, _) => {
+                        self.r.error(
+                            v.span(),
+                            format!("client_auth must be \"client_secret_basic\", \"client_secret_post\" or \"none\", not {other:?}"),
+                        );
+                        ClientAuth::None
+                    }
+                },
+            };
+            let scopes: Vec<String> = match &c.scopes {
+                None => ["openid", "profile", "email"].map(String::from).to_vec(),
+                Some(list) => {
+                    let scopes: Vec<String> = list
+                        .get_ref()
+                        .iter()
+                        .filter_map(|s| self.string(s))
+                        .collect();
+                    if !scopes.iter().any(|s| s == "openid") {
+                        self.r.error(list.span(), "scopes must include \"openid\"");
+                    }
+                    if let Some(bad) = scopes.iter().find(|s| {
+                        s.is_empty()
+                            || !s
+                                .bytes()
+                                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                    }) {
+                        self.r.error(list.span(), format!("invalid scope {bad:?}"));
+                    }
+                    scopes
+                }
+            };
+            let claims = self.claim_names(
+                [
+                    &c.subject_claim,
+                    &c.email_claim,
+                    &c.username_claim,
+                    &c.groups_claim,
+                ],
+                c.email_verified.as_ref(),
+            );
+            const RESERVED_PARAMS: [&str; 10] = [
+                "response_type",
+                "client_id",
+                "redirect_uri",
+                "scope",
+                "state",
+                "nonce",
+                "code_challenge",
+                "code_challenge_method",
+                "response_mode",
+                "request",
+            ];
+            let mut extra_auth_params = Vec::new();
+            for (k, v) in &c.extra_auth_params {
+                if RESERVED_PARAMS.contains(&k.get_ref().as_str()) {
+                    self.r.error(
+                        k.span(),
+                        format!(
+                            "extra_auth_params cannot set {:?}: the gateway sets it",
+                            k.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+                if let Some(value) = self.string(v) {
+                    extra_auth_params.push((k.get_ref().clone(), value));
+                }
+            }
+            let algorithms = self.algorithms(
+                c.algorithms.as_ref(),
+                &[
+                    jsonwebtoken::Algorithm::RS256,
+                    jsonwebtoken::Algorithm::PS256,
+                    jsonwebtoken::Algorithm::ES256,
+                    jsonwebtoken::Algorithm::EdDSA,
+                ],
+            );
+            let leeway = self.leeway(c.leeway.as_ref());
+            let post_logout_redirect_uri = c.post_logout_redirect_uri.as_ref().and_then(|v| {
+                let text = self.string(v)?;
+                if url::Url::parse(&text)
+                    .ok()
+                    .is_none_or(|u| !matches!(u.scheme(), "http" | "https"))
+                {
+                    self.r.error(
+                        v.span(),
+                        format!(
+                            "post_logout_redirect_uri {text:?} must be an absolute http(s) URL"
+                        ),
+                    );
+                    return None;
+                }
+                Some(text)
+            });
+            let Some(issuer) = issuer else { continue };
+            out.push(IdpConfig {
+                name,
+                issuer,
+                client_id,
+                client_secret,
+                client_auth,
+                scopes,
+                claims,
+                extra_auth_params,
+                algorithms,
+                leeway,
+                post_logout_redirect_uri,
+                qualify_subject: false,
+            });
+        }
+        out
+    }
+}
