@@ -1,0 +1,242 @@
+//! The end of a login: the IdP's answer checked against the stored state and binding, the
+//! code exchanged, the ID token verified, and the session stored.
+
+use super::*;
+
+impl Login {
+    /// The callback: checks the authorization response, redeems the code, validates the ID
+    /// token and creates a fresh session (a new id: no fixation).
+    pub async fn finish(
+        &self,
+        query: &str,
+        binding_cookie: Option<&str>,
+    ) -> Result<LoggedIn, LoginFailure> {
+        let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let param = |name: &str| {
+            let mut values = params.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+            match (values.next(), values.next()) {
+                (Some(v), None) => Some(v.as_str()),
+                _ => None,
+            }
+        };
+        let state = param("state")
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .ok_or_else(|| {
+                LoginFailure::new(
+                    "-",
+                    "missing_state",
+                    400,
+                    "callback without a (single) state",
+                )
+            })?;
+        let stored = self
+            .store
+            .take_once(&format!("login:{}", sha256_hex(state)))
+            .await
+            .map_err(|e| self.store_failure("-", e))?
+            .ok_or_else(|| {
+                LoginFailure::new(
+                    "-",
+                    "unknown_state",
+                    400,
+                    "state unknown, expired or already used",
+                )
+            })?;
+        let login: LoginState = serde_json::from_slice(&stored).map_err(|e| {
+            LoginFailure::new(
+                "-",
+                "unknown_state",
+                400,
+                format!("stored login unreadable: {e}"),
+            )
+        })?;
+        let idp = login.idp.as_str();
+        let provider = self.provider(idp).ok_or_else(|| {
+            LoginFailure::new(
+                "-",
+                "unknown_idp",
+                400,
+                format!("login started for idp {idp:?}, which is no longer configured"),
+            )
+        })?;
+        let binding = binding_cookie.map(sha256_hex).unwrap_or_default();
+        if !bool::from(binding.as_bytes().ct_eq(login.binding.as_bytes())) {
+            return Err(LoginFailure::new(
+                idp,
+                "browser_mismatch",
+                400,
+                "the callback came without the cookie of the browser that started the login",
+            ));
+        }
+        if let Some(error) = param("error") {
+            let label = match error {
+                "access_denied" => "access_denied",
+                "login_required" | "interaction_required" | "consent_required" => "login_required",
+                _ => "idp_error",
+            };
+            return Err(LoginFailure::new(
+                idp,
+                label,
+                400,
+                format!("the IdP answered error={error:?}"),
+            ));
+        }
+        let metadata = provider
+            .metadata()
+            .ok_or_else(|| LoginFailure::new(idp, "idp_unavailable", 503, "not discovered"))?;
+        // RFC 9207: a mix-up attack shows as a foreign `iss`.
+        match param("iss") {
+            Some(iss) if iss != provider.config.issuer => {
+                return Err(LoginFailure::new(
+                    idp,
+                    "wrong_iss",
+                    400,
+                    format!("authorization response iss {iss:?}"),
+                ))
+            }
+            None if metadata.iss_parameter_supported => {
+                return Err(LoginFailure::new(
+                    idp,
+                    "missing_iss",
+                    400,
+                    "the IdP announces iss in authorization responses but sent none",
+                ))
+            }
+            _ => {}
+        }
+        let code = param("code")
+            .filter(|c| !c.is_empty() && c.len() <= 4096)
+            .ok_or_else(|| {
+                LoginFailure::new(idp, "missing_code", 400, "callback without a code")
+            })?;
+        let tokens = provider
+            .exchange_code(&metadata, code, &self.redirect_uri, &login.verifier)
+            .await
+            .map_err(|e| LoginFailure::new(idp, e.label, 502, e.detail))?;
+        let id_token = tokens.id_token.as_deref().ok_or_else(|| {
+            LoginFailure::new(
+                idp,
+                "missing_id_token",
+                502,
+                "the token endpoint sent no id_token",
+            )
+        })?;
+        let identity = provider
+            .validate_id_token(id_token, Some(&login.nonce))
+            .await
+            .map_err(|f| {
+                LoginFailure::new(
+                    idp,
+                    f.reason(),
+                    502,
+                    format!("ID token refused: {}", f.reason()),
+                )
+            })?;
+        let claims = &identity.claims;
+        let acr = claims
+            .get("acr")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if !login.acr_values.is_empty()
+            && !acr.as_ref().is_some_and(|a| login.acr_values.contains(a))
+        {
+            return Err(LoginFailure::new(
+                idp,
+                "acr_not_satisfied",
+                403,
+                format!(
+                    "asked for acr {:?}, the IdP returned {acr:?}",
+                    login.acr_values
+                ),
+            ));
+        }
+        let auth_time = claims
+            .get("auth_time")
+            .and_then(Value::as_f64)
+            .map(|t| t as u64);
+        if let Some(max_age) = login.max_age {
+            // OIDC Core §2: asked with max_age, the provider must say when the person
+            // authenticated; without it the login proves nothing about its age.
+            let at = auth_time.ok_or_else(|| {
+                LoginFailure::new(
+                    idp,
+                    "missing_auth_time",
+                    502,
+                    "max_age was sent and the ID token has no auth_time",
+                )
+            })?;
+            let leeway = provider.config.leeway.as_secs();
+            if unix_now().saturating_sub(at) > max_age + leeway {
+                return Err(LoginFailure::new(
+                    idp,
+                    "auth_too_old",
+                    403,
+                    "auth_time older than the max_age asked for",
+                ));
+            }
+        }
+        let now = unix_now();
+        let names = session::Names {
+            idp,
+            issuer: &provider.config.issuer,
+            subject: &identity.subject,
+            sid: claims.get("sid").and_then(Value::as_str),
+            acr: acr.as_deref(),
+        };
+        let kept = self.kept_tokens(session::Tokens::default(), &tokens);
+        let mut times = Times::starting(now, now + self.session.max_lifetime.as_secs());
+        // Unknown stays unknown (never "now"): max_auth_age then asks the IdP again. 0 is
+        // how a session stores "none": an IdP's auth_time of 0 counts as 1, long ago.
+        times.auth_time = auth_time.map(|t| t.max(1));
+        self.set_token_times(&mut times, &kept, &tokens, now);
+        let session = Session::new(names, &kept, &self.cipher, times);
+        let session_id = session::new_session_id();
+        self.store
+            .put(&session_id, &session, self.ttl(&session, now))
+            .await
+            .map_err(|e| self.store_failure(idp, e))?;
+        Ok(LoggedIn {
+            session_id,
+            return_to: login.rd,
+            subject: identity.subject,
+            idp: idp.to_string(),
+        })
+    }
+
+    /// What a session keeps of a token response, over what it kept before: the access token
+    /// only when a route passes it on; a refresh without a new ID or refresh token keeps the old.
+    pub(super) fn kept_tokens(
+        &self,
+        before: session::Tokens,
+        tokens: &oidc::Tokens,
+    ) -> session::Tokens {
+        session::Tokens {
+            id_token: tokens.id_token.clone().or(before.id_token),
+            access_token: tokens
+                .access_token
+                .clone()
+                .filter(|_| self.keep_access_token),
+            refresh_token: tokens.refresh_token.clone().or(before.refresh_token),
+        }
+    }
+
+    pub(super) fn set_token_times(
+        &self,
+        times: &mut Times,
+        kept: &session::Tokens,
+        tokens: &oidc::Tokens,
+        now: u64,
+    ) {
+        times.access_expires_at = tokens.expires_in.map(|s| now.saturating_add(s));
+        // Ahead of expiry by `refresh_before`, but never more than a fifth of the lifetime.
+        times.refresh_at = match (tokens.expires_in, &kept.refresh_token) {
+            (Some(life), Some(_)) => {
+                let ahead = self.session.refresh_before.as_secs().min(life / 5);
+                Some(now.saturating_add(life - ahead))
+            }
+            _ => None,
+        };
+    }
+}
