@@ -1,13 +1,16 @@
 //! gatehouse: an authentication and authorization reverse proxy on Pingora.
 //!
-//! A request passes the modules in the order they are listed here. [`config`] turns
-//! `gateway.toml` into one validated `Config`; [`gateway`] compiles it into the `Runtime`
-//! that requests snapshot and SIGHUP swaps. [`proxy`] is the Pingora `ProxyHttp` impl and only
-//! sequences the stages: [`identity`] strips forged identity headers, [`forwarded`] finds the
-//! client and request id, [`normalize`] makes the one path everything judges, [`route`] picks
-//! the `[[route]]`, [`cors`] answers preflights, [`upstream`] picks a healthy server, and
-//! [`respond`] writes the gateway's own answers. [`admin`] serves metrics and health on a
-//! separate listener; [`server`] assembles the Pingora server; [`demo`] is `gatehouse demo`.
+//! `docs/architecture.md` draws the path of a request, says what each module owns and where
+//! the state that changes at run time lives, and how to add a stage, an authentication method
+//! or a front. In short: a front ([`front::proxy`], the Pingora `ProxyHttp`;
+//! [`front::forward_auth`]) reads a request into [`pipeline::RequestFacts`];
+//! [`pipeline::Pipeline::decide`] runs the stages in order (client, admit, route, strip,
+//! preflight, lockout, authenticate, authorize, rate limit) and returns a
+//! [`pipeline::Verdict`]: allow, answer, or one of the gateway's own [`endpoints`]. The
+//! front applies it. [`config`] turns `gateway.toml` into one validated `Config`;
+//! [`gateway`] compiles it into the `Runtime` that requests snapshot and a reload swaps.
+//! [`identity`], [`diag`] and [`headers`] are leaves every other module may use; the module
+//! graph has no loops (`tests/module_graph.rs`).
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -167,3 +167,44 @@ fn paths_are_read_from_code_not_comments() {
     graph.insert("c".into(), BTreeSet::new());
     assert_eq!(find_loop(&graph), None);
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn sources(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn the_pipeline_and_the_endpoints_know_no_pingora() {
+    // What decides about a request must serve fronts that have no Pingora session
+    // (forward-auth, ext_authz): Pingora stays in the proxy front and the server.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut read = 0;
+    for dir in ["pipeline", "endpoints"] {
+        for file in sources(&src.join(dir)) {
+            read += 1;
+            let text = std::fs::read_to_string(&file).expect("readable source");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                assert!(
+                    !code.contains("pingora"),
+                    "{}:{} names Pingora: {line}",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    assert!(read >= 10, "read the wrong tree? ({read} files)");
+}
