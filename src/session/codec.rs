@@ -488,17 +488,8 @@ pub fn fuzz_token_codec(data: &[u8], issuer: &str, subject: &str, sid: Option<&s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{Names, Session, TokenCipher};
-
-    fn names() -> Names<'static> {
-        Names {
-            idp: "corp",
-            issuer: "https://login.example.com",
-            subject: "alice",
-            sid: Some("idp-session"),
-            acr: None,
-        }
-    }
+    use crate::session::tests::names;
+    use crate::session::{Session, TokenCipher};
 
     #[test]
     fn tokens_are_stored_compactly_and_come_back_exactly() {

@@ -108,17 +108,8 @@ impl IdentityCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{Names, Times, TokenCipher, Tokens};
-
-    fn names() -> Names<'static> {
-        Names {
-            idp: "corp",
-            issuer: "https://login.example.com",
-            subject: "alice",
-            sid: Some("idp-session"),
-            acr: None,
-        }
-    }
+    use crate::session::tests::names;
+    use crate::session::{Times, TokenCipher, Tokens};
 
     fn session_identity(
         subject: &str,

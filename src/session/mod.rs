@@ -458,7 +458,8 @@ mod tests {
     use super::codec::{inflate, CLAIMS_DICTIONARY};
     use super::*;
 
-    fn names() -> Names<'static> {
+    /// The names of a session in the tests of the session modules.
+    pub(super) fn names() -> Names<'static> {
         Names {
             idp: "corp",
             issuer: "https://login.example.com",
