@@ -3,7 +3,8 @@
 # keep-alive client sends a warm-up, then N counted requests; the proxy's instructions
 # (every thread of the process) while those N were served, divided by N. Unlike req/s these
 # counts do not move with the machine's other load, so a change of 1% is visible.
-#   bench/callgrind.sh [--requests N] [--warmup N] [--bin DIR] [--no-build]
+#   bench/callgrind.sh [--requests N] [--warmup N] [--bin DIR] [--no-build] [--keep DIR]
+# --keep DIR: keep each case's callgrind dump as DIR/<case>.out, for callgrind_annotate.
 # --bin DIR: measure the binaries in DIR (gatehouse, bare_proxy, bench_*), e.g. a copy of an
 # earlier build's target/release with its examples beside it, to compare two builds.
 # The cases and the gateway config are those of bench/run.sh. Loopback only; every wait is
@@ -15,12 +16,14 @@ requests=3000
 warmup=300
 bin=""
 build=1
+keep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests="$2"; shift ;;
     --warmup) warmup="$2"; shift ;;
     --bin) bin="$2"; build=0; shift ;;
     --no-build) build=0 ;;
+    --keep) keep="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -176,8 +179,8 @@ under_callgrind() { # name args... ; starts it under callgrind with counting off
 }
 
 # The proxy's instructions per request for one case: warm-up uncounted, then N counted.
-measure() { # pid port path [header]
-  local pid="$1" port="$2" path="$3"; shift 3
+measure() { # case pid port path [header]
+  local case="$1" pid="$2" port="$3" path="$4"; shift 4
   python3 "$work/client.py" "$port" "$path" "$warmup" "$@"
   callgrind_control --instr=on "$pid" >/dev/null 2>&1
   callgrind_control --zero "$pid" >/dev/null 2>&1
@@ -187,7 +190,7 @@ measure() { # pid port path [header]
   local dump
   dump=$(ls -t "$work"/*.out.* | head -n 1)
   awk -v n="$requests" '/^(summary|totals):/ { total = $2 } END { printf "%.0f", total / n }' "$dump"
-  rm -f "$dump"
+  if [ -n "$keep" ]; then mkdir -p "$keep"; mv "$dump" "$keep/$case.out"; else rm -f "$dump"; fi
 }
 
 under_callgrind bare "$examples/bare_proxy" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" 1
@@ -199,11 +202,11 @@ wait_http "http://127.0.0.1:$admin_port/readyz"
 session_cookie=$("$examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$gw_port")
 
 printf '%-26s %14s\n' case "instr/request"
-printf '%-26s %14s\n' bare-pingora "$(measure "$bare_pid" "$bare_port" /open/x)"
-printf '%-26s %14s\n' none "$(measure "$gw_pid" "$gw_port" /open/x)"
-printf '%-26s %14s\n' none+rate-limit "$(measure "$gw_pid" "$gw_port" /limited/x)"
-printf '%-26s %14s\n' bearer-cached "$(measure "$gw_pid" "$gw_port" /bearer/x "Authorization: Bearer $token")"
-printf '%-26s %14s\n' api-key "$(measure "$gw_pid" "$gw_port" /keys/x "X-Api-Key: $api_key")"
-printf '%-26s %14s\n' session "$(measure "$gw_pid" "$gw_port" /session/x "Cookie: $session_cookie")"
-printf '%-26s %14s\n' bearer+policy+rate-limit "$(measure "$gw_pid" "$gw_port" /guarded/x "Authorization: Bearer $token")"
+printf '%-26s %14s\n' bare-pingora "$(measure bare-pingora "$bare_pid" "$bare_port" /open/x)"
+printf '%-26s %14s\n' none "$(measure none "$gw_pid" "$gw_port" /open/x)"
+printf '%-26s %14s\n' none+rate-limit "$(measure none+rate-limit "$gw_pid" "$gw_port" /limited/x)"
+printf '%-26s %14s\n' bearer-cached "$(measure bearer-cached "$gw_pid" "$gw_port" /bearer/x "Authorization: Bearer $token")"
+printf '%-26s %14s\n' api-key "$(measure api-key "$gw_pid" "$gw_port" /keys/x "X-Api-Key: $api_key")"
+printf '%-26s %14s\n' session "$(measure session "$gw_pid" "$gw_port" /session/x "Cookie: $session_cookie")"
+printf '%-26s %14s\n' bearer+policy+rate-limit "$(measure bearer+policy+rate-limit "$gw_pid" "$gw_port" /guarded/x "Authorization: Bearer $token")"
 echo "(callgrind; one keep-alive client; $warmup warm-up then $requests counted requests per case; every thread of the proxy process)"
