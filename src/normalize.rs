@@ -201,8 +201,13 @@ impl Segment {
                 .any(is_dot)
         };
         let name = self.name();
+        let params = &self.text[self.name_end..];
+        // The usual segment has neither escapes nor parameters: nothing can hide in it.
+        if params.is_empty() && !name.contains('%') {
+            return false;
+        }
         let delimited = name.contains("%2F") || name.contains("%5C") || name.contains("%3B");
-        (delimited && pieces(name)) || pieces(&self.text[self.name_end..])
+        (delimited && pieces(name)) || pieces(params)
     }
 
     /// The name as judged: encoded separators read as separators, empty pieces merged.

@@ -19,7 +19,6 @@ use crate::config::{BearerConfig, EmailVerified};
 use crate::identity::AuthMethod;
 use crate::metrics::Metrics;
 
-pub type TokenHash = [u8; 32];
 
 /// A validated token in the cache: valid until `exp`, and only while its key is published.
 struct CachedToken {
@@ -32,10 +31,10 @@ struct CachedToken {
 /// Cache entries live until the token's `exp` (at most an hour).
 struct UntilExpiry;
 
-impl moka::Expiry<TokenHash, Arc<CachedToken>> for UntilExpiry {
+impl moka::Expiry<Arc<str>, Arc<CachedToken>> for UntilExpiry {
     fn expire_after_create(
         &self,
-        _key: &TokenHash,
+        _key: &Arc<str>,
         value: &Arc<CachedToken>,
         _now: std::time::Instant,
     ) -> Option<Duration> {
@@ -49,7 +48,9 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Every configured issuer, and what it takes to check their tokens.
 pub struct BearerAuth {
     pub issuers: Vec<Arc<KeyStore>>,
-    cache: Cache<TokenHash, Arc<CachedToken>>,
+    /// Keyed by the token itself: a hit is the very token that was validated (a digest as
+    /// the key would cost a SHA-256 of every token on every request).
+    cache: Cache<Arc<str>, Arc<CachedToken>>,
     introspector: Option<Introspector>,
     metrics: Arc<Metrics>,
 }
@@ -154,7 +155,9 @@ impl BearerAuth {
         BearerAuth {
             cache: Cache::builder()
                 .max_capacity(CACHE_BYTES)
-                .weigher(|_k: &TokenHash, v: &Arc<CachedToken>| estimated_size(&v.identity))
+                .weigher(|k: &Arc<str>, v: &Arc<CachedToken>| {
+                    estimated_size(&v.identity).saturating_add(k.len() as u32)
+                })
                 .expire_after(UntilExpiry)
                 .build(),
             issuers,
@@ -179,25 +182,24 @@ impl BearerAuth {
             .collect()
     }
 
-    /// The hot path for a repeated token: one SHA-256 and one cache lookup.
-    pub fn cached(&self, token: &str) -> (TokenHash, Option<Arc<Identity>>) {
-        let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
-        if let Some(hit) = self.cache.get(&hash) {
+    /// The hot path for a repeated token: one cache lookup.
+    pub fn cached(&self, token: &str) -> Option<Arc<Identity>> {
+        if let Some(hit) = self.cache.get(token) {
             let key_still_published = match &hit.kid {
                 Some(kid) => self.issuers[hit.issuer].keys().contains_kid(kid),
                 None => true,
             };
             if key_still_published && hit.expires_at > unix_now() {
-                return (hash, Some(hit.identity.clone()));
+                return Some(hit.identity.clone());
             }
-            self.cache.invalidate(&hash);
+            self.cache.invalidate(token);
         }
-        (hash, None)
+        None
     }
 
     /// Checks a bearer token (already syntax-checked and size-capped).
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
-        let (hash, hit) = self.cached(token);
+        let hit = self.cached(token);
         let counter = match hit {
             Some(_) => &self.metrics.token_cache_hits,
             None => &self.metrics.token_cache_misses,
@@ -208,7 +210,7 @@ impl BearerAuth {
         }
         if token.bytes().filter(|&b| b == b'.').count() != 2 {
             return match &self.introspector {
-                Some(i) => i.introspect(token, hash).await,
+                Some(i) => i.introspect(token, Sha256::digest(token).into()).await,
                 None => Err(AuthFailure::Invalid("malformed_token")),
             };
         }
@@ -234,7 +236,7 @@ impl BearerAuth {
         let identity = Arc::new(self.verify(&parsed, &checked, &key, unix_now())?);
         let expires_at = identity.expires_at.unwrap_or(0);
         self.cache.insert(
-            hash,
+            Arc::from(token),
             Arc::new(CachedToken {
                 identity: identity.clone(),
                 issuer: checked.issuer,
