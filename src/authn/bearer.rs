@@ -19,7 +19,6 @@ use crate::config::{BearerConfig, EmailVerified};
 use crate::identity::AuthMethod;
 use crate::metrics::Metrics;
 
-
 /// A validated token in the cache: valid until `exp`, and only while its key is published.
 struct CachedToken {
     identity: Arc<Identity>,
@@ -50,7 +49,7 @@ pub struct BearerAuth {
     pub issuers: Vec<Arc<KeyStore>>,
     /// Keyed by the token itself: a hit is the very token that was validated (a digest as
     /// the key would cost a SHA-256 of every token on every request).
-    cache: Cache<Arc<str>, Arc<CachedToken>>,
+    cache: Cache<Arc<str>, Arc<CachedToken>, foldhash::fast::RandomState>,
     introspector: Option<Introspector>,
     metrics: Arc<Metrics>,
 }
@@ -159,7 +158,10 @@ impl BearerAuth {
                     estimated_size(&v.identity).saturating_add(k.len() as u32)
                 })
                 .expire_after(UntilExpiry)
-                .build(),
+                // Seeded per process; only validated tokens are ever inserted, so nobody
+                // can flood a bucket, and SipHash over a whole token costs thousands of
+                // instructions per request.
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             issuers,
             introspector,
             metrics,

@@ -97,12 +97,13 @@ pub fn identity_headers(rt: &Runtime, judged: &Judged) -> Vec<(HeaderName, Strin
 /// The credential the gateway checked stays with the gateway, unless the route passes the
 /// access token on.
 fn strip_consumed_credentials(headers: &mut HeaderMap, route: &RouteConfig) {
+    // The scheme is the first word; the rest (a long token) is not read.
     let scheme_is = |headers: &HeaderMap, scheme: &str| {
-        headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(' ').next())
-            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        headers.get(http::header::AUTHORIZATION).is_some_and(|v| {
+            let v = v.as_bytes();
+            let word = v.split(|&b| b == b' ').next().unwrap_or(v);
+            word.eq_ignore_ascii_case(scheme.as_bytes())
+        })
     };
     if route.auth.contains(&AuthMethod::Bearer)
         && !route.pass_access_token
