@@ -183,8 +183,20 @@ pub struct MemoryStore {
     by_sid: Index,
 }
 
+/// The digest a session is kept under. The gateway's ids are 64 hex digits: their 32 bytes
+/// fit one SHA-256 block where the hex takes two, on every request. (Redis keeps the digest
+/// of the hex, its stored format.)
 fn key(session_id: &str) -> Key {
-    Sha256::digest(session_id.as_bytes()).into()
+    let mut raw = [0u8; 32];
+    // Lower case only, as ids are made: `ABC…` must not name the session `abc…` names.
+    let lower_hex = session_id
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if lower_hex && hex::decode_to_slice(session_id, &mut raw).is_ok() {
+        Sha256::digest(raw).into()
+    } else {
+        Sha256::digest(session_id.as_bytes()).into()
+    }
 }
 
 impl MemoryStore {
@@ -500,6 +512,15 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_id_names_one_session_only() {
+        let id = crate::session::new_session_id();
+        assert_eq!(key(&id), key(&id.clone()));
+        assert_ne!(key(&id), key(&id.to_ascii_uppercase()));
+        assert_ne!(key(&id), key(&format!("{id} ")));
+        assert_ne!(key("b"), key("c"));
+    }
 
     const ISSUER: &str = "https://idp.example";
 
