@@ -134,7 +134,7 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, f: &Forwarding) {
 }
 
 /// An address as text; IPv4 without the formatting machinery (it runs on every request).
-fn ip_text(ip: IpAddr) -> String {
+pub fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
         return ip.to_string();
     };

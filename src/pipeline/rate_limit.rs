@@ -19,8 +19,9 @@ pub(super) async fn enforce(
         return Ok(());
     }
     let rt = p.rt;
-    let mut policy = Vec::with_capacity(route.rate_limits.len());
-    let mut state = Vec::with_capacity(route.rate_limits.len());
+    // `RateLimit-Policy` and `RateLimit`, one item per limit that counted the request.
+    let mut policy = String::new();
+    let mut state = String::new();
     let mut refused: Option<(&RateLimitConfig, gcra::Decision)> = None;
     for &i in &route.rate_limits {
         let limit = &rt.config.rate_limits[i];
@@ -32,8 +33,8 @@ pub(super) async fn enforce(
         };
         match rt.limiter.check(limit, &key).await {
             Outcome::Decided(d) => {
-                policy.push(ratelimit::policy_item(limit));
-                state.push(ratelimit::state_item(limit, &d));
+                ratelimit::push_policy_item(&mut policy, limit);
+                ratelimit::push_state_item(&mut state, limit, &d);
                 if !d.allowed {
                     // Later limits are not consulted, so they do not count a refused request.
                     refused = Some((limit, d));
@@ -74,11 +75,11 @@ pub(super) async fn enforce(
             .refusing("rate_limited")
             .closing()
             .header("retry-after", retry_after(&decision))
-            .header("ratelimit-policy", policy.join(", "))
-            .header("ratelimit", state.join(", ")));
+            .header("ratelimit-policy", policy)
+            .header("ratelimit", state));
     }
     if rt.limiter.config.response_headers && !policy.is_empty() {
-        r.judged.rate_headers = Some((policy.join(", "), state.join(", ")));
+        r.judged.rate_headers = Some((policy, state));
     }
     Ok(())
 }

@@ -26,7 +26,9 @@ pub fn limit_key(
     headers: &HeaderMap,
 ) -> Option<String> {
     match &limit.key {
-        LimitKey::ClientIp => client_ip.map(|ip| client_key(ip, limit.ipv6_prefix).to_string()),
+        LimitKey::ClientIp => {
+            client_ip.map(|ip| crate::forwarded::ip_text(client_key(ip, limit.ipv6_prefix)))
+        }
         // As the upstream knows the person: two issuers' equal subjects count apart.
         LimitKey::Subject => identity.map(|i| i.user().into_owned()),
         LimitKey::ApiKey => identity
@@ -149,21 +151,68 @@ pub fn redis_key(limit: &str, key: &str) -> String {
 
 /// `RateLimit-Policy` and `RateLimit` values (IETF httpapi rate-limit headers draft).
 pub fn policy_item(limit: &RateLimitConfig) -> String {
-    format!(
-        "\"{}\";q={};w={}",
-        limit.name,
-        limit.count,
-        limit.period.as_secs()
-    )
+    let mut out = String::new();
+    push_policy_item(&mut out, limit);
+    out
 }
 
 pub fn state_item(limit: &RateLimitConfig, d: &Decision) -> String {
-    format!(
-        "\"{}\";r={};t={}",
-        limit.name,
+    let mut out = String::new();
+    push_state_item(&mut out, limit, d);
+    out
+}
+
+/// `"name";q=COUNT;w=SECONDS` (draft-ietf-httpapi-ratelimit-headers), appended to `out`.
+pub fn push_policy_item(out: &mut String, limit: &RateLimitConfig) {
+    push_item(
+        out,
+        &limit.name,
+        ";q=",
+        limit.count,
+        ";w=",
+        limit.period.as_secs(),
+    );
+}
+
+/// `"name";r=REMAINING;t=SECONDS`, appended to `out`.
+pub fn push_state_item(out: &mut String, limit: &RateLimitConfig, d: &Decision) {
+    push_item(
+        out,
+        &limit.name,
+        ";r=",
         d.remaining,
-        ceil_secs(d.reset_after)
-    )
+        ";t=",
+        ceil_secs(d.reset_after),
+    );
+}
+
+/// One list item, after a `, ` when `out` has one already; numbers written without the
+/// formatting machinery, as these headers go out with every limited request.
+fn push_item(out: &mut String, name: &str, first: &str, a: u64, second: &str, b: u64) {
+    if !out.is_empty() {
+        out.push_str(", ");
+    }
+    out.push('"');
+    out.push_str(name);
+    out.push('"');
+    out.push_str(first);
+    push_u64(out, a);
+    out.push_str(second);
+    push_u64(out, b);
+}
+
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 pub fn ceil_secs(nanos: u64) -> u64 {
@@ -173,6 +222,19 @@ pub fn ceil_secs(nanos: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_written_as_format_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        let mut out = String::new();
+        push_item(&mut out, "a", ";q=", 5, ";w=", 60);
+        push_item(&mut out, "b", ";r=", 0, ";t=", 1);
+        assert_eq!(out, "\"a\";q=5;w=60, \"b\";r=0;t=1");
+    }
 
     #[test]
     fn ipv6_aggregation() {
