@@ -86,10 +86,12 @@ pub fn facts<'a>(req: &'a RequestHeader, peer: Option<IpAddr>) -> RequestFacts<'
 
 #[async_trait]
 impl ProxyHttp for GatehouseProxy {
-    type CTX = RequestCtx;
+    /// Boxed: Pingora moves the future that holds the context (twice per request), and the
+    /// context is several hundred bytes.
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::new(RequestCtx {
             started: Instant::now(),
             _in_flight: self.gateway.request_started(),
             runtime: None,
@@ -102,10 +104,10 @@ impl ProxyHttp for GatehouseProxy {
             dropped_headers: 0,
             tried: Vec::new(),
             current_server: None,
-        }
+        })
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let rt = self.gateway.snapshot();
         ctx.runtime = Some(rt.clone());
         ctx.conn = Connection {
@@ -142,7 +144,7 @@ impl ProxyHttp for GatehouseProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let rt = ctx
             .runtime
@@ -171,7 +173,7 @@ impl ProxyHttp for GatehouseProxy {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         // Every attempt (Pingora retries with a fresh copy of the client's header) carries
         // the judged target.
@@ -190,7 +192,7 @@ impl ProxyHttp for GatehouseProxy {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         let Some(rt) = ctx.runtime.clone() else {
             return Ok(());
@@ -224,7 +226,7 @@ impl ProxyHttp for GatehouseProxy {
 
     /// What Pingora's own error lines say about a request: never the query or headers,
     /// which may carry tokens.
-    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
         let path = &ctx.judged.path;
         format!(
             "{} {} route={} request_id={}",
@@ -239,7 +241,7 @@ impl ProxyHttp for GatehouseProxy {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let (Some(rt), Some(route)) = (&ctx.runtime, ctx.judged.route) {
@@ -265,7 +267,7 @@ impl ProxyHttp for GatehouseProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
@@ -319,7 +321,7 @@ impl ProxyHttp for GatehouseProxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if ctx.dropped_headers > 0 {
             self.gateway
