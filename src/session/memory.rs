@@ -187,16 +187,29 @@ pub struct MemoryStore {
 /// fit one SHA-256 block where the hex takes two, on every request. (Redis keeps the digest
 /// of the hex, its stored format.)
 fn key(session_id: &str) -> Key {
-    let mut raw = [0u8; 32];
-    // Lower case only, as ids are made: `ABC…` must not name the session `abc…` names.
-    let lower_hex = session_id
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if lower_hex && hex::decode_to_slice(session_id, &mut raw).is_ok() {
-        Sha256::digest(raw).into()
-    } else {
-        Sha256::digest(session_id.as_bytes()).into()
+    match id_bytes(session_id.as_bytes()) {
+        Some(raw) => Sha256::digest(raw).into(),
+        None => Sha256::digest(session_id.as_bytes()).into(),
     }
+}
+
+/// The 32 bytes of a gateway-made id: exactly 64 lower-case hex digits (`ABC…` must not
+/// name the session `abc…` names), read in one pass.
+fn id_bytes(hex: &[u8]) -> Option<[u8; 32]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let pairs = hex.as_chunks::<2>();
+    if hex.len() != 64 || !pairs.1.is_empty() {
+        return None;
+    }
+    let mut raw = [0u8; 32];
+    for (byte, &[high, low]) in raw.iter_mut().zip(pairs.0) {
+        *byte = digit(high)? << 4 | digit(low)?;
+    }
+    Some(raw)
 }
 
 impl MemoryStore {
@@ -520,6 +533,17 @@ mod tests {
         assert_ne!(key(&id), key(&id.to_ascii_uppercase()));
         assert_ne!(key(&id), key(&format!("{id} ")));
         assert_ne!(key("b"), key("c"));
+        let raw = id_bytes(id.as_bytes()).expect("a made id");
+        assert_eq!(hex::encode(raw), id);
+        for other in [
+            &id[1..],
+            &id.to_ascii_uppercase(),
+            &format!("{id}0"),
+            "",
+            "zz",
+        ] {
+            assert_eq!(id_bytes(other.as_bytes()), None, "{other}");
+        }
     }
 
     const ISSUER: &str = "https://idp.example";
