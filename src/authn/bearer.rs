@@ -300,14 +300,11 @@ impl BearerAuth {
         if !key.family.allows(checked.alg) || key.alg.is_some_and(|a| a != checked.alg) {
             return Err(AuthFailure::Invalid("key_mismatch"));
         }
-        let valid = jsonwebtoken::crypto::verify(
-            parsed.signature,
-            parsed.signing_input.as_bytes(),
-            &key.key,
+        if !key.key.verify(
             checked.alg,
-        )
-        .unwrap_or(false);
-        if !valid {
+            parsed.signing_input.as_bytes(),
+            parsed.signature,
+        ) {
             return Err(AuthFailure::Invalid("bad_signature"));
         }
         let config = &self.issuers[checked.issuer].config;
