@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -20,11 +20,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
 use openssl::md::Md;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
+use openssl::sign::Signer;
 use serde_json::json;
 
 const ISSUER: &str = "https://idp.example.com";
@@ -109,6 +111,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| auth.cached(black_box(&rs_token)).1.expect("cached"))
     });
 
+    // Validation as `authenticate` does it for a token it has not seen, without the cache.
     let first_time = |token: &str| {
         let parsed = parse(token).unwrap();
         let checked = auth.check_header(&parsed).unwrap();
@@ -116,13 +119,55 @@ fn bench(c: &mut Criterion) {
             .keys()
             .find(checked.kid, checked.alg)
             .unwrap();
-        auth.verify(&parsed, &checked, &key, now()).unwrap()
+        auth.check_signature(&parsed, &checked, &key).unwrap();
+        let issuer = checked.issuer;
+        auth.identity(parsed.claims, issuer, now()).unwrap()
     };
     c.bench_function("bearer/uncached_rs256", |b| {
         b.iter(|| first_time(black_box(&rs_token)))
     });
     c.bench_function("bearer/uncached_es256", |b| {
         b.iter(|| first_time(black_box(&es_token)))
+    });
+
+    // What a request with a never-seen token costs in `authenticate`: the cache miss, the
+    // validation, the cache insert. Each token once; a fresh cache (outside the timing)
+    // when the pool is used up.
+    let pool: Vec<String> = (0..3000)
+        .map(|i| {
+            let mut c = claims();
+            c["sub"] = format!("user-{i}").into();
+            let input = format!(
+                "{}.{}",
+                b64(json!({"alg": "RS256", "typ": "JWT", "kid": "rsa"})
+                    .to_string()
+                    .as_bytes()),
+                b64(c.to_string().as_bytes())
+            );
+            let mut signer = Signer::new(MessageDigest::sha256(), &rsa_priv).unwrap();
+            let sig = signer.sign_oneshot_to_vec(input.as_bytes()).unwrap();
+            format!("{input}.{}", b64(&sig))
+        })
+        .collect();
+    c.bench_function("bearer/first_seen_rs256", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let fresh = BearerAuth::without_keys(vec![config()], Arc::new(Metrics::new()));
+                fresh.issuers[0].install(&set);
+                let n = left.min(pool.len());
+                let start = Instant::now();
+                for token in &pool[..n] {
+                    runtime
+                        .block_on(fresh.authenticate(black_box(token)))
+                        .unwrap();
+                }
+                spent += start.elapsed();
+                left -= n;
+            }
+            spent
+        })
     });
 
     // The signature alone, as gatehouse checks it: hash and native verify.
