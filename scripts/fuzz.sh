@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every fuzz target in fuzz/ for a bounded time each (libFuzzer through cargo fuzz, on
-# the stable toolchain with RUSTC_BOOTSTRAP=1). New inputs that add coverage land in
-# fuzz/corpus/<target>/; a crash stops the run and leaves its input in fuzz/artifacts/.
+# the stable toolchain with RUSTC_BOOTSTRAP=1). Each run starts from fuzz/corpus/<target>/
+# (minimized with `cargo fuzz cmin` after long runs) and fuzz/seeds/<target>/ (hand-written
+# inputs and every input that once crashed); new inputs that add coverage land in the
+# corpus; a crash stops the run and leaves its input in fuzz/artifacts/.
 #
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default 30 s, every target)
 set -euo pipefail
@@ -20,10 +22,10 @@ cargo fuzz build -O --debug-assertions
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 for t in "${targets[@]}"; do
-  mkdir -p "fuzz/corpus/$t"
+  mkdir -p "fuzz/corpus/$t" "fuzz/seeds/$t"
   echo "== fuzz $t for ${seconds}s"
   status=0
-  cargo fuzz run -O --debug-assertions "$t" "fuzz/corpus/$t" -- \
+  cargo fuzz run -O --debug-assertions "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1 \
     >"$log" 2>&1 || status=$?
   grep -E "^#[0-9]+ +DONE|^stat::(number_of_executed_units|peak_rss_mb|new_units_added)" "$log" || true

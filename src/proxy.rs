@@ -256,7 +256,10 @@ pub(crate) fn host_without_port(value: &str) -> Option<String> {
     let host = if value.starts_with('[') {
         let end = value.find(']')?;
         let rest = &value[end + 1..];
-        if !(rest.is_empty() || rest[1..].parse::<u16>().is_ok() && rest.starts_with(':')) {
+        let port_ok = rest
+            .strip_prefix(':')
+            .is_some_and(|port| port.parse::<u16>().is_ok());
+        if !(rest.is_empty() || port_ok) {
             return None;
         }
         &value[..=end]
@@ -1243,6 +1246,9 @@ mod tests {
             "host/x",
             "[::1",
             "[::1]x",
+            // a fuzzer find: a multi-byte character after the bracket panicked
+            "[::1]\u{2e0}0",
+            "[::1]:\u{2e0}",
         ] {
             assert_eq!(host_without_port(bad), None, "{bad}");
         }

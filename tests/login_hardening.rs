@@ -279,35 +279,21 @@ struct Stub {
 }
 
 async fn stub() -> Stub {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let key = TestKey::rsa("stub-key", Algorithm::RS256);
     let id_token = Arc::new(Mutex::new(String::new()));
-    let (iss, keys, answer) = (issuer.clone(), jwks(&[&key]), id_token.clone());
-    let handler: Handler = Arc::new(move |req: &Request| match req.target.split('?').next() {
-        Some("/.well-known/openid-configuration") => Reply::json(
-            200,
-            &json!({
-                "issuer": iss,
-                "authorization_endpoint": format!("{iss}/authorize"),
-                "token_endpoint": format!("{iss}/token"),
-                "jwks_uri": format!("{iss}/jwks"),
-                "code_challenge_methods_supported": ["S256"],
-            }),
-        ),
-        Some("/jwks") => Reply::json(200, &keys),
-        Some("/token") => Reply::json(
+    let answer = id_token.clone();
+    let idp = common::stub_idp::start("stub-key", json!({}), move |_: &Request| {
+        Reply::json(
             200,
             &json!({"access_token": "at", "token_type": "Bearer", "expires_in": 300,
                     "id_token": answer.lock().unwrap().clone()}),
-        ),
-        _ => Reply::json(404, &json!({})),
-    });
+        )
+    })
+    .await;
     Stub {
-        _server: TestServer::start_on(port, handler).await,
-        issuer,
+        _server: idp.server,
+        issuer: idp.issuer,
         id_token,
-        key,
+        key: idp.key,
     }
 }
 

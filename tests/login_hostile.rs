@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::keys::{jwks, now, unsigned, TestKey};
+use common::keys::{now, unsigned, TestKey};
 use common::login::metric;
 use common::*;
 use jsonwebtoken::Algorithm;
@@ -29,50 +29,26 @@ struct Stub {
 }
 
 async fn stub() -> Stub {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let key = TestKey::rsa("stub-key", Algorithm::RS256);
     let next = Arc::new(Mutex::new(TokenAnswer::Error(500)));
     let token_requests = Arc::new(Mutex::new(Vec::new()));
-    let (iss, keys, answer, seen) = (
-        issuer.clone(),
-        jwks(&[&key]),
-        next.clone(),
-        token_requests.clone(),
-    );
-    let handler: Handler = Arc::new(move |req: &Request| match req.target.split('?').next() {
-        Some("/.well-known/openid-configuration") => Reply::json(
-            200,
-            &json!({
-                "issuer": iss,
-                "authorization_endpoint": format!("{iss}/authorize"),
-                "token_endpoint": format!("{iss}/token"),
-                "jwks_uri": format!("{iss}/jwks"),
-                "code_challenge_methods_supported": ["S256"],
-                "authorization_response_iss_parameter_supported": true,
-            }),
-        ),
-        Some("/jwks") => Reply::json(200, &keys),
-        Some("/token") => {
-            seen.lock().unwrap().push(req.clone());
-            match answer.lock().unwrap().clone() {
-                TokenAnswer::IdToken(t) => Reply::json(
-                    200,
-                    &json!({"access_token": "at-1", "token_type": "Bearer", "expires_in": 300, "id_token": t}),
-                ),
-                TokenAnswer::Error(status) => {
-                    Reply::json(status, &json!({"error": "invalid_grant"}))
-                }
-            }
+    let (answer, seen) = (next.clone(), token_requests.clone());
+    let extra = json!({"authorization_response_iss_parameter_supported": true});
+    let idp = common::stub_idp::start("stub-key", extra, move |req: &Request| {
+        seen.lock().unwrap().push(req.clone());
+        match answer.lock().unwrap().clone() {
+            TokenAnswer::IdToken(t) => Reply::json(
+                200,
+                &json!({"access_token": "at-1", "token_type": "Bearer", "expires_in": 300, "id_token": t}),
+            ),
+            TokenAnswer::Error(status) => Reply::json(status, &json!({"error": "invalid_grant"})),
         }
-        _ => Reply::json(404, &json!({})),
-    });
-    let server = TestServer::start_on(port, handler).await;
+    })
+    .await;
     Stub {
-        _server: server,
-        issuer,
+        _server: idp.server,
+        issuer: idp.issuer,
         next,
-        key,
+        key: idp.key,
         token_requests,
     }
 }

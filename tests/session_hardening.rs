@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
-use common::keys::{jwks, now, TestKey};
+use common::keys::{now, TestKey};
 use common::login::provider_for;
 use common::redis::Redis;
 use common::*;
@@ -204,36 +204,22 @@ struct Stub {
 }
 
 async fn stub() -> Stub {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let key = TestKey::rsa("partner-key", jsonwebtoken::Algorithm::RS256);
     let next_id_token = Arc::new(Mutex::new(None::<String>));
-    let (iss, keys, next) = (issuer.clone(), jwks(&[&key]), next_id_token.clone());
-    let handler: Handler = Arc::new(move |req: &Request| match req.target.split('?').next() {
-        Some("/.well-known/openid-configuration") => Reply::json(
-            200,
-            &json!({
-                "issuer": iss,
-                "authorization_endpoint": format!("{iss}/authorize"),
-                "token_endpoint": format!("{iss}/token"),
-                "jwks_uri": format!("{iss}/jwks"),
-                "code_challenge_methods_supported": ["S256"],
-            }),
-        ),
-        Some("/jwks") => Reply::json(200, &keys),
-        Some("/token") => match next.lock().unwrap().take() {
+    let next = next_id_token.clone();
+    let idp = common::stub_idp::start("partner-key", json!({}), move |_: &Request| {
+        match next.lock().unwrap().take() {
             Some(id_token) => Reply::json(
                 200,
                 &json!({"access_token": "partner-at", "token_type": "Bearer", "expires_in": 600, "id_token": id_token}),
             ),
             None => Reply::json(400, &json!({"error": "invalid_grant"})),
-        },
-        _ => Reply::json(404, &json!({})),
-    });
+        }
+    })
+    .await;
     Stub {
-        _server: TestServer::start_on(port, handler).await,
-        issuer,
-        key,
+        _server: idp.server,
+        issuer: idp.issuer,
+        key: idp.key,
         next_id_token,
     }
 }

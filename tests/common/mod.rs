@@ -10,6 +10,7 @@ pub mod idp;
 pub mod keys;
 pub mod login;
 pub mod redis;
+pub mod stub_idp;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
