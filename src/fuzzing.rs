@@ -66,7 +66,7 @@ pub fn cookies(data: &[u8]) {
     let jar = crate::login::Cookies::new(&config, data.first() == Some(&b'S'));
     let _ = crate::login::cookie_value(&headers, &jar.session);
     let others_before = other_cookies(&headers, &jar);
-    crate::proxy::strip_gateway_cookies(&mut headers, &jar);
+    crate::pipeline::upstream::strip_gateway_cookies(&mut headers, &jar);
     assert_eq!(crate::login::cookie_value(&headers, &jar.session), None);
     assert_eq!(crate::login::cookie_value(&headers, &jar.binding), None);
     assert_eq!(
@@ -128,7 +128,7 @@ pub fn forwarded(data: &[u8]) {
         },
     );
     if let Ok(host) = std::str::from_utf8(rest) {
-        if let Some(h) = crate::proxy::host_without_port(host) {
+        if let Some(h) = crate::pipeline::host_without_port(host) {
             assert!(!h.contains(['@', '/', ' ', '?', '#', '\\']), "{h}");
             assert_eq!(h, h.to_ascii_lowercase());
         }
@@ -179,7 +179,7 @@ pub fn jwt(data: &[u8]) {
     }
     let config = &store.config;
     if crate::authn::bearer::check_claims(&parsed.claims, config, 1_700_000_000).is_ok() {
-        let method = crate::config::AuthMethod::Bearer;
+        let method = crate::identity::AuthMethod::Bearer;
         let _ = crate::authn::bearer::identity_from_claims(parsed.claims.clone(), config, method);
     }
 }

@@ -13,78 +13,15 @@
 
 use std::borrow::Cow;
 
-use http::HeaderName;
-use pingora::http::RequestHeader;
+use http::{HeaderMap, HeaderName, Method};
 
 use crate::config::RouteConfig;
+use crate::headers::{Override, METHOD_OVERRIDES, METHOD_PARAMETER, PATH_OVERRIDES};
 
 /// Every header with this prefix is the gateway's to set (spec §3).
 const IDENTITY_PREFIX: &str = "x-auth-request-";
 /// The signed assertion and any future gateway-owned header.
 const GATEWAY_PREFIX: &str = "x-gatehouse-";
-
-/// Headers that make an app perform another method than the request line's.
-pub const METHOD_OVERRIDES: [&str; 4] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-method",
-];
-
-/// Headers that make an app serve another path than the request target's.
-pub const PATH_OVERRIDES: [&str; 4] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-override-url",
-];
-
-/// The query parameter Symfony, Laravel and Rails take as the method of a POST.
-pub const METHOD_PARAMETER: &str = "_method";
-
-/// One override a route lets through (`request_overrides`); the policy judges its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Override {
-    /// A header naming the method.
-    Method(HeaderName),
-    /// A header naming the path (and query).
-    Path(HeaderName),
-    /// `_method` in the query of a POST.
-    MethodParameter,
-}
-
-impl Override {
-    /// The override a `request_overrides` entry names, if it is one the gateway knows.
-    pub fn parse(name: &str) -> Option<Override> {
-        let lower = name.to_ascii_lowercase();
-        if lower == METHOD_PARAMETER {
-            return Some(Override::MethodParameter);
-        }
-        let header = HeaderName::from_bytes(lower.as_bytes()).ok()?;
-        if METHOD_OVERRIDES.contains(&lower.as_str()) {
-            Some(Override::Method(header))
-        } else if PATH_OVERRIDES.contains(&lower.as_str()) {
-            Some(Override::Path(header))
-        } else {
-            None
-        }
-    }
-
-    /// The name as `request_overrides` spells it.
-    pub fn name(&self) -> &str {
-        match self {
-            Override::Method(h) | Override::Path(h) => h.as_str(),
-            Override::MethodParameter => METHOD_PARAMETER,
-        }
-    }
-
-    fn header(&self) -> Option<&HeaderName> {
-        match self {
-            Override::Method(h) | Override::Path(h) => Some(h),
-            Override::MethodParameter => None,
-        }
-    }
-}
 
 /// Headers that say who the client is or how it reached the gateway. The gateway sets
 /// `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `X-Request-Id` itself
@@ -203,24 +140,19 @@ fn must_drop(
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
 }
 
-/// Removes every client header the upstream must not see; `route` is None for the
-/// gateway's own endpoints (strict). Allocates nothing when nothing is dropped.
-pub fn strip_request_headers(
-    req: &mut RequestHeader,
+/// The client headers the upstream must not see; `route` is None for the gateway's own
+/// endpoints (strict). Allocates nothing when nothing is dropped.
+pub fn headers_to_drop(
+    headers: &HeaderMap,
     rules: &HeaderRules,
     route: Option<&RouteConfig>,
     peer_trusted: bool,
-) -> usize {
-    let dropped: Vec<HeaderName> = req
-        .headers
+) -> Vec<HeaderName> {
+    headers
         .keys()
         .filter(|name| must_drop(name.as_str(), rules, route, peer_trusted))
         .cloned()
-        .collect();
-    for name in &dropped {
-        req.remove_header(name);
-    }
-    dropped.len()
+        .collect()
 }
 
 /// A method as the request line or an override names it: standard methods in upper case
@@ -245,12 +177,17 @@ pub struct Overrides {
     pub path: Option<(HeaderName, String)>,
 }
 
-/// The overrides of `req` the route lets through (stripping removed the others already);
+/// The overrides of a request the route lets through (stripping removed the others already);
 /// refuses a POST's `_method` the route does not let through, an override in another case,
 /// and two overrides of one kind.
-pub fn overrides(req: &RequestHeader, route: &RouteConfig) -> Result<Overrides, OverrideRefused> {
+pub fn overrides(
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    route: &RouteConfig,
+) -> Result<Overrides, OverrideRefused> {
     let mut found = Overrides::default();
-    let method_parameter = method_parameter(req)?;
+    let method_parameter = method_parameter(method, query)?;
     if method_parameter.is_some() && !route.overrides.contains(&Override::MethodParameter) {
         return Err(OverrideRefused("method_override_parameter"));
     }
@@ -258,7 +195,7 @@ pub fn overrides(req: &RequestHeader, route: &RouteConfig) -> Result<Overrides, 
     let mut texts: Vec<String> = Vec::new();
     for o in &route.overrides {
         let Some(header) = o.header() else { continue };
-        for value in req.headers.get_all(header) {
+        for value in headers.get_all(header) {
             let text = value
                 .to_str()
                 .map_err(|_| OverrideRefused("bad_override"))?;
@@ -291,11 +228,14 @@ pub fn overrides(req: &RequestHeader, route: &RouteConfig) -> Result<Overrides, 
 }
 
 /// The `_method` of a POST's query, as PHP reads the key (`.`, space and `[` count as `_`).
-fn method_parameter(req: &RequestHeader) -> Result<Option<&'static str>, OverrideRefused> {
-    if req.method != http::Method::POST {
+fn method_parameter(
+    method: &Method,
+    query: Option<&str>,
+) -> Result<Option<&'static str>, OverrideRefused> {
+    if method != Method::POST {
         return Ok(None);
     }
-    let Some(query) = req.uri.query() else {
+    let Some(query) = query else {
         return Ok(None);
     };
     // Cheap first look: every spelling of the key ends in "method", maybe escaped.
@@ -342,13 +282,16 @@ mod tests {
     }
 
     fn left(headers: &[(&str, &str)], route: Option<&RouteConfig>, trusted: bool) -> Vec<String> {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut map = HeaderMap::new();
         for (k, v) in headers {
-            req.append_header(k.to_string(), *v).unwrap();
+            let name = HeaderName::from_bytes(k.as_bytes()).unwrap();
+            map.append(name, v.parse().unwrap());
         }
         let rules = HeaderRules::new(&[HeaderName::from_static("x-department")]);
-        strip_request_headers(&mut req, &rules, route, trusted);
-        let mut names: Vec<String> = req.headers.keys().map(|k| k.to_string()).collect();
+        for name in headers_to_drop(&map, &rules, route, trusted) {
+            map.remove(name);
+        }
+        let mut names: Vec<String> = map.keys().map(|k| k.to_string()).collect();
         names.dedup();
         names
     }
@@ -412,12 +355,18 @@ mod tests {
 
     #[test]
     fn overrides_are_judged_only_where_opted_in() {
-        let req = |method: &str, target: &str, headers: &[(&str, &str)]| {
-            let mut r = RequestHeader::build(method, target.as_bytes(), None).unwrap();
-            for (k, v) in headers {
-                r.append_header(k.to_string(), *v).unwrap();
+        let overrides = |(method, target, headers): (&str, &str, HeaderMap), route| {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let query = target.split_once('?').map(|(_, q)| q);
+            overrides(&method, query, &headers, route)
+        };
+        let req = |method, target, pairs: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (k, v) in pairs {
+                let name = HeaderName::from_bytes(k.as_bytes()).unwrap();
+                headers.append(name, v.parse().unwrap());
             }
-            r
+            (method, target, headers)
         };
         let strict = route(false, &[]);
         let open = route(
@@ -432,38 +381,38 @@ mod tests {
             "/c?_%6Dethod=DELETE",
         ] {
             assert_eq!(
-                overrides(&req("POST", target, &[]), &strict),
+                overrides(req("POST", target, &[]), &strict),
                 Err(OverrideRefused("method_override_parameter")),
                 "{target}"
             );
         }
         assert_eq!(
-            overrides(&req("GET", "/c?_method=DELETE", &[]), &strict),
+            overrides(req("GET", "/c?_method=DELETE", &[]), &strict),
             Ok(Overrides::default())
         );
         assert_eq!(
-            overrides(&req("POST", "/c?_method=DELETE", &[]), &open)
+            overrides(req("POST", "/c?_method=DELETE", &[]), &open)
                 .unwrap()
                 .method,
             Some(http::Method::DELETE)
         );
         let h = |v| [("X-HTTP-Method-Override", v)];
         assert_eq!(
-            overrides(&req("POST", "/c", &h("PATCH")), &open)
+            overrides(req("POST", "/c", &h("PATCH")), &open)
                 .unwrap()
                 .method,
             Some(http::Method::PATCH)
         );
         assert_eq!(
-            overrides(&req("POST", "/c", &h("delete")), &open),
+            overrides(req("POST", "/c", &h("delete")), &open),
             Err(OverrideRefused("bad_override_method"))
         );
         assert_eq!(
-            overrides(&req("POST", "/c?_method=PUT", &h("DELETE")), &open),
+            overrides(req("POST", "/c?_method=PUT", &h("DELETE")), &open),
             Err(OverrideRefused("repeated_override"))
         );
         assert_eq!(
-            overrides(&req("GET", "/c", &[("X-Original-URL", "/x")]), &open)
+            overrides(req("GET", "/c", &[("X-Original-URL", "/x")]), &open)
                 .unwrap()
                 .path,
             Some((HeaderName::from_static("x-original-url"), "/x".into()))

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use crate::config::AuthMethod;
+use crate::identity::AuthMethod;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,

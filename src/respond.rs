@@ -1,21 +1,18 @@
-//! Answers the gateway writes itself: generic error pages (HTML for browsers, JSON otherwise)
-//! that carry the request id and nothing else, and the security headers on every response.
+//! What the gateway's own answers look like: generic error pages (HTML for browsers, JSON
+//! otherwise) that carry the request id and nothing else, the gateway's pages, and the
+//! security headers on every response. The fronts write them.
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::Session;
-use pingora::Result;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::SecurityHeadersConfig;
 
 /// A browser navigation gets HTML; scripts and API clients get JSON (spec §7).
-pub fn wants_html(req: &RequestHeader) -> bool {
+pub fn wants_html(headers: &HeaderMap) -> bool {
     const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
-    if req.headers.contains_key(X_REQUESTED_WITH) {
+    if headers.contains_key(X_REQUESTED_WITH) {
         return false;
     }
-    req.headers
+    headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"))
@@ -108,20 +105,6 @@ pub fn csp_with_form_target(csp: &str, origin: &str) -> String {
         .join("; ")
 }
 
-/// The security headers on a response the gateway generates itself.
-pub fn gateway_page_headers(
-    resp: &mut ResponseHeader,
-    sec: &SecurityHeadersConfig,
-    tls: bool,
-    request_id: &str,
-) -> Result<()> {
-    resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("content-security-policy", &sec.content_security_policy)?;
-    add_security_headers(resp, sec, tls)?;
-    resp.insert_header("x-request-id", request_id)?;
-    Ok(())
-}
-
 /// The security headers of one config, as ready-made header values: plain and TLS lists.
 pub struct SecurityHeaders {
     plain: Vec<(HeaderName, HeaderValue)>,
@@ -162,25 +145,11 @@ impl SecurityHeaders {
     }
 }
 
-/// The security headers added to any response, where the response did not set its own.
-pub fn add_security_headers(
-    resp: &mut ResponseHeader,
-    sec: &SecurityHeadersConfig,
-    tls: bool,
-) -> Result<()> {
-    crate::headers::edit_response(resp, |headers| {
-        SecurityHeaders::new(sec).apply(headers, tls)
-    })
-}
-
-/// Everything needed to write an error answer.
+/// The generic error page of a status: it names the request id and nothing else.
 pub struct ErrorPage<'a> {
     pub status: StatusCode,
     pub request_id: &'a str,
     pub html: bool,
-    pub tls: bool,
-    pub security: &'a SecurityHeadersConfig,
-    pub extra_headers: &'a [(&'static str, String)],
 }
 
 impl ErrorPage<'_> {
@@ -206,54 +175,13 @@ impl ErrorPage<'_> {
         }
     }
 
-    pub fn header(&self, body_len: usize) -> Result<ResponseHeader> {
-        let mut resp = ResponseHeader::build(self.status, Some(8))?;
-        let content_type = if self.html {
+    pub fn content_type(&self) -> &'static str {
+        if self.html {
             "text/html; charset=utf-8"
         } else {
             "application/json"
-        };
-        resp.insert_header("content-type", content_type)?;
-        resp.insert_header("content-length", body_len.to_string())?;
-        gateway_page_headers(&mut resp, self.security, self.tls, self.request_id)?;
-        for (name, value) in self.extra_headers {
-            resp.insert_header(*name, value)?;
         }
-        Ok(resp)
     }
-
-    pub async fn send(&self, session: &mut Session) -> Result<()> {
-        let body = self.body();
-        let resp = self.header(body.len())?;
-        let head_only = session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(resp), head_only)
-            .await?;
-        if !head_only {
-            session
-                .write_response_body(Some(Bytes::from(body)), true)
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes a bodiless answer (a CORS preflight) with the gateway's headers.
-pub async fn send_empty(
-    session: &mut Session,
-    status: StatusCode,
-    headers: &[(&'static str, String)],
-    security: &SecurityHeadersConfig,
-    tls: bool,
-    request_id: &str,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(headers.len() + 8))?;
-    resp.insert_header("content-length", "0")?;
-    gateway_page_headers(&mut resp, security, tls, request_id)?;
-    for (name, value) in headers {
-        resp.insert_header(*name, value)?;
-    }
-    session.write_response_header(Box::new(resp), true).await
 }
 
 pub fn html_escape(text: &str) -> String {
@@ -277,13 +205,17 @@ mod tests {
 
     #[test]
     fn html_only_for_browser_navigations() {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut r = HeaderMap::new();
         assert!(!wants_html(&r));
-        r.insert_header("Accept", "text/html,application/xhtml+xml")
-            .unwrap();
+        r.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml"),
+        );
         assert!(wants_html(&r));
-        r.insert_header("X-Requested-With", "XMLHttpRequest")
-            .unwrap();
+        r.insert(
+            "x-requested-with",
+            HeaderValue::from_static("XMLHttpRequest"),
+        );
         assert!(!wants_html(&r));
     }
 

@@ -13,9 +13,9 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::front::proxy::GatehouseProxy;
 use crate::gateway::{Gateway, Runtime, Supervisor};
 use crate::metrics::Metrics;
-use crate::proxy::GatehouseProxy;
 
 /// Process-level switches from the command line.
 #[derive(Debug, Clone)]

@@ -8,7 +8,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{AuthFailure, Identity};
-use crate::config::{ApiKeyConfig, AuthMethod};
+use crate::config::ApiKeyConfig;
+use crate::identity::AuthMethod;
 
 pub struct ApiKeys {
     keys: Vec<(ApiKeyConfig, Arc<Identity>)>,

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use super::introspection::Introspector;
 use super::jwks::{KeyStore, VerifyKey};
 use super::{claim_at, string_list, AuthFailure, Identity};
-use crate::config::{AuthMethod, BearerConfig, EmailVerified};
+use crate::config::{BearerConfig, EmailVerified};
+use crate::identity::AuthMethod;
 use crate::metrics::Metrics;
 
 pub type TokenHash = [u8; 32];

@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use super::bearer::{check_claims, identity_from_claims};
 use super::jwks::KeyStore;
 use super::{fetch, AuthFailure, Identity};
-use crate::config::{AuthMethod, BearerConfig, IntrospectionConfig};
+use crate::config::{BearerConfig, IntrospectionConfig};
+use crate::identity::AuthMethod;
 
 const POSITIVE_MAX: Duration = Duration::from_secs(300);
 const NEGATIVE_TTL: Duration = Duration::from_secs(30);

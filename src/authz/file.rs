@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::cel::Condition;
 use super::pattern::Pattern;
 use super::{Action, Binding, Policy, PolicyTest, Rule};
-use crate::config::diag::Reporter;
+use crate::diag::Reporter;
 
 type S<T> = Spanned<T>;
 
@@ -167,7 +167,7 @@ pub(super) fn lower(r: &mut Reporter, text: &str) -> Option<Policy> {
             email_domains: c.email_domains.clone().unwrap_or_default(),
             issuers,
             when,
-            at: crate::config::diag::line_col(text, b.span().start),
+            at: crate::diag::line_col(text, b.span().start),
         });
     }
     let mut rules = Vec::new();

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use ::cel::Value;
 use http::Method;
 
-use crate::authn::Identity;
-use crate::config::diag::{ConfigError, Diagnostic, Reporter};
+use crate::diag::{ConfigError, Diagnostic, Reporter};
+use crate::identity::Identity;
 use cel::{Condition, Variables};
 use pattern::Pattern;
 
@@ -391,12 +391,12 @@ mod tests {
 pub fn test_identity(map: &serde_json::Map<String, serde_json::Value>) -> Identity {
     let text = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
     Identity {
-        method: crate::config::AuthMethod::Bearer,
+        method: crate::identity::AuthMethod::Bearer,
         subject: text("sub").unwrap_or_default(),
         email: text("email"),
         username: text("preferred_username"),
-        groups: crate::authn::string_list(map.get("groups")),
-        scopes: crate::authn::string_list(map.get("scope")),
+        groups: crate::identity::string_list(map.get("groups")),
+        scopes: crate::identity::string_list(map.get("scope")),
         issuer: text("iss"),
         qualified: false,
         claims: map.clone(),

@@ -8,11 +8,10 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
-use super::diag::{ConfigError, Reporter};
 use super::file::{self, S};
 use super::values::{interpolate_env, parse_duration};
 use super::*;
-use crate::identity;
+use crate::diag::{ConfigError, Reporter};
 
 struct Lowerer<'a> {
     r: Reporter<'a>,
@@ -1493,8 +1492,8 @@ impl Lowerer<'_> {
     }
 
     /// `request_overrides`: only overrides the gateway knows how to judge.
-    fn overrides(&mut self, list: Option<&S<Vec<S<String>>>>) -> Vec<crate::hygiene::Override> {
-        use crate::hygiene::{Override, METHOD_OVERRIDES, METHOD_PARAMETER, PATH_OVERRIDES};
+    fn overrides(&mut self, list: Option<&S<Vec<S<String>>>>) -> Vec<crate::headers::Override> {
+        use crate::headers::{Override, METHOD_OVERRIDES, METHOD_PARAMETER, PATH_OVERRIDES};
         let mut out: Vec<Override> = Vec::new();
         for name in list.iter().flat_map(|l| l.get_ref().iter()) {
             match Override::parse(name.get_ref()) {
@@ -1656,7 +1655,7 @@ impl Lowerer<'_> {
         for (name, claim) in &h.claims {
             match HeaderName::from_bytes(name.get_ref().as_bytes()) {
                 Ok(header) => {
-                    if identity::is_reserved_hop_header(&header) {
+                    if crate::headers::is_reserved_hop_header(&header) {
                         self.r.error(
                             name.span(),
                             format!("{:?} cannot carry a claim", name.get_ref()),

@@ -5,7 +5,6 @@
 //! builds the internal structs the proxy uses. Every problem is reported with its
 //! `file:line:col`, all at once, and a config with any problem is refused whole.
 
-pub mod diag;
 mod file;
 mod lower;
 mod show;
@@ -19,7 +18,8 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
-pub use diag::{ConfigError, Diagnostic};
+pub use crate::diag::{ConfigError, Diagnostic};
+pub use crate::identity::AuthMethod;
 pub use lower::{check_secure_url, valid_host};
 pub use values::parse_duration;
 
@@ -295,25 +295,6 @@ pub struct UpstreamConfig {
     pub health_check_interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    None,
-    Session,
-    Bearer,
-    ApiKey,
-}
-
-impl AuthMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::None => "none",
-            AuthMethod::Session => "session",
-            AuthMethod::Bearer => "bearer",
-            AuthMethod::ApiKey => "api_key",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub name: String,
@@ -341,7 +322,7 @@ pub struct RouteConfig {
     /// Let client headers with `_` in their names through (protected names never pass).
     pub underscores_in_headers: bool,
     /// Method and path overrides the upstream may receive; the policy judges their values.
-    pub overrides: Vec<crate::hygiene::Override>,
+    pub overrides: Vec<crate::headers::Override>,
 }
 
 impl RouteConfig {

@@ -18,8 +18,8 @@ use openssl::pkey::{PKey, Private};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::authn::Identity;
 use crate::config::HeadersConfig;
+use crate::identity::Identity;
 
 pub struct AssertionSigner {
     key: EcKey<Private>,

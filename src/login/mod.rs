@@ -21,10 +21,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::authn::{claim_at, string_list, AuthFailure, Identity};
-use crate::config::{
-    AuthMethod, Config, IdpConfig, RouteConfig, SameSite, SessionConfig, StoreKind,
-};
+use crate::authn::AuthFailure;
+use crate::config::{Config, IdpConfig, RouteConfig, SameSite, SessionConfig, StoreKind};
+use crate::identity::{claim_at, string_list, AuthMethod, Identity};
 use crate::metrics::Metrics;
 use crate::session::fallback::FallbackStore;
 use crate::session::memory::MemoryStore;
@@ -1007,6 +1006,44 @@ impl Login {
             "expires_at": s.times().expires_at,
             "name": claim_at(&identity.claims, "name"),
         })
+    }
+}
+
+#[cfg(test)]
+impl Login {
+    /// Stores a live session at `idp` whose ID token carries `claims` (unsigned: a session's
+    /// token was checked when it was stored); the `Cookie` value that names it.
+    pub(crate) async fn store_test_session(&self, idp: &str, claims: &Value) -> String {
+        let encode = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let id_token = format!(
+            "{}.{}.c2ln",
+            encode(&serde_json::json!({"alg": "RS256"})),
+            encode(claims)
+        );
+        let provider = self.provider(idp).expect("a configured idp");
+        let now = unix_now();
+        let names = session::Names {
+            idp,
+            issuer: &provider.config.issuer,
+            subject: claims["sub"].as_str().unwrap_or_default(),
+            sid: None,
+            acr: claims["acr"].as_str(),
+        };
+        let tokens = session::Tokens {
+            id_token: Some(id_token),
+            ..Default::default()
+        };
+        let times = Times {
+            auth_time: Some(now),
+            ..Times::starting(now, now + 3600)
+        };
+        let s = Session::new(names, &tokens, &self.cipher, times);
+        let id = session::new_session_id();
+        self.store
+            .put(&id, &s, Duration::from_secs(3600))
+            .await
+            .expect("the memory store takes it");
+        format!("{}={id}", self.cookies.session)
     }
 }
 

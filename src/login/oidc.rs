@@ -16,8 +16,9 @@ use subtle::ConstantTimeEq;
 
 use crate::authn::bearer::{self, BearerAuth};
 use crate::authn::fetch;
-use crate::authn::{AuthFailure, Identity};
-use crate::config::{AuthMethod, BearerConfig, ClientAuth, IdpConfig};
+use crate::authn::AuthFailure;
+use crate::config::{BearerConfig, ClientAuth, IdpConfig};
+use crate::identity::{AuthMethod, Identity};
 use crate::metrics::Metrics;
 
 /// What discovery says about the provider.

@@ -8,11 +8,11 @@ pub mod redis_store;
 
 use std::net::IpAddr;
 
-use pingora::http::RequestHeader;
+use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::authn::Identity;
-use crate::config::{AuthMethod, LimitKey, RateLimitConfig, RateLimitStoreConfig, StoreKind};
+use crate::config::{LimitKey, RateLimitConfig, RateLimitStoreConfig, StoreKind};
+use crate::identity::{AuthMethod, Identity};
 use gcra::{Decision, Rate};
 pub use lockout::AuthFailures;
 
@@ -23,7 +23,7 @@ pub fn limit_key(
     route: &str,
     client_ip: Option<IpAddr>,
     identity: Option<&Identity>,
-    req: &RequestHeader,
+    headers: &HeaderMap,
 ) -> Option<String> {
     match &limit.key {
         LimitKey::ClientIp => client_ip.map(|ip| client_key(ip, limit.ipv6_prefix).to_string()),
@@ -33,7 +33,7 @@ pub fn limit_key(
             .filter(|i| i.method == AuthMethod::ApiKey)
             .and_then(|i| i.issuer.clone()),
         LimitKey::Header(name) => Some(
-            req.headers
+            headers
                 .get(name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_default(),
@@ -97,7 +97,9 @@ impl RateLimiter {
                 buf.extend_from_slice(key.as_bytes());
                 Outcome::Decided(m.check(&buf, rate))
             }
-            Store::Redis(r) => match r.check(&redis_key(&limit.name, key), rate).await {
+            // Boxed: the Redis round trip's future is large, and every request (whatever
+            // its store) would carry its size through the pipeline's futures.
+            Store::Redis(r) => match Box::pin(r.check(&redis_key(&limit.name, key), rate)).await {
                 Ok(d) => Outcome::Decided(d),
                 Err(e) => {
                     tracing::warn!(limit = %limit.name, error = %e, "rate-limit store error");

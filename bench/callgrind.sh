@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Instruction counts per request: each proxy runs under `valgrind --tool=callgrind`, one
+# keep-alive client sends a warm-up, then N counted requests; the proxy's instructions
+# (every thread of the process) while those N were served, divided by N. Unlike req/s these
+# counts do not move with the machine's other load, so a change of 1% is visible.
+#   bench/callgrind.sh [--requests N] [--warmup N] [--bin DIR] [--no-build]
+# --bin DIR: measure the binaries in DIR (gatehouse, bare_proxy, bench_*), e.g. a copy of an
+# earlier build's target/release with its examples beside it, to compare two builds.
+# The cases and the gateway config are those of bench/run.sh. Loopback only; every wait is
+# bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+requests=3000
+warmup=300
+bin=""
+build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --requests) requests="$2"; shift ;;
+    --warmup) warmup="$2"; shift ;;
+    --bin) bin="$2"; build=0; shift ;;
+    --no-build) build=0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+for tool in valgrind callgrind_control python3 curl; do
+  command -v "$tool" >/dev/null || { echo "callgrind: $tool is missing" >&2; exit 1; }
+done
+target="${CARGO_TARGET_DIR:-target}"
+if [ "$build" -eq 1 ]; then
+  echo "== building release binaries" >&2
+  cargo build --release --locked --bin gatehouse --example bare_proxy --example bench_upstream --example bench_tokens --example bench_login >&2
+fi
+if [ -z "$bin" ]; then
+  bin="$target/release"
+  examples="$bin/examples"
+else
+  examples="$bin"
+  [ -d "$bin/examples" ] && examples="$bin/examples"
+fi
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url; valgrind starts slowly
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "callgrind: $1 did not come up" >&2
+  return 1
+}
+
+up_port=$(port); bare_port=$(port); gw_port=$(port); admin_port=$(port)
+issuer="http://127.0.0.1:$up_port"
+"$examples/bench_tokens" "$work" "$issuer" 1
+token=$(head -n 1 "$work/tokens.txt")
+api_key="bench-api-key-0123456789"
+api_hash=$(printf '%s' "$api_key" | "$bin/gatehouse" apikey hash)
+
+"$examples/bench_upstream" "127.0.0.1:$up_port" "$work/jwks.json" & pids+=($!)
+wait_http "http://127.0.0.1:$up_port/"
+
+# Same config as bench/run.sh.
+cat >"$work/gateway.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$gw_port"]
+public_url = "http://127.0.0.1:$gw_port"
+threads = 1
+[admin]
+listen = "127.0.0.1:$admin_port"
+[log]
+level = "warn"
+access_log = false
+audit = false
+[upstream.app]
+servers = ["127.0.0.1:$up_port"]
+[[bearer]]
+issuer = "$issuer"
+audiences = ["bench-api"]
+jwks_uri = "$issuer/jwks"
+[[idp]]
+name = "bench"
+issuer = "$issuer"
+client_id = "bench"
+client_secret = "bench-client-secret"
+[[api_key]]
+name = "bench"
+hash = "$api_hash"
+subject = "svc-bench"
+[[rate_limit]]
+name = "per-ip"
+key = "client_ip"
+limit = "100000000/second"
+[[route]]
+name = "open"
+path = "/open"
+upstream = "app"
+auth = ["none"]
+[[route]]
+name = "limited"
+path = "/limited"
+upstream = "app"
+auth = ["none"]
+rate_limit = ["per-ip"]
+[[route]]
+name = "bearer"
+path = "/bearer"
+upstream = "app"
+auth = ["bearer"]
+[[route]]
+name = "keys"
+path = "/keys"
+upstream = "app"
+auth = ["api_key"]
+[[route]]
+name = "session"
+path = "/session"
+upstream = "app"
+auth = ["session"]
+[[route]]
+name = "guarded"
+path = "/guarded"
+upstream = "app"
+auth = ["bearer"]
+policy = "policy.toml"
+rate_limit = ["per-ip"]
+TOML
+cat >"$work/policy.toml" <<TOML
+[roles]
+reader = ["bench:read"]
+[[binding]]
+role = "reader"
+groups = ["staff"]
+[[rule]]
+name = "admin"
+paths = ["/guarded/admin/**"]
+deny = true
+[[rule]]
+name = "read"
+paths = ["/guarded/**"]
+methods = ["GET"]
+require = "bench:read"
+TOML
+
+# One keep-alive connection; every answer must be a 200 from the upstream.
+cat >"$work/client.py" <<'PY'
+import http.client, sys
+port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+headers = dict(h.split(": ", 1) for h in sys.argv[4:])
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+for i in range(count):
+    conn.request("GET", path, headers=headers)
+    r = conn.getresponse()
+    r.read()
+    if r.status != 200 or r.will_close:
+        sys.exit(f"request {i} to {path}: status {r.status}, close {r.will_close}")
+PY
+
+under_callgrind() { # name args... ; starts it under callgrind with counting off, sets $started
+  local name="$1"; shift
+  valgrind --tool=callgrind --instr-atstart=no --dump-line=no --compress-strings=no \
+    --callgrind-out-file="$work/$name.out" "$@" >"$work/$name.log" 2>&1 &
+  started=$!
+  pids+=($started)
+}
+
+# The proxy's instructions per request for one case: warm-up uncounted, then N counted.
+measure() { # pid port path [header]
+  local pid="$1" port="$2" path="$3"; shift 3
+  python3 "$work/client.py" "$port" "$path" "$warmup" "$@"
+  callgrind_control --instr=on "$pid" >/dev/null 2>&1
+  callgrind_control --zero "$pid" >/dev/null 2>&1
+  python3 "$work/client.py" "$port" "$path" "$requests" "$@"
+  callgrind_control --dump="case" "$pid" >/dev/null 2>&1
+  callgrind_control --instr=off "$pid" >/dev/null 2>&1
+  local dump
+  dump=$(ls -t "$work"/*.out.* | head -n 1)
+  awk -v n="$requests" '/^(summary|totals):/ { total = $2 } END { printf "%.0f", total / n }' "$dump"
+  rm -f "$dump"
+}
+
+under_callgrind bare "$examples/bare_proxy" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" 1
+bare_pid=$started
+under_callgrind gateway "$bin/gatehouse" run -c "$work/gateway.toml" --upgrade-sock "$work/upgrade.sock"
+gw_pid=$started
+wait_http "http://127.0.0.1:$bare_port/open/x"
+wait_http "http://127.0.0.1:$admin_port/readyz"
+session_cookie=$("$examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$gw_port")
+
+printf '%-26s %14s\n' case "instr/request"
+printf '%-26s %14s\n' bare-pingora "$(measure "$bare_pid" "$bare_port" /open/x)"
+printf '%-26s %14s\n' none "$(measure "$gw_pid" "$gw_port" /open/x)"
+printf '%-26s %14s\n' none+rate-limit "$(measure "$gw_pid" "$gw_port" /limited/x)"
+printf '%-26s %14s\n' bearer-cached "$(measure "$gw_pid" "$gw_port" /bearer/x "Authorization: Bearer $token")"
+printf '%-26s %14s\n' api-key "$(measure "$gw_pid" "$gw_port" /keys/x "X-Api-Key: $api_key")"
+printf '%-26s %14s\n' session "$(measure "$gw_pid" "$gw_port" /session/x "Cookie: $session_cookie")"
+printf '%-26s %14s\n' bearer+policy+rate-limit "$(measure "$gw_pid" "$gw_port" /guarded/x "Authorization: Bearer $token")"
+echo "(callgrind; one keep-alive client; $warmup warm-up then $requests counted requests per case; every thread of the proxy process)"

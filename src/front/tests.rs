@@ -1,0 +1,159 @@
+//! The proxy front and the forward-auth front decide alike: the same request, read by the
+//! proxy from its request line or by forward-auth from a trusted proxy's `X-Forwarded-*`
+//! headers, gets the same decision and the same identity headers. (Refusals before
+//! authentication differ by design: forward-auth says 403 to whatever it cannot judge.)
+
+use http::StatusCode;
+use pingora::http::RequestHeader;
+
+use super::{forward_auth, proxy};
+use crate::pipeline::testing::{Decision, Harness, API_KEY, PEER};
+use crate::pipeline::{upstream, Endpoint, Verdict};
+
+fn request(method: &str, target: &str, pairs: &[(&str, &str)]) -> RequestHeader {
+    let mut req = RequestHeader::build(method, target.as_bytes(), None).expect("a request");
+    for (name, value) in pairs {
+        req.append_header(name.to_string(), *value)
+            .expect("a header");
+    }
+    req
+}
+
+/// What the pipeline decided, and the identity headers an allowed request carries on.
+fn outcome(h: &Harness, d: &Decision) -> String {
+    let j = &d.judged;
+    let identity = upstream::identity_headers(&h.rt, j)
+        .into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match &d.verdict {
+        Verdict::Allow => format!("allow route={:?} path={} {identity}", j.route, j.path),
+        Verdict::Answer(a) => format!("{} {}", a.status.as_u16(), a.refusal.unwrap_or("-")),
+        Verdict::Endpoint(e) => format!("endpoint {e:?}"),
+    }
+}
+
+/// The decision about `method target` asked by a proxy at `/_gatehouse/auth`.
+async fn forwarded(
+    h: &Harness,
+    method: &str,
+    target: &str,
+    pairs: &[(&str, &str)],
+) -> (Decision, Option<String>) {
+    let mut question = vec![
+        ("Host", "gw.test"),
+        ("X-Forwarded-Method", method),
+        ("X-Forwarded-Uri", target),
+        ("X-Forwarded-Host", "gw.test"),
+    ];
+    question.extend_from_slice(pairs);
+    let mut req = request("GET", "/_gatehouse/auth?redirect=true", &question);
+    let asked = h.decide(&proxy::facts(&req, Some(PEER))).await;
+    assert!(matches!(
+        asked.verdict,
+        Verdict::Endpoint(Endpoint::ForwardAuth)
+    ));
+    for name in &asked.judged.remove_headers {
+        req.remove_header(name);
+    }
+    let read = forward_auth::read(&asked.judged, Some(PEER), req.uri.query(), &req.headers)
+        .expect("a trusted proxy's question");
+    let facts = read.facts(&req.headers, Some(PEER), &asked.judged.request_id);
+    let mut decision = h.decide(&facts).await;
+    // What forward-auth answers an allowed request.
+    let status = match &decision.verdict {
+        Verdict::Allow => {
+            let verdict = Verdict::Allow;
+            let answer = forward_auth::answer(&h.rt, &mut decision.judged, verdict);
+            assert_eq!(answer.status, StatusCode::OK);
+            Some(
+                answer
+                    .named
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        }
+        _ => None,
+    };
+    (decision, status)
+}
+
+/// Method, target and headers of a request.
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+#[tokio::test]
+async fn the_proxy_and_forward_auth_decide_alike() {
+    let h = Harness::start("").await;
+    let staff = format!("Bearer {}", h.token("alice", &["staff"]));
+    let outsider = format!("Bearer {}", h.token("mallory", &[]));
+    let cookie = h.session("bob").await;
+    let cases: &[Case] = &[
+        ("GET", "/open/a/../x?q=1", &[]),
+        ("GET", "/api/items", &[("Authorization", &staff)]),
+        ("DELETE", "/api/items", &[("Authorization", &staff)]),
+        ("GET", "/api/items", &[("Authorization", &outsider)]),
+        ("GET", "/api/items", &[]),
+        (
+            "GET",
+            "/api/items",
+            &[("Authorization", "Bearer not-a-jwt")],
+        ),
+        ("GET", "/keys/x", &[("X-Api-Key", API_KEY)]),
+        ("GET", "/keys/x", &[("X-Api-Key", "wrong-key-0123456789")]),
+        ("GET", "/app/home", &[("Cookie", &cookie)]),
+        ("GET", "/app/home", &[("Accept", "text/html")]),
+        ("POST", "/app/home", &[("Accept", "text/html")]),
+        ("GET", "/audit/x", &[("Authorization", &outsider)]),
+        (
+            "GET",
+            "/open/x",
+            &[
+                ("X-Auth-Request-User", "admin"),
+                ("X_Auth_Request_User", "admin"),
+            ],
+        ),
+    ];
+    for (i, (method, target, pairs)) in cases.iter().enumerate() {
+        // Each case from a client of its own (failed credentials count per client).
+        let client = format!("198.51.100.{i}");
+        let mut pairs = pairs.to_vec();
+        pairs.push(("X-Forwarded-For", &client));
+        let mut with_host = vec![("Host", "gw.test")];
+        with_host.extend_from_slice(&pairs);
+        let req = request(method, target, &with_host);
+        let proxied = h.decide(&proxy::facts(&req, Some(PEER))).await;
+        let (asked, answered_headers) = forwarded(&h, method, target, &pairs).await;
+        let what = format!("{method} {target} {pairs:?}");
+        assert_eq!(outcome(&h, &proxied), outcome(&h, &asked), "{what}");
+        assert_eq!(proxied.judged.path, asked.judged.path, "{what}");
+        if let Some(named) = answered_headers {
+            // Forward-auth's 200 carries the identity headers the upstream would get.
+            let expected = outcome(&h, &proxied);
+            assert!(expected.ends_with(&named), "{what}: {expected} / {named}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn forward_auth_answers_only_trusted_proxies() {
+    let h = Harness::start("").await;
+    let req = request(
+        "GET",
+        "/_gatehouse/auth",
+        &[("Host", "gw.test"), ("X-Forwarded-Uri", "/open/x")],
+    );
+    let stranger = "203.0.113.9".parse().ok();
+    let asked = h.decide(&proxy::facts(&req, stranger)).await;
+    let refused = forward_auth::read(&asked.judged, stranger, req.uri.query(), &req.headers)
+        .expect_err("an untrusted peer");
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.refusal, Some("forward_auth_untrusted"));
+    // A target it cannot judge is a 403 too (nginx passes on only 2xx, 401 and 403).
+    let (d, _) = forwarded(&h, "GET", "/nowhere", &[]).await;
+    assert_eq!(outcome(&h, &d), "403 no_route");
+    let (d, _) = forwarded(&h, "get", "/open/x", &[]).await;
+    assert_eq!(outcome(&h, &d), "403 forward_auth_bad_target");
+}

@@ -1,0 +1,220 @@
+//! Authentication ([`crate::authn`], [`crate::login`]): a session cookie, a bearer token or
+//! an API key, as the route lists them. A browser navigation without a (good enough)
+//! session is sent to log in; anything else that is not authenticated gets a 401 with an
+//! RFC 6750 challenge (a 400 for a malformed credential, a 503 when it cannot be checked).
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+
+use super::{lockout, rate_limit, record, Answer, Front, Pipeline, Request};
+use crate::authn::AuthFailure;
+use crate::config::RouteConfig;
+use crate::identity::{AuthMethod, Identity};
+use crate::login::cookie_value;
+
+pub(super) async fn authenticate(
+    p: &Pipeline<'_>,
+    r: &mut Request<'_>,
+    route: &RouteConfig,
+) -> Result<(), Answer> {
+    // The session step lives in its own (boxed) future: routes without sessions do not
+    // carry its size.
+    let from_session = if route.auth.contains(&AuthMethod::Session) {
+        Box::pin(session(p, r, route)).await?
+    } else {
+        None
+    };
+    let outcome = match from_session {
+        Some(identity) => Ok((AuthMethod::Session, identity)),
+        None => p.rt.auth.authenticate(&route.auth, &r.headers).await,
+    };
+    let (method, failure) = match outcome {
+        Ok((method, identity)) => {
+            record::decision(
+                p,
+                r,
+                method,
+                "allow",
+                "authenticated",
+                Some(&identity.subject),
+            );
+            r.judged.identity = Some(identity);
+            return Ok(());
+        }
+        Err(failed) => failed,
+    };
+    record::decision(p, r, method, "unauthenticated", failure.reason(), None);
+    if matches!(failure, AuthFailure::Invalid(_) | AuthFailure::Malformed(_)) {
+        lockout::count_failure(p, r);
+    }
+    if route.auth.contains(&AuthMethod::Session) && failure == AuthFailure::Missing {
+        if let Some(answer) = Box::pin(login_redirect(p, r, route)).await {
+            return Err(answer);
+        }
+    }
+    // API clients get JSON, whatever their Accept header says (spec §7).
+    let (status, challenge) = challenge(&route.auth, failure);
+    let mut answer = Answer::error(status, false)
+        .refusing(failure.reason())
+        .closing();
+    answer.headers = challenge;
+    Err(answer)
+}
+
+/// The session step: the identity of a live session that meets the route's demands; None
+/// when the request has no session here (the other methods, or the missing-credential
+/// answer, decide); Err when the gateway answers (the store is down, a step-up is needed).
+async fn session(
+    p: &Pipeline<'_>,
+    r: &mut Request<'_>,
+    route: &RouteConfig,
+) -> Result<Option<Arc<Identity>>, Answer> {
+    let Some(login) = &p.rt.login else {
+        return Ok(None);
+    };
+    let headers = &*r.headers;
+    // An explicit credential for another of the route's methods wins over a cookie.
+    let other_credential = (route.auth.contains(&AuthMethod::Bearer)
+        || route.auth.contains(&AuthMethod::ApiKey))
+        && (headers.contains_key(http::header::AUTHORIZATION) || headers.contains_key("x-api-key"));
+    if other_credential {
+        return Ok(None);
+    }
+    let Some(id) = cookie_value(headers, &login.cookies.session) else {
+        return Ok(None);
+    };
+    let s = match login.lookup(id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(request_id = %r.judged.request_id, error = %e, "session store unavailable");
+            p.metrics.session_store_errors_total.inc();
+            record::decision(
+                p,
+                r,
+                AuthMethod::Session,
+                "unauthenticated",
+                "session_store_unavailable",
+                None,
+            );
+            return Err(
+                Answer::error(StatusCode::SERVICE_UNAVAILABLE, r.judged.html)
+                    .refusing("session_store_unavailable")
+                    .closing()
+                    .header("retry-after", "5".to_string()),
+            );
+        }
+    };
+    // A session whose tokens this instance cannot read (another secret) is no session.
+    let Some(identity) = login.identity(&s) else {
+        return Ok(None);
+    };
+    let right_idp = route
+        .idp
+        .and_then(|i| login.idp_config(i))
+        .is_none_or(|c| c.name == s.idp());
+    if !right_idp || !login.satisfies(&s, route) {
+        record::decision(
+            p,
+            r,
+            AuthMethod::Session,
+            "unauthenticated",
+            "step_up_required",
+            Some(s.subject()),
+        );
+        if let Some(answer) = login_redirect(p, r, route).await {
+            return Err(answer);
+        }
+        return Err(Answer::error(StatusCode::UNAUTHORIZED, false)
+            .refusing("step_up_required")
+            .closing()
+            .header(
+                "www-authenticate",
+                "Bearer realm=\"gatehouse\", error=\"insufficient_user_authentication\", error_description=\"A more recent or stronger login is required\"".to_string(),
+            ));
+    }
+    r.judged.session = Some(s);
+    Ok(Some(identity))
+}
+
+/// A browser navigation without a (good enough) session goes to the IdP: the redirect (or
+/// why it cannot start); None for requests that get a 401 instead.
+async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) -> Option<Answer> {
+    let login = p.rt.login.as_ref()?;
+    let facts = r.facts;
+    let front_redirects = match facts.front {
+        Front::Proxy => true,
+        Front::ForwardAuth { redirect } => redirect,
+    };
+    let navigation = front_redirects
+        && (facts.method == Method::GET || facts.method == Method::HEAD)
+        && crate::respond::wants_html(&r.headers);
+    let provider = route.idp.and_then(|i| login.providers.get(i));
+    let (true, Some(provider)) = (navigation, provider) else {
+        return None;
+    };
+    let rd = match facts.query {
+        Some(q) => format!("{}?{q}", r.judged.path),
+        None => r.judged.path.clone(),
+    };
+    let rd = login.return_target(Some(&rd));
+    let binding = cookie_value(&r.headers, &login.cookies.binding);
+    // Each login start stores state for 10 minutes: starts count against the per-IP limit
+    // of the gateway's endpoints.
+    if let Some(answer) = rate_limit::reserved(p, r, false).await {
+        return Some(answer);
+    }
+    Some(
+        match login.start(provider, &rd, binding, Some(route)).await {
+            Ok((url, cookie)) => {
+                Answer::redirect(StatusCode::FOUND, &url, cookie.into_iter().collect())
+                    .refusing("login_redirect")
+            }
+            Err(f) => {
+                tracing::warn!(request_id = %r.judged.request_id, idp = %f.idp, reason = f.reason, detail = %f.detail, "cannot start login");
+                Answer::refused(f.status, f.reason, r.judged.html)
+            }
+        },
+    )
+}
+
+/// The status and `WWW-Authenticate` challenge of an authentication failure (RFC 6750 §3).
+fn challenge(
+    methods: &[AuthMethod],
+    failure: AuthFailure,
+) -> (StatusCode, Vec<(&'static str, String)>) {
+    // Browser-session routes answer scripts with a Bearer challenge too (spec §7).
+    let bearer = methods.contains(&AuthMethod::Bearer) || methods.contains(&AuthMethod::Session);
+    let challenge = |error: Option<(&str, &str)>| -> Vec<(&'static str, String)> {
+        let value = match (bearer, error) {
+            (true, Some((code, description))) => {
+                format!("Bearer realm=\"gatehouse\", error=\"{code}\", error_description=\"{description}\"")
+            }
+            (true, None) => "Bearer realm=\"gatehouse\"".to_string(),
+            (false, _) => "ApiKey realm=\"gatehouse\"".to_string(),
+        };
+        vec![("www-authenticate", value)]
+    };
+    match failure {
+        AuthFailure::Missing => (StatusCode::UNAUTHORIZED, challenge(None)),
+        AuthFailure::Malformed(_) => (
+            StatusCode::BAD_REQUEST,
+            challenge(Some((
+                "invalid_request",
+                "The request carries a malformed credential",
+            ))),
+        ),
+        AuthFailure::Invalid(_) => (
+            StatusCode::UNAUTHORIZED,
+            challenge(Some((
+                "invalid_token",
+                "The access token is invalid or expired",
+            ))),
+        ),
+        AuthFailure::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![("retry-after", "5".to_string())],
+        ),
+    }
+}

@@ -1,0 +1,61 @@
+//! Authorization ([`crate::authz`]): the route's policy judges the identity, the judged
+//! method and the normalized path (the one the upstream receives). A denial is a 403; in
+//! report-only mode it is counted and the request passes.
+
+use http::StatusCode;
+
+use super::{record, Answer, Pipeline, Request};
+use crate::authz::PolicyRequest;
+use crate::config::RouteConfig;
+use crate::identity::AuthMethod;
+
+pub(super) fn authorize(
+    p: &Pipeline<'_>,
+    r: &Request<'_>,
+    route: &RouteConfig,
+) -> Result<(), Answer> {
+    let Some(policy) = &route.policy else {
+        return Ok(());
+    };
+    let judged = &r.judged;
+    let identity = judged.identity.as_deref();
+    let decision = policy.decide(
+        &PolicyRequest {
+            method: judged.judged_method.as_ref().unwrap_or(r.facts.method),
+            path: &judged.path,
+            host: &judged.host,
+            query: r.facts.query.unwrap_or(""),
+            headers: &r.headers,
+            client_ip: judged.client_ip,
+            now: chrono::Utc::now().fixed_offset(),
+        },
+        identity,
+    );
+    let outcome = match (decision.allow, policy.report_only) {
+        (true, _) => "allow",
+        (false, true) => "deny_report_only",
+        (false, false) => "deny",
+    };
+    let subject = identity.map(|i| i.subject.as_str());
+    record::decision(
+        p,
+        r,
+        judged.auth_method(),
+        outcome,
+        decision.reason(),
+        subject,
+    );
+    if outcome != "deny" {
+        return Ok(());
+    }
+    let mut answer = Answer::error(StatusCode::FORBIDDEN, judged.html)
+        .refusing("policy_denied")
+        .closing();
+    if route.auth.contains(&AuthMethod::Bearer) {
+        answer = answer.header(
+            "www-authenticate",
+            "Bearer realm=\"gatehouse\", error=\"insufficient_scope\"".to_string(),
+        );
+    }
+    Err(answer)
+}

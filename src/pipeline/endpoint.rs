@@ -1,0 +1,72 @@
+//! The gateway's own endpoints under `server.reserved_prefix` (spec §2): which one a
+//! request is for, and the per-client-IP limit on those a client could flood.
+
+use super::{rate_limit, Pipeline, Request, Verdict};
+use crate::normalize::NormalizedTarget;
+
+/// One of the gateway's own endpoints ([`crate::endpoints`] serves them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/auth`: a front of its own ([`crate::front::forward_auth`]).
+    ForwardAuth,
+    Jwks,
+    Login,
+    Callback,
+    Logout,
+    BackchannelLogout,
+    Userinfo,
+    /// Anything else under the prefix: 404.
+    Unknown,
+}
+
+impl Endpoint {
+    /// The endpoint at `path` (what follows the prefix).
+    pub fn at(path: &str) -> Endpoint {
+        match path {
+            "/auth" => Endpoint::ForwardAuth,
+            "/jwks.json" => Endpoint::Jwks,
+            "/login" => Endpoint::Login,
+            "/callback" => Endpoint::Callback,
+            "/logout" => Endpoint::Logout,
+            "/backchannel-logout" => Endpoint::BackchannelLogout,
+            "/userinfo" => Endpoint::Userinfo,
+            _ => Endpoint::Unknown,
+        }
+    }
+
+    /// Forward-auth is asked by the proxy for every request, userinfo and the JWKS are
+    /// cheap reads, back-channel logouts come from the IdP in bursts (and are signed); the
+    /// others (login, callback, logout) are limited per client IP.
+    fn limited(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::ForwardAuth
+                | Endpoint::Userinfo
+                | Endpoint::Jwks
+                | Endpoint::BackchannelLogout
+        )
+    }
+}
+
+/// The endpoint a request under the prefix is for, unless its client is over the limit.
+pub(super) async fn dispatch(
+    p: &Pipeline<'_>,
+    r: &mut Request<'_>,
+    target: NormalizedTarget,
+) -> Verdict {
+    let prefix = p.rt.config.server.reserved_prefix.as_str();
+    let endpoint = match target.path.strip_prefix(prefix) {
+        Some(rest) if rest.starts_with('/') => Endpoint::at(rest),
+        _ => {
+            let refused = p.refuse_early(r, 404, "reserved_path", "no_route");
+            return Verdict::Answer(rate_limit::reserved(p, r, true).await.unwrap_or(refused));
+        }
+    };
+    r.judged.path = target.path;
+    if endpoint.limited() {
+        if let Some(answer) = rate_limit::reserved(p, r, false).await {
+            return Verdict::Answer(answer);
+        }
+    }
+    Verdict::Endpoint(endpoint)
+}

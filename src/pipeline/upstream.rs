@@ -1,0 +1,190 @@
+//! The last stage, run by the fronts: the headers an allowed request carries. The proxy
+//! front applies them to every attempt at the upstream (a retry starts from a fresh copy of
+//! the client's request); forward-auth returns the identity headers for its proxy to pass on.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::Judged;
+use crate::config::RouteConfig;
+use crate::forwarded;
+use crate::gateway::Runtime;
+use crate::identity::{AuthMethod, Identity};
+
+/// The signed identity assertion (`[headers] assertion`).
+pub const ASSERTION: HeaderName = HeaderName::from_static("x-gatehouse-assertion");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// How the request reached the gateway, as the front knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    /// The socket peer; None on a Unix socket.
+    pub peer: Option<IpAddr>,
+    pub tls: bool,
+}
+
+/// Everything the upstream request gets from the gateway, and loses: the gateway's cookies
+/// and the consumed credential go, identity and forwarding headers come.
+pub fn set_upstream_headers(
+    headers: &mut HeaderMap,
+    rt: &Runtime,
+    judged: &Judged,
+    conn: Connection,
+) {
+    if !headers.contains_key(http::header::HOST) {
+        // HTTP/2 and absolute-form requests carry the host in the authority.
+        if let Some(host) = crate::headers::value(judged.host.as_str()) {
+            headers.insert(http::header::HOST, host);
+        }
+    }
+    if let Some(login) = &rt.login {
+        strip_gateway_cookies(headers, &login.cookies);
+    }
+    if let Some(route) = judged.route.map(|i| &rt.config.routes[i]) {
+        strip_consumed_credentials(headers, route);
+        if let (Some(identity), Some(signer)) = (&judged.identity, &rt.signer) {
+            if let Some(value) = signer.assertion(identity, &route.name) {
+                headers.insert(ASSERTION, value);
+            }
+        }
+        if let (true, Some(s), Some(login)) = (route.pass_access_token, &judged.session, &rt.login)
+        {
+            if let Some(token) = login.access_token(s) {
+                if let Some(v) = crate::headers::value(format!("Bearer {token}")) {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+            }
+        }
+    }
+    if let Some(identity) = &judged.identity {
+        set_identity_headers(headers, identity, &rt.config.headers.claims);
+    }
+    if let (Some(peer), Some(client_ip)) = (conn.peer, judged.client_ip) {
+        forwarded::set_forwarding_headers(
+            headers,
+            &forwarded::Forwarding {
+                peer,
+                peer_trusted: judged.peer_trusted,
+                client_ip,
+                scheme: if conn.tls { "https" } else { "http" },
+                host: &judged.host,
+                request_id: &judged.request_id,
+            },
+        );
+    }
+}
+
+/// The identity headers (and the assertion) of an allowed request, as forward-auth answers
+/// them.
+pub fn identity_headers(rt: &Runtime, judged: &Judged) -> Vec<(HeaderName, String)> {
+    let Some(identity) = &judged.identity else {
+        return Vec::new();
+    };
+    let mut headers = HeaderMap::new();
+    set_identity_headers(&mut headers, identity, &rt.config.headers.claims);
+    if let (Some(signer), Some(route)) = (&rt.signer, judged.route) {
+        if let Some(v) = signer.assertion(identity, &rt.config.routes[route].name) {
+            headers.insert(ASSERTION, v);
+        }
+    }
+    headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.clone(), value.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// The credential the gateway checked stays with the gateway, unless the route passes the
+/// access token on.
+fn strip_consumed_credentials(headers: &mut HeaderMap, route: &RouteConfig) {
+    let scheme_is = |headers: &HeaderMap, scheme: &str| {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(' ').next())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    };
+    if route.auth.contains(&AuthMethod::Bearer)
+        && !route.pass_access_token
+        && scheme_is(headers, "bearer")
+    {
+        headers.remove(http::header::AUTHORIZATION);
+    }
+    if route.auth.contains(&AuthMethod::ApiKey) {
+        headers.remove(X_API_KEY);
+        if scheme_is(headers, "apikey") {
+            headers.remove(http::header::AUTHORIZATION);
+        }
+    }
+}
+
+/// The gateway's own cookies (session id, login binding) never reach the upstream. Runs
+/// on every request of a login-enabled config, so the common cases allocate nothing.
+pub fn strip_gateway_cookies(headers: &mut HeaderMap, cookies: &crate::login::Cookies) {
+    let is_ours = |pair: &[u8]| {
+        let pair = pair.trim_ascii();
+        cookies.is_ours(pair.split(|&b| b == b'=').next().unwrap_or_default())
+    };
+    let (mut ours, mut others) = (false, false);
+    for value in headers.get_all(http::header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            if is_ours(pair) {
+                ours = true;
+            } else if !pair.trim_ascii().is_empty() {
+                others = true;
+            }
+        }
+    }
+    if !ours {
+        return;
+    }
+    let kept: Vec<Vec<u8>> = if others {
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+            .filter(|pair| !is_ours(pair) && !pair.trim_ascii().is_empty())
+            .map(|pair| pair.trim_ascii().to_vec())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    headers.remove(http::header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+            headers.insert(http::header::COOKIE, value);
+        }
+    }
+}
+
+/// The identity headers of spec §3; a value that cannot be a header value is left out.
+pub fn set_identity_headers(
+    headers: &mut HeaderMap,
+    identity: &Identity,
+    claims: &[(HeaderName, String)],
+) {
+    for (name, value) in identity.header_values() {
+        headers.insert(name, value.clone());
+    }
+    for (header, path) in claims {
+        let value = match crate::identity::claim_at(&identity.claims, path) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(serde_json::Value::Bool(b)) => b.to_string(),
+            _ => continue,
+        };
+        match crate::headers::value(value) {
+            Some(v) => {
+                headers.insert(header, v);
+            }
+            None => {
+                tracing::debug!(header = %header, "claim value is not a valid header value; left out")
+            }
+        }
+    }
+}
