@@ -1,24 +1,32 @@
 //! Hot functions of authentication: a repeated (cached) bearer token, first-time RS256 and
-//! ES256 validation next to the bare signature check they are built on, and an API key.
+//! ES256 validation next to the bare signature check they are built on, the verify that
+//! `openssl speed` times (a prepared context, a digest given) in the OpenSSL gatehouse links,
+//! the RustCrypto check used before, and an API key.
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion};
 use gatehouse::authn::api_key::{hash_key, ApiKeys};
 use gatehouse::authn::bearer::{parse, BearerAuth};
+use gatehouse::authn::signature::PublicKey;
 use gatehouse::config::{ApiKeyConfig, BearerConfig, ClaimNames, EmailVerified};
 use gatehouse::metrics::Metrics;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey};
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
+use openssl::md::Md;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::{Padding, Rsa};
+use openssl::sign::Signer;
 use serde_json::json;
 
 const ISSUER: &str = "https://idp.example.com";
@@ -81,13 +89,9 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let ec_jwk = json!({"kty": "EC", "kid": "ec", "crv": "P-256",
         "x": b64(&x.to_vec_padded(32).unwrap()), "y": b64(&y.to_vec_padded(32).unwrap())});
-    let ec_enc = EncodingKey::from_ec_pem(
-        &PKey::from_ec_key(ec)
-            .unwrap()
-            .private_key_to_pem_pkcs8()
-            .unwrap(),
-    )
-    .unwrap();
+    let ec_priv = PKey::from_ec_key(ec).unwrap();
+    let ec_enc = EncodingKey::from_ec_pem(&ec_priv.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let rsa_priv = PKey::from_rsa(rsa.clone()).unwrap();
 
     let auth = BearerAuth::without_keys(vec![config()], Arc::new(Metrics::new()));
     let set: JwkSet =
@@ -107,6 +111,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| auth.cached(black_box(&rs_token)).expect("cached"))
     });
 
+    // Validation as `authenticate` does it for a token it has not seen, without the cache.
     let first_time = |token: &str| {
         let parsed = parse(token).unwrap();
         let checked = auth.check_header(&parsed).unwrap();
@@ -114,7 +119,9 @@ fn bench(c: &mut Criterion) {
             .keys()
             .find(checked.kid, checked.alg)
             .unwrap();
-        auth.verify(&parsed, &checked, &key, now()).unwrap()
+        auth.check_signature(&parsed, &checked, &key).unwrap();
+        let issuer = checked.issuer;
+        auth.identity(parsed.claims, issuer, now()).unwrap()
     };
     c.bench_function("bearer/uncached_rs256", |b| {
         b.iter(|| first_time(black_box(&rs_token)))
@@ -123,17 +130,117 @@ fn bench(c: &mut Criterion) {
         b.iter(|| first_time(black_box(&es_token)))
     });
 
-    let bare = |token: &str, key: &DecodingKey, alg: Algorithm| {
+    // What a request with a never-seen token costs in `authenticate`: the cache miss, the
+    // validation, the cache insert. Each token once; a fresh cache (outside the timing)
+    // when the pool is used up.
+    let pool: Vec<String> = (0..3000)
+        .map(|i| {
+            let mut c = claims();
+            c["sub"] = format!("user-{i}").into();
+            let input = format!(
+                "{}.{}",
+                b64(json!({"alg": "RS256", "typ": "JWT", "kid": "rsa"})
+                    .to_string()
+                    .as_bytes()),
+                b64(c.to_string().as_bytes())
+            );
+            let mut signer = Signer::new(MessageDigest::sha256(), &rsa_priv).unwrap();
+            let sig = signer.sign_oneshot_to_vec(input.as_bytes()).unwrap();
+            format!("{input}.{}", b64(&sig))
+        })
+        .collect();
+    c.bench_function("bearer/first_seen_rs256", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let fresh = BearerAuth::without_keys(vec![config()], Arc::new(Metrics::new()));
+                fresh.issuers[0].install(&set);
+                let n = left.min(pool.len());
+                let start = Instant::now();
+                for token in &pool[..n] {
+                    runtime
+                        .block_on(fresh.authenticate(black_box(token)))
+                        .unwrap();
+                }
+                spent += start.elapsed();
+                left -= n;
+            }
+            spent
+        })
+    });
+
+    // The signature alone, as gatehouse checks it: hash and native verify.
+    let native = |token: &str, jwk: &serde_json::Value, alg: Algorithm| {
+        let key = PublicKey::from_jwk(&serde_json::from_value(jwk.clone()).unwrap()).unwrap();
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        assert!(key.verify(alg, input.as_bytes(), sig));
+        move |input: &str, sig: &str| assert!(key.verify(alg, input.as_bytes(), sig))
+    };
+    let (rs_input, rs_sig) = rs_token.rsplit_once('.').unwrap();
+    let (es_input, es_sig) = es_token.rsplit_once('.').unwrap();
+    let rs_native = native(&rs_token, &rsa_jwk, Algorithm::RS256);
+    let es_native = native(&es_token, &ec_jwk, Algorithm::ES256);
+    c.bench_function("bare_signature/rs256", |b| {
+        b.iter(|| rs_native(black_box(rs_input), black_box(rs_sig)))
+    });
+    c.bench_function("bare_signature/es256", |b| {
+        b.iter(|| es_native(black_box(es_input), black_box(es_sig)))
+    });
+
+    // What `openssl speed rsa2048` / `ecdsap256` time: a verify context made once, the
+    // digest given; here in the OpenSSL gatehouse links (vendored by Pingora).
+    let speed =
+        |pkey: &PKey<openssl::pkey::Public>, md: Option<&openssl::md::MdRef>, sig: Vec<u8>| {
+            let mut ctx = PkeyCtx::new(pkey).unwrap();
+            ctx.verify_init().unwrap();
+            if let Some(md) = md {
+                ctx.set_rsa_padding(Padding::PKCS1).unwrap();
+                ctx.set_signature_md(md).unwrap();
+            }
+            let digest = openssl::sha::sha256(b"what openssl speed signs");
+            move || assert!(ctx.verify(black_box(&digest), &sig).unwrap())
+        };
+    let rsa_pub = PKey::from_rsa(
+        Rsa::from_public_components(rsa.n().to_owned().unwrap(), rsa.e().to_owned().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let digest = openssl::sha::sha256(b"what openssl speed signs");
+    let rsa_sig = {
+        let mut ctx = PkeyCtx::new(&rsa_priv).unwrap();
+        ctx.sign_init().unwrap();
+        ctx.set_rsa_padding(Padding::PKCS1).unwrap();
+        ctx.set_signature_md(Md::sha256()).unwrap();
+        let mut sig = Vec::new();
+        ctx.sign_to_vec(&digest, &mut sig).unwrap();
+        sig
+    };
+    let ec_pub = PKey::from_ec_key(
+        EcKey::from_public_key(&group, ec_priv.ec_key().unwrap().public_key()).unwrap(),
+    )
+    .unwrap();
+    let ec_sig = EcdsaSig::sign(&digest, &ec_priv.ec_key().unwrap())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let mut rsa_speed = speed(&rsa_pub, Some(Md::sha256()), rsa_sig);
+    let mut ec_speed = speed(&ec_pub, None, ec_sig);
+    c.bench_function("openssl_speed_verify/rsa2048", |b| b.iter(&mut rsa_speed));
+    c.bench_function("openssl_speed_verify/ecdsap256", |b| b.iter(&mut ec_speed));
+
+    // The RustCrypto check jsonwebtoken does, which gatehouse used before.
+    let rustcrypto = |token: &str, key: &DecodingKey, alg: Algorithm| {
         let (input, sig) = token.rsplit_once('.').unwrap();
         assert!(jsonwebtoken::crypto::verify(sig, input.as_bytes(), key, alg).unwrap());
     };
     let rsa_dec = DecodingKey::from_jwk(&serde_json::from_value(rsa_jwk).unwrap()).unwrap();
     let ec_dec = DecodingKey::from_jwk(&serde_json::from_value(ec_jwk).unwrap()).unwrap();
-    c.bench_function("bare_signature/rs256", |b| {
-        b.iter(|| bare(black_box(&rs_token), &rsa_dec, Algorithm::RS256))
+    c.bench_function("rustcrypto_signature/rs256", |b| {
+        b.iter(|| rustcrypto(black_box(&rs_token), &rsa_dec, Algorithm::RS256))
     });
-    c.bench_function("bare_signature/es256", |b| {
-        b.iter(|| bare(black_box(&es_token), &ec_dec, Algorithm::ES256))
+    c.bench_function("rustcrypto_signature/es256", |b| {
+        b.iter(|| rustcrypto(black_box(&es_token), &ec_dec, Algorithm::ES256))
     });
 
     let keys: Vec<ApiKeyConfig> = (0..10)

@@ -4,7 +4,9 @@
 # wrk (load benchmark), curl, redis-server (shared-store tests), prometheus (scrape test),
 # Node.js and npm with the test identity provider
 # (oidc-provider), Chromium and playwright-core (browser tests), nginx and Caddy (forward-auth
-# tests). Idempotent and quiet when everything is there already.
+# tests), Apache httpd with mod_auth_openidc (the peer in the load benchmark; bench/run.sh
+# starts it as its own process, so the package's system service is never used).
+# Idempotent and quiet when everything is there already.
 set -euo pipefail
 
 need=()
@@ -23,6 +25,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need+=(apache2)
+[ -f /usr/lib/apache2/modules/mod_auth_openidc.so ] || need+=(libapache2-mod-auth-openidc)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 

@@ -235,14 +235,17 @@ impl BearerAuth {
                 }
             }
         };
-        let identity = Arc::new(self.verify(&parsed, &checked, &key, unix_now())?);
+        self.check_signature(&parsed, &checked, &key)?;
+        let (issuer, kid) = (checked.issuer, checked.kid.map(str::to_string));
+        // The claims move into the identity: a first-seen token copies none of them.
+        let identity = Arc::new(self.identity(parsed.claims, issuer, unix_now())?);
         let expires_at = identity.expires_at.unwrap_or(0);
         self.cache.insert(
             Arc::from(token),
             Arc::new(CachedToken {
                 identity: identity.clone(),
-                issuer: checked.issuer,
-                kid: checked.kid.map(str::to_string),
+                issuer,
+                kid,
                 expires_at,
             }),
         );
@@ -302,22 +305,39 @@ impl BearerAuth {
         key: &VerifyKey,
         now: u64,
     ) -> Result<Identity, AuthFailure> {
+        self.check_signature(parsed, checked, key)?;
+        self.identity(parsed.claims.clone(), checked.issuer, now)
+    }
+
+    /// The key fits the token's algorithm (its family, and the `alg` it pins), and made
+    /// this signature: one native verify.
+    pub fn check_signature(
+        &self,
+        parsed: &Parsed<'_>,
+        checked: &Checked<'_>,
+        key: &VerifyKey,
+    ) -> Result<(), AuthFailure> {
         if !key.family.allows(checked.alg) || key.alg.is_some_and(|a| a != checked.alg) {
             return Err(AuthFailure::Invalid("key_mismatch"));
         }
-        let valid = jsonwebtoken::crypto::verify(
-            parsed.signature,
-            parsed.signing_input.as_bytes(),
-            &key.key,
-            checked.alg,
-        )
-        .unwrap_or(false);
-        if !valid {
+        let input = parsed.signing_input.as_bytes();
+        if !key.key.verify(checked.alg, input, parsed.signature) {
             return Err(AuthFailure::Invalid("bad_signature"));
         }
-        let config = &self.issuers[checked.issuer].config;
-        check_claims(&parsed.claims, config, now)?;
-        identity_from_claims(parsed.claims.clone(), config, AuthMethod::Bearer)
+        Ok(())
+    }
+
+    /// Time and audience checks of a signed token's claims by its issuer's rules, then the
+    /// identity they describe.
+    pub fn identity(
+        &self,
+        claims: Map<String, Value>,
+        issuer: usize,
+        now: u64,
+    ) -> Result<Identity, AuthFailure> {
+        let config = &self.issuers[issuer].config;
+        check_claims(&claims, config, now)?;
+        identity_from_claims(claims, config, AuthMethod::Bearer)
     }
 
     pub fn cached_tokens(&self) -> u64 {

@@ -8,40 +8,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::Algorithm;
 
 use super::fetch;
+pub use super::signature::KeyFamily;
+use super::signature::PublicKey;
 use crate::config::BearerConfig;
 use crate::metrics::Metrics;
-
-/// What kind of public key a JWK holds; decides which algorithms may use it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyFamily {
-    Rsa,
-    P256,
-    P384,
-    Ed25519,
-}
-
-impl KeyFamily {
-    pub fn allows(self, alg: Algorithm) -> bool {
-        use Algorithm::*;
-        match self {
-            KeyFamily::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
-            KeyFamily::P256 => alg == ES256,
-            KeyFamily::P384 => alg == ES384,
-            KeyFamily::Ed25519 => alg == EdDSA,
-        }
-    }
-}
 
 pub struct VerifyKey {
     pub kid: Option<String>,
     pub family: KeyFamily,
     /// The JWK's own `alg`, when it pins one.
     pub alg: Option<Algorithm>,
-    pub key: DecodingKey,
+    /// Parsed once here, so a first-seen token costs one native verify.
+    pub key: PublicKey,
 }
 
 #[derive(Default)]
@@ -102,23 +84,18 @@ fn verify_key(jwk: &Jwk) -> Option<VerifyKey> {
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return None;
     }
-    let family = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => KeyFamily::P256,
-            EllipticCurve::P384 => KeyFamily::P384,
-            _ => return None,
-        },
-        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
-            EllipticCurve::Ed25519 => KeyFamily::Ed25519,
-            _ => return None,
-        },
-        _ => return None,
-    };
     let alg = match jwk.common.key_algorithm {
         Some(a) => Some(a.to_string().parse::<Algorithm>().ok()?),
         None => None,
     };
+    let key = match PublicKey::from_jwk(jwk) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::debug!(kid = ?jwk.common.key_id, error = %e, "JWKS key skipped");
+            return None;
+        }
+    };
+    let family = key.family();
     if alg.is_some_and(|a| !family.allows(a)) {
         return None;
     }
@@ -126,7 +103,7 @@ fn verify_key(jwk: &Jwk) -> Option<VerifyKey> {
         kid: jwk.common.key_id.clone(),
         family,
         alg,
-        key: DecodingKey::from_jwk(jwk).ok()?,
+        key,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod bearer;
 pub(crate) mod fetch;
 pub mod introspection;
 pub mod jwks;
+pub mod signature;
 
 use std::sync::Arc;
 

@@ -11,11 +11,10 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderValue;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use openssl::bn::BigNumContext;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
-use openssl::pkey::PKey;
+use openssl::pkey::{PKey, Private};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -23,8 +22,9 @@ use crate::config::HeadersConfig;
 use crate::identity::Identity;
 
 pub struct AssertionSigner {
-    key: EncodingKey,
-    kid: String,
+    key: EcKey<Private>,
+    /// The JWS header, base64url: it names the key and never changes.
+    header: String,
     jwk: Value,
     issuer: String,
     ttl: Duration,
@@ -64,14 +64,11 @@ impl AssertionSigner {
         // RFC 7638 thumbprint as the key id: stable for a shared key file.
         let thumbprint = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
         let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint.as_bytes()));
-        let pem = PKey::from_ec_key(ec)
-            .and_then(|k| k.private_key_to_pem_pkcs8())
-            .map_err(|e| e.to_string())?;
-        let key = EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?;
+        let header = json!({"typ": "JWT", "alg": "ES256", "kid": kid});
         Ok(AssertionSigner {
-            key,
+            key: ec,
+            header: URL_SAFE_NO_PAD.encode(header.to_string()),
             jwk: json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "sig", "alg": "ES256"}),
-            kid,
             issuer: issuer.to_string(),
             ttl: config.assertion_ttl,
             cache: moka::sync::Cache::builder()
@@ -120,9 +117,12 @@ impl AssertionSigner {
         if let Some(issuer) = identity.token_issuer().filter(|_| identity.qualified) {
             claims["subject_issuer"] = Value::from(issuer);
         }
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key).ok()?;
+        let mut token = self.header.clone();
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims.to_string(), &mut token);
+        let signature = crate::authn::signature::sign_es256(&self.key, token.as_bytes())?;
+        token.push('.');
+        token.push_str(&signature);
         let value = HeaderValue::from_str(&token).ok()?;
         self.cache.insert(cache_key, (value.clone(), exp));
         Some(value)
