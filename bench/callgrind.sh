@@ -8,7 +8,7 @@
 # --bin DIR: measure the binaries in DIR (gatehouse, bare_proxy, bench_*), e.g. a copy of an
 # earlier build's target/release with its examples beside it, to compare two builds.
 # The cases and the gateway config are those of bench/run.sh. Loopback only; every wait is
-# bounded.
+# bounded. bearer-unique sends every request a token the gateway never saw (unique.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,6 +68,8 @@ up_port=$(port); bare_port=$(port); gw_port=$(port); admin_port=$(port)
 issuer="http://127.0.0.1:$up_port"
 "$examples/bench_tokens" "$work" "$issuer" 1
 token=$(head -n 1 "$work/tokens.txt")
+# bearer-unique: a token no request carried before, for the warm-up and every counted request.
+"$examples/bench_tokens" "$work" "$issuer" $((warmup + requests)) --unique 0 >/dev/null
 api_key="bench-api-key-0123456789"
 api_hash=$(printf '%s' "$api_key" | "$bin/gatehouse" apikey hash)
 
@@ -158,11 +160,25 @@ TOML
 
 # One keep-alive connection; every answer must be a 200 from the upstream.
 cat >"$work/client.py" <<'PY'
-import http.client, sys
+# "@FILE" instead of headers: each request carries the next bearer token of FILE, where
+# the previous run stopped (FILE.next), so no token is sent twice.
+import http.client, os, sys
 port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-headers = dict(h.split(": ", 1) for h in sys.argv[4:])
+tokens = None
+if len(sys.argv) > 4 and sys.argv[4].startswith("@"):
+    name = sys.argv[4][1:]
+    start = int(open(name + ".next").read()) if os.path.exists(name + ".next") else 0
+    tokens = open(name).read().split()[start:]
+    if len(tokens) < count:
+        sys.exit(f"{name}: {len(tokens)} tokens left, {count} needed")
+    open(name + ".next", "w").write(str(start + count))
+    headers = {}
+else:
+    headers = dict(h.split(": ", 1) for h in sys.argv[4:])
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 for i in range(count):
+    if tokens is not None:
+        headers = {"Authorization": "Bearer " + tokens[i]}
     conn.request("GET", path, headers=headers)
     r = conn.getresponse()
     r.read()
@@ -208,5 +224,6 @@ printf '%-26s %14s\n' none+rate-limit "$(measure none+rate-limit "$gw_pid" "$gw_
 printf '%-26s %14s\n' bearer-cached "$(measure bearer-cached "$gw_pid" "$gw_port" /bearer/x "Authorization: Bearer $token")"
 printf '%-26s %14s\n' api-key "$(measure api-key "$gw_pid" "$gw_port" /keys/x "X-Api-Key: $api_key")"
 printf '%-26s %14s\n' session "$(measure session "$gw_pid" "$gw_port" /session/x "Cookie: $session_cookie")"
+printf '%-26s %14s\n' bearer-unique "$(measure bearer-unique "$gw_pid" "$gw_port" /bearer/x "@$work/unique.txt")"
 printf '%-26s %14s\n' bearer+policy+rate-limit "$(measure bearer+policy+rate-limit "$gw_pid" "$gw_port" /guarded/x "Authorization: Bearer $token")"
 echo "(callgrind; one keep-alive client; $warmup warm-up then $requests counted requests per case; every thread of the proxy process)"
