@@ -202,6 +202,10 @@ impl BearerAuth {
     /// Checks a bearer token (already syntax-checked and size-capped).
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthFailure> {
         let hit = self.cached(token);
+        if hit.is_none() {
+            // A cached token is the very string that passed this check when it was stored.
+            super::check_token_syntax(token.as_bytes())?;
+        }
         let counter = match hit {
             Some(_) => &self.metrics.token_cache_hits,
             None => &self.metrics.token_cache_misses,
