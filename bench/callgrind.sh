@@ -11,6 +11,7 @@
 # bounded. bearer-unique sends every request a token the gateway never saw (unique.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/config.sh
 
 requests=3000
 warmup=300
@@ -76,87 +77,7 @@ api_hash=$(printf '%s' "$api_key" | "$bin/gatehouse" apikey hash)
 "$examples/bench_upstream" "127.0.0.1:$up_port" "$work/jwks.json" & pids+=($!)
 wait_http "http://127.0.0.1:$up_port/"
 
-# Same config as bench/run.sh.
-cat >"$work/gateway.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$gw_port"]
-public_url = "http://127.0.0.1:$gw_port"
-threads = 1
-[admin]
-listen = "127.0.0.1:$admin_port"
-[log]
-level = "warn"
-access_log = false
-audit = false
-[upstream.app]
-servers = ["127.0.0.1:$up_port"]
-[[bearer]]
-issuer = "$issuer"
-audiences = ["bench-api"]
-jwks_uri = "$issuer/jwks"
-[[idp]]
-name = "bench"
-issuer = "$issuer"
-client_id = "bench"
-client_secret = "bench-client-secret"
-[[api_key]]
-name = "bench"
-hash = "$api_hash"
-subject = "svc-bench"
-[[rate_limit]]
-name = "per-ip"
-key = "client_ip"
-limit = "100000000/second"
-[[route]]
-name = "open"
-path = "/open"
-upstream = "app"
-auth = ["none"]
-[[route]]
-name = "limited"
-path = "/limited"
-upstream = "app"
-auth = ["none"]
-rate_limit = ["per-ip"]
-[[route]]
-name = "bearer"
-path = "/bearer"
-upstream = "app"
-auth = ["bearer"]
-[[route]]
-name = "keys"
-path = "/keys"
-upstream = "app"
-auth = ["api_key"]
-[[route]]
-name = "session"
-path = "/session"
-upstream = "app"
-auth = ["session"]
-[[route]]
-name = "guarded"
-path = "/guarded"
-upstream = "app"
-auth = ["bearer"]
-policy = "policy.toml"
-rate_limit = ["per-ip"]
-TOML
-cat >"$work/policy.toml" <<TOML
-[roles]
-reader = ["bench:read"]
-[[binding]]
-role = "reader"
-groups = ["staff"]
-[[rule]]
-name = "admin"
-paths = ["/guarded/admin/**"]
-deny = true
-[[rule]]
-name = "read"
-paths = ["/guarded/**"]
-methods = ["GET"]
-require = "bench:read"
-TOML
+bench_config "$gw_port" "$admin_port" "$up_port" "threads = 1" "$work" "$issuer" "$api_hash"
 
 # One keep-alive connection; every answer must be a 200 from the upstream.
 cat >"$work/client.py" <<'PY'

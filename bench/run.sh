@@ -17,6 +17,7 @@
 # To add a case: add a route to the config below and a line to the CASES table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/config.sh
 
 duration=5
 rounds=3
@@ -97,86 +98,7 @@ api_hash=$(printf '%s' "$api_key" | "$target/release/gatehouse" apikey hash)
 wait_http "http://127.0.0.1:$up_port/"
 "${pin_proxy[@]}" "$target/release/examples/bare_proxy" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" "$bare_threads" >"$work/bare.log" 2>&1 & bare_pid=$!; pids+=($bare_pid)
 
-cat >"$work/gateway.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$gw_port"]
-public_url = "http://127.0.0.1:$gw_port"
-$gw_threads
-[admin]
-listen = "127.0.0.1:$admin_port"
-[log]
-level = "warn"
-access_log = false
-audit = false
-[upstream.app]
-servers = ["127.0.0.1:$up_port"]
-[[bearer]]
-issuer = "$issuer"
-audiences = ["bench-api"]
-jwks_uri = "$issuer/jwks"
-[[idp]]
-name = "bench"
-issuer = "$issuer"
-client_id = "bench"
-client_secret = "bench-client-secret"
-[[api_key]]
-name = "bench"
-hash = "$api_hash"
-subject = "svc-bench"
-[[rate_limit]]
-name = "per-ip"
-key = "client_ip"
-limit = "100000000/second"
-[[route]]
-name = "open"
-path = "/open"
-upstream = "app"
-auth = ["none"]
-[[route]]
-name = "limited"
-path = "/limited"
-upstream = "app"
-auth = ["none"]
-rate_limit = ["per-ip"]
-[[route]]
-name = "bearer"
-path = "/bearer"
-upstream = "app"
-auth = ["bearer"]
-[[route]]
-name = "keys"
-path = "/keys"
-upstream = "app"
-auth = ["api_key"]
-[[route]]
-name = "session"
-path = "/session"
-upstream = "app"
-auth = ["session"]
-[[route]]
-name = "guarded"
-path = "/guarded"
-upstream = "app"
-auth = ["bearer"]
-policy = "policy.toml"
-rate_limit = ["per-ip"]
-TOML
-cat >"$work/policy.toml" <<TOML
-[roles]
-reader = ["bench:read"]
-[[binding]]
-role = "reader"
-groups = ["staff"]
-[[rule]]
-name = "admin"
-paths = ["/guarded/admin/**"]
-deny = true
-[[rule]]
-name = "read"
-paths = ["/guarded/**"]
-methods = ["GET"]
-require = "bench:read"
-TOML
+bench_config "$gw_port" "$admin_port" "$up_port" "$gw_threads" "$work" "$issuer" "$api_hash"
 "${pin_proxy[@]}" "$target/release/gatehouse" run -c "$work/gateway.toml" --upgrade-sock "$work/upgrade.sock" >"$work/gateway.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
 wait_http "http://127.0.0.1:$admin_port/readyz"
 wait_http "http://127.0.0.1:$bare_port/"

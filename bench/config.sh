@@ -1,0 +1,87 @@
+# The gateway config every benchmark measures (bench/run.sh, bench/callgrind.sh), with the
+# policy of its guarded route.
+#   bench_config GW_PORT ADMIN_PORT UP_PORT THREADS_LINE WORK ISSUER API_KEY_HASH
+# THREADS_LINE: `threads = N`, or empty for the default. Writes WORK/gateway.toml and
+# WORK/policy.toml.
+bench_config() {
+  cat >"$5/gateway.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$1"]
+public_url = "http://127.0.0.1:$1"
+$4
+[admin]
+listen = "127.0.0.1:$2"
+[log]
+level = "warn"
+access_log = false
+audit = false
+[upstream.app]
+servers = ["127.0.0.1:$3"]
+[[bearer]]
+issuer = "$6"
+audiences = ["bench-api"]
+jwks_uri = "$6/jwks"
+[[idp]]
+name = "bench"
+issuer = "$6"
+client_id = "bench"
+client_secret = "bench-client-secret"
+[[api_key]]
+name = "bench"
+hash = "$7"
+subject = "svc-bench"
+[[rate_limit]]
+name = "per-ip"
+key = "client_ip"
+limit = "100000000/second"
+[[route]]
+name = "open"
+path = "/open"
+upstream = "app"
+auth = ["none"]
+[[route]]
+name = "limited"
+path = "/limited"
+upstream = "app"
+auth = ["none"]
+rate_limit = ["per-ip"]
+[[route]]
+name = "bearer"
+path = "/bearer"
+upstream = "app"
+auth = ["bearer"]
+[[route]]
+name = "keys"
+path = "/keys"
+upstream = "app"
+auth = ["api_key"]
+[[route]]
+name = "session"
+path = "/session"
+upstream = "app"
+auth = ["session"]
+[[route]]
+name = "guarded"
+path = "/guarded"
+upstream = "app"
+auth = ["bearer"]
+policy = "policy.toml"
+rate_limit = ["per-ip"]
+TOML
+  cat >"$5/policy.toml" <<TOML
+[roles]
+reader = ["bench:read"]
+[[binding]]
+role = "reader"
+groups = ["staff"]
+[[rule]]
+name = "admin"
+paths = ["/guarded/admin/**"]
+deny = true
+[[rule]]
+name = "read"
+paths = ["/guarded/**"]
+methods = ["GET"]
+require = "bench:read"
+TOML
+}
