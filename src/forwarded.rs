@@ -133,6 +133,19 @@ pub fn set_forwarding_headers(headers: &mut HeaderMap, f: &Forwarding) {
     insert(headers, X_REQUEST_ID, value(f.request_id));
 }
 
+/// A trusted proxy says the client reached it over HTTPS: the first (client-side) value of
+/// its `X-Forwarded-Proto`. Only to be asked of a trusted peer's headers.
+pub fn says_https(headers: &HeaderMap) -> bool {
+    headers.get(&X_FORWARDED_PROTO).is_some_and(|v| {
+        let first = v
+            .as_bytes()
+            .split(|&b| b == b',')
+            .next()
+            .unwrap_or_default();
+        first.trim_ascii().eq_ignore_ascii_case(b"https")
+    })
+}
+
 /// An address as text; IPv4 without the formatting machinery (it runs on every request).
 pub fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
@@ -170,6 +183,22 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxy_says_https_in_its_first_value() {
+        let says = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(X_FORWARDED_PROTO, HeaderValue::from_str(v).unwrap());
+            says_https(&h)
+        };
+        assert!(says("https"));
+        assert!(says("HTTPS"));
+        assert!(says(" https , http"));
+        assert!(!says("http, https"));
+        assert!(!says("http"));
+        assert!(!says("httpsx"));
+        assert!(!says_https(&HeaderMap::new()));
+    }
 
     fn req(xff: &[&str]) -> HeaderMap {
         let mut r = HeaderMap::new();

@@ -451,6 +451,45 @@ async fn cors_preflight_is_answered_by_the_gateway() {
     assert_eq!(foreign.header("access-control-allow-origin"), None);
 }
 
+/// Behind a load balancer that terminates TLS (a trusted proxy saying
+/// `X-Forwarded-Proto: https`), browsers still get HSTS, on proxied answers and on the
+/// gateway's own; a client that is not a trusted proxy cannot ask for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsts_behind_a_trusted_tls_terminating_proxy() {
+    let app = EchoServer::echo("app").await;
+    let https = "X-Forwarded-Proto: https\r\n";
+    let hsts = |r: &Response| r.header("strict-transport-security").map(str::to_string);
+    let expected = Some("max-age=31536000; includeSubDomains".to_string());
+
+    let direct = Gateway::start(&one_route_config(
+        &upstream_block("app", &[app.addr], ""),
+        "",
+        "",
+    ));
+    assert_eq!(
+        hsts(&direct.get("/", https)),
+        None,
+        "an untrusted peer's word"
+    );
+
+    let behind = Gateway::start(&one_route_config(
+        &upstream_block("app", &[app.addr], ""),
+        "trusted_proxies = [\"127.0.0.0/8\"]",
+        "",
+    ));
+    assert_eq!(hsts(&behind.get("/", https)), expected, "proxied answer");
+    assert_eq!(
+        hsts(&behind.get("/", "X-Forwarded-Proto: HTTPS, http\r\n")),
+        expected,
+        "the client-side value is the first"
+    );
+    let own = behind.get("/%2e%2e%2f", https);
+    assert_eq!(own.status, 400);
+    assert_eq!(hsts(&own), expected, "the gateway's own answer");
+    assert_eq!(hsts(&behind.get("/", "X-Forwarded-Proto: http\r\n")), None);
+    assert_eq!(hsts(&behind.get("/", "")), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_carry_request_id_and_security_headers() {
     let app = EchoServer::echo("app").await;

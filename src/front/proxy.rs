@@ -43,6 +43,9 @@ pub struct RequestCtx {
     conn: Connection,
     /// What the pipeline made of the request.
     judged: Judged,
+    /// The client reached the gateway over HTTPS: its own TLS, or a trusted proxy's
+    /// `X-Forwarded-Proto: https` (a load balancer terminating TLS): HSTS is sent then.
+    https: bool,
     /// Why the gateway answered the request itself, for the access log.
     refusal: Option<&'static str>,
     /// Client headers hygiene dropped (counted once, when the request is logged).
@@ -100,6 +103,7 @@ impl ProxyHttp for GatehouseProxy {
                 tls: false,
             },
             judged: Judged::default(),
+            https: false,
             refusal: None,
             dropped_headers: 0,
             tried: Vec::new(),
@@ -124,6 +128,8 @@ impl ProxyHttp for GatehouseProxy {
         let verdict = pipeline
             .decide(&facts(session.req_header(), ctx.conn.peer), &mut ctx.judged)
             .await;
+        ctx.https = ctx.conn.tls
+            || (ctx.judged.peer_trusted && forwarded::says_https(&session.req_header().headers));
         apply_hygiene(session.req_header_mut(), ctx);
         let answer = match verdict {
             Verdict::Allow => return Ok(false),
@@ -215,7 +221,7 @@ impl ProxyHttp for GatehouseProxy {
             }
             if let Some(route) = ctx.route(&rt) {
                 if route.security_headers {
-                    rt.security_headers.apply(headers, ctx.conn.tls);
+                    rt.security_headers.apply(headers, ctx.https);
                 }
                 if let Some(cors_config) = &route.cors {
                     cors::decorate_response(cors_config, origin, headers);
@@ -450,7 +456,7 @@ impl GatehouseProxy {
                 let mut resp = ResponseHeader::build(answer.status, Some(8))?;
                 resp.insert_header("content-type", page.content_type())?;
                 resp.insert_header("content-length", body.len().to_string())?;
-                gateway_page_headers(&mut resp, sec, ctx.conn.tls, request_id)?;
+                gateway_page_headers(&mut resp, sec, ctx.https, request_id)?;
                 for (name, value) in &answer.headers {
                     resp.insert_header(*name, value)?;
                 }
@@ -464,7 +470,7 @@ impl GatehouseProxy {
                 if let Some((content_type, _)) = content {
                     resp.insert_header("content-type", *content_type)?;
                 }
-                gateway_page_headers(&mut resp, sec, ctx.conn.tls, request_id)?;
+                gateway_page_headers(&mut resp, sec, ctx.https, request_id)?;
                 for (name, value) in &answer.headers {
                     if *name == "content-security-policy" {
                         // A page's own policy replaces the default one (two would both apply).
