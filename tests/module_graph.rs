@@ -11,19 +11,7 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 /// The top-level modules each top-level module of `src/` names in its code.
 fn module_graph(src: &Path) -> Graph {
     let mut graph = Graph::new();
-    let mut pending = vec![src.to_path_buf()];
-    let mut files = Vec::new();
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("src is readable") {
-            let path = entry.expect("src entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
-    }
-    for file in files {
+    for file in sources(src) {
         let relative = file.strip_prefix(src).expect("under src");
         let first = relative.components().next().expect("a file");
         let module = first

@@ -164,7 +164,7 @@ fn find_credential<'a>(
 }
 
 /// The value after `scheme ` in an Authorization header (scheme case-insensitive).
-fn scheme_value<'a>(header: &'a [u8], scheme: &str) -> Option<&'a [u8]> {
+pub(crate) fn scheme_value<'a>(header: &'a [u8], scheme: &str) -> Option<&'a [u8]> {
     let n = scheme.len();
     if header.len() > n && header[..n].eq_ignore_ascii_case(scheme.as_bytes()) && header[n] == b' '
     {

@@ -97,13 +97,11 @@ pub fn identity_headers(rt: &Runtime, judged: &Judged) -> Vec<(HeaderName, Strin
 /// The credential the gateway checked stays with the gateway, unless the route passes the
 /// access token on.
 fn strip_consumed_credentials(headers: &mut HeaderMap, route: &RouteConfig) {
-    // The scheme is the first word; the rest (a long token) is not read.
+    // Read as authentication reads it; the bytes, so a long token is not validated again.
     let scheme_is = |headers: &HeaderMap, scheme: &str| {
-        headers.get(http::header::AUTHORIZATION).is_some_and(|v| {
-            let v = v.as_bytes();
-            let word = v.split(|&b| b == b' ').next().unwrap_or(v);
-            word.eq_ignore_ascii_case(scheme.as_bytes())
-        })
+        headers
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|v| crate::authn::scheme_value(v.as_bytes(), scheme).is_some())
     };
     if route.auth.contains(&AuthMethod::Bearer)
         && !route.pass_access_token
