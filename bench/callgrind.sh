@@ -11,7 +11,7 @@
 # bounded. bearer-unique sends every request a token the gateway never saw (unique.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/config.sh
+. bench/common.sh
 
 requests=3000
 warmup=300
@@ -46,16 +46,8 @@ else
   [ -d "$bin/examples" ] && examples="$bin/examples"
 fi
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_start
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { # url; valgrind starts slowly
   for _ in $(seq 1 600); do
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0

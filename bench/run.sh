@@ -17,7 +17,7 @@
 # To add a case: add a route to the config below and a line to the CASES table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/config.sh
+. bench/common.sh
 
 duration=5
 rounds=3
@@ -53,14 +53,7 @@ target="${CARGO_TARGET_DIR:-target}"
 echo "== building release binaries"
 cargo build --release --locked --bin gatehouse --example bare_proxy --example bench_upstream --example bench_tokens --example bench_login --example session_memory --example bench_rate >&2
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_start
 
 # Pinned (the default): the proxies get a core of their own and wrk and the upstream share
 # another, so the figures measure the proxy, not the scheduler.
@@ -77,7 +70,6 @@ else
   fi
 fi
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { # url [quiet]
   for _ in $(seq 1 150); do
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0

@@ -1,5 +1,25 @@
-# The gateway config every benchmark measures (bench/run.sh, bench/callgrind.sh), with the
-# policy of its guarded route.
+# What the benchmarks share (bench/run.sh, bench/callgrind.sh): a work directory whose
+# processes stop when the script exits, free loopback ports, and the gateway config they
+# measure.
+
+# Sets $work (a new temporary directory) and $pids (processes to stop); on exit, stops every
+# process in $pids and removes $work.
+bench_start() {
+  work="$(mktemp -d)"
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+
+# A free TCP port on loopback.
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The gateway config every benchmark measures, with the policy of its guarded route.
 #   bench_config GW_PORT ADMIN_PORT UP_PORT THREADS_LINE WORK ISSUER API_KEY_HASH
 # THREADS_LINE: `threads = N`, or empty for the default. Writes WORK/gateway.toml and
 # WORK/policy.toml.
