@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
+# A CI run builds once from a clean clone: incremental caches would only take disk
+# (several GB across the test binaries) and a CI machine's disk has run out before.
+if [ "${CI:-}" = "true" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
