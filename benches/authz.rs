@@ -35,7 +35,7 @@ fn bench(c: &mut Criterion) {
             query: "",
             headers: &headers,
             client_ip: None,
-            now,
+            now: Some(now),
         };
         c.bench_function(
             &format!("policy/1000_rules{}", path.replace('/', "_")),

@@ -285,7 +285,7 @@ fn policy_command(command: PolicyCommand) -> Result<bool, String> {
                 query: normalized.query.as_deref().unwrap_or(""),
                 headers: &headers,
                 client_ip: None,
-                now: chrono::Utc::now().fixed_offset(),
+                now: None,
             };
             let (decision, trace) = policy.explain(&request, identity.as_ref());
             println!(

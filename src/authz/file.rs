@@ -226,7 +226,7 @@ pub(super) fn lower(r: &mut Reporter, text: &str) -> Option<Policy> {
             }
         };
         rules.push(Rule {
-            name: c.name.get_ref().clone(),
+            name: c.name.get_ref().as_str().into(),
             patterns,
             methods,
             hosts: c

@@ -27,7 +27,8 @@ pub enum Action {
 
 #[derive(Debug)]
 pub struct Rule {
-    pub name: String,
+    /// Shared with every decision it makes, which only counts a reference.
+    pub name: std::sync::Arc<str>,
     patterns: Vec<Pattern>,
     methods: Option<Vec<Method>>,
     hosts: Option<Vec<String>>,
@@ -92,14 +93,16 @@ pub struct PolicyRequest<'a> {
     pub query: &'a str,
     pub headers: &'a http::HeaderMap,
     pub client_ip: Option<IpAddr>,
-    pub now: chrono::DateTime<chrono::FixedOffset>,
+    /// The time conditions see; None: the clock when a condition first needs it (most
+    /// policies never read it).
+    pub now: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
 /// The outcome, with the rule that made it (`None` = the policy's default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allow: bool,
-    pub rule: Option<String>,
+    pub rule: Option<std::sync::Arc<str>>,
 }
 
 impl Decision {
@@ -203,7 +206,7 @@ impl Policy {
         mut trace: Option<&mut Vec<String>>,
     ) -> Decision {
         let mut vars: Option<Variables> = None;
-        let mut permissions: Option<Vec<String>> = None;
+        let mut permissions: Option<Vec<&str>> = None;
         let candidates: &[usize] = if trace.is_some() {
             // explain walks every rule, so it can say why each did not match
             &(0..self.rules.len()).collect::<Vec<_>>()
@@ -270,7 +273,7 @@ impl Policy {
         req: &PolicyRequest,
         identity: Option<&Identity>,
         vars: &mut Option<Variables>,
-    ) -> Vec<String> {
+    ) -> Vec<&str> {
         let Some(id) = identity else {
             return Vec::new();
         };
@@ -297,7 +300,7 @@ impl Policy {
             });
             if by_group || by_subject || by_domain || by_condition {
                 if let Some(perms) = self.roles.get(&b.role) {
-                    held.extend(perms.iter().cloned());
+                    held.extend(perms.iter().map(String::as_str));
                 }
             }
         }
@@ -318,8 +321,8 @@ impl Policy {
 }
 
 /// A held permission grants a required one when equal, or when it is `prefix:*`.
-pub fn grants(held: &[String], required: &str) -> bool {
-    held.iter().any(|h| {
+pub fn grants(held: &[impl AsRef<str>], required: &str) -> bool {
+    held.iter().map(AsRef::as_ref).any(|h| {
         h == required
             || h == "*"
             || h.strip_suffix('*')
@@ -367,7 +370,7 @@ fn variables(
         identity: cel::from_json(&ident),
         request: cel::from_json(&request),
         path_params: path_params_value(params),
-        now: Value::Timestamp(req.now),
+        now: Value::Timestamp(req.now.unwrap_or_else(|| chrono::Utc::now().fixed_offset())),
     }
 }
 
@@ -428,7 +431,7 @@ impl Policy {
                     query: "",
                     headers: &headers,
                     client_ip: None,
-                    now,
+                    now: Some(now),
                 };
                 let identity = t.identity.as_ref().map(test_identity);
                 let decision = self.decide(&req, identity.as_ref());
@@ -473,7 +476,7 @@ mod policy_tests {
                 query: "",
                 headers: &headers,
                 client_ip: None,
-                now,
+                now: Some(now),
             },
             id.as_ref(),
         )

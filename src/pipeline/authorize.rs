@@ -27,7 +27,7 @@ pub(super) fn authorize(
             query: r.facts.query.unwrap_or(""),
             headers: &r.headers,
             client_ip: judged.client_ip,
-            now: chrono::Utc::now().fixed_offset(),
+            now: None,
         },
         identity,
     );

@@ -20,8 +20,9 @@ pub(super) async fn enforce(
     }
     let rt = p.rt;
     // `RateLimit-Policy` and `RateLimit`, one item per limit that counted the request.
-    let mut policy = String::new();
-    let mut state = String::new();
+    // Room for one or two items without growing: `"per-ip";q=100;w=60`.
+    let mut policy = String::with_capacity(64);
+    let mut state = String::with_capacity(64);
     let mut refused: Option<(&RateLimitConfig, gcra::Decision)> = None;
     for &i in &route.rate_limits {
         let limit = &rt.config.rate_limits[i];

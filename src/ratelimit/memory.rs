@@ -11,9 +11,30 @@ use super::gcra::{check, Decision, Rate};
 
 const SHARDS: usize = 64;
 
+/// The maps' keys are already SipHash values under a random key: hashing them again would
+/// only cost time.
+#[derive(Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Tats = HashMap<u64, u64, std::hash::BuildHasherDefault<Prehashed>>;
+
 #[derive(Default)]
 struct Shard {
-    tats: HashMap<u64, u64>,
+    tats: Tats,
     /// Every key of `tats` once, oldest first.
     order: VecDeque<u64>,
 }
@@ -43,12 +64,15 @@ impl MemoryStore {
     pub fn check(&self, key: &[u8], rate: Rate) -> Decision {
         let hash = self.hasher.hash_one(key);
         let now = self.now();
-        let shard = &self.shards[(hash as usize) % SHARDS];
+        // Bits the maps use for neither bucket (low) nor tag (top) pick the shard.
+        let shard = &self.shards[((hash >> 32) as usize) % SHARDS];
         // A poisoned shard only means another thread panicked mid-update; the map is fine.
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let (decision, tat) = check(shard.tats.get(&hash).copied(), now, rate);
+        let shard = &mut *shard;
+        let known = shard.tats.get_mut(&hash);
+        let (decision, tat) = check(known.as_deref().copied(), now, rate);
         if decision.allowed {
-            if let Some(t) = shard.tats.get_mut(&hash) {
+            if let Some(t) = known {
                 *t = tat;
             } else {
                 if shard.tats.len() >= self.max_per_shard {

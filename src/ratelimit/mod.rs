@@ -212,7 +212,8 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+    // ASCII digits: one copy, not one push per character.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
 }
 
 pub fn ceil_secs(nanos: u64) -> u64 {

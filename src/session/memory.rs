@@ -26,10 +26,34 @@ struct Slot {
     at: u32,
 }
 
+/// Hashes a key that is already uniformly random and out of a client's control (a SHA-256
+/// digest, a sealing nonce) by taking eight of its bytes: hashing it again would only cost
+/// time. Not the first bytes: those pick the shard.
+#[derive(Default, Clone, Copy)]
+pub(super) struct RandomKeyHasher(u64);
+
+impl std::hash::Hasher for RandomKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let tail = bytes
+            .get(bytes.len().saturating_sub(8)..)
+            .unwrap_or_default();
+        word[..tail.len()].copy_from_slice(tail);
+        self.0 ^= u64::from_le_bytes(word);
+    }
+    // An array's length prefix says nothing.
+    fn write_usize(&mut self, _: usize) {}
+}
+
+pub(super) type RandomKeyed = std::hash::BuildHasherDefault<RandomKeyHasher>;
+
 /// One shard's sessions, and their keys side by side so that one can be drawn at random.
 #[derive(Default)]
 struct Sessions {
-    map: HashMap<Key, Slot>,
+    map: HashMap<Key, Slot, RandomKeyed>,
     keys: Vec<Key>,
 }
 
@@ -188,8 +212,46 @@ pub struct MemoryStore {
 /// of the hex, its stored format.)
 fn key(session_id: &str) -> Key {
     match id_bytes(session_id.as_bytes()) {
-        Some(raw) => Sha256::digest(raw).into(),
+        Some(raw) => RECENT_KEYS.with(|recent| recent.borrow_mut().key(raw)),
         None => Sha256::digest(session_id.as_bytes()).into(),
+    }
+}
+
+/// How many ids each worker thread remembers the digests of.
+const RECENT: usize = 4;
+
+thread_local! {
+    /// The digests of the last few session ids this thread looked up: a browser's requests
+    /// come one after another on one connection, so most lookups skip the SHA-256. Holding
+    /// four ids per thread keeps the store's promise: no more ids than the thread's recent
+    /// request buffers held anyway, never the store's many.
+    static RECENT_KEYS: std::cell::RefCell<RecentKeys> = const {
+        std::cell::RefCell::new(RecentKeys { ids: [[0; 32]; RECENT], keys: [[0; 32]; RECENT], filled: 0, next: 0 })
+    };
+}
+
+struct RecentKeys {
+    ids: [[u8; 32]; RECENT],
+    keys: [Key; RECENT],
+    filled: usize,
+    /// The slot the next new id takes (oldest first).
+    next: usize,
+}
+
+impl RecentKeys {
+    fn key(&mut self, id: [u8; 32]) -> Key {
+        if let Some(i) = self.ids[..self.filled]
+            .iter()
+            .position(|known| *known == id)
+        {
+            return self.keys[i];
+        }
+        let key: Key = Sha256::digest(id).into();
+        self.ids[self.next] = id;
+        self.keys[self.next] = key;
+        self.next = (self.next + 1) % RECENT;
+        self.filled = (self.filled + 1).min(RECENT);
+        key
     }
 }
 
@@ -525,6 +587,32 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_digests_are_the_digests() {
+        let mut recent = RecentKeys {
+            ids: [[0; 32]; RECENT],
+            keys: [[0; 32]; RECENT],
+            filled: 0,
+            next: 0,
+        };
+        // More ids than it remembers, each asked twice, in an order that evicts.
+        let ids: Vec<[u8; 32]> = (0..RECENT as u8 + 3).map(|i| [i + 1; 32]).collect();
+        for round in 0..2 {
+            for id in ids.iter().chain(ids.iter().rev()) {
+                let expected: Key = Sha256::digest(id).into();
+                assert_eq!(recent.key(*id), expected, "round {round}");
+            }
+        }
+        // The all-zero id is not mistaken for an empty slot.
+        let mut fresh = RecentKeys {
+            ids: [[0; 32]; RECENT],
+            keys: [[0; 32]; RECENT],
+            filled: 0,
+            next: 0,
+        };
+        assert_eq!(fresh.key([0; 32]), <Key>::from(Sha256::digest([0u8; 32])));
+    }
 
     #[test]
     fn a_session_id_names_one_session_only() {
