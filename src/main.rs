@@ -43,6 +43,11 @@ enum Command {
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Config tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// A local trial on loopback: the gateway in front of a built-in demo upstream.
     Demo {
         #[arg(short, long, default_value = "gateway.toml")]
@@ -62,6 +67,16 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective config as JSON, offline: defaults filled in, secrets redacted (the
+    /// document the admin listener serves at `/config`).
+    Show {
+        #[arg(short, long, default_value = "gateway.toml")]
+        config: PathBuf,
     },
 }
 
@@ -150,6 +165,26 @@ fn main() -> ExitCode {
             };
             report(gatehouse::server::run(loaded, &config, options, Vec::new()))
         }
+        Command::Config {
+            command: ConfigCommand::Show { config },
+        } => match Config::load(&config) {
+            Ok(loaded) => {
+                for warning in loaded.warnings() {
+                    eprintln!("{warning}");
+                }
+                match serde_json::to_string_pretty(&loaded.redacted_json()) {
+                    Ok(shown) => {
+                        println!("{shown}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => report(Err(e.to_string())),
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo { config } => report(gatehouse::demo::run(&config)),
         Command::Policy { command } => match policy_command(command) {
             Ok(true) => ExitCode::SUCCESS,
