@@ -5,7 +5,8 @@
 # Node.js and npm with the test identity provider
 # (oidc-provider), Chromium and playwright-core (browser tests), nginx and Caddy (forward-auth
 # tests), Apache httpd with mod_auth_openidc (the peer in the load benchmark; bench/run.sh
-# starts it as its own process, so the package's system service is never used).
+# starts it as its own process, so the package's system service is never used), groff (the
+# man page test reads `gatehouse man` with it).
 # Idempotent and quiet when everything is there already.
 set -euo pipefail
 
@@ -28,6 +29,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need+=(apache2)
 [ -f /usr/lib/apache2/modules/mod_auth_openidc.so ] || need+=(libapache2-mod-auth-openidc)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v groff >/dev/null 2>&1 || need+=(groff-base)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then

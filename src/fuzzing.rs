@@ -55,6 +55,7 @@ pub fn cookies(data: &[u8]) {
         store: StoreKind::Memory,
         cookie_name: "gatehouse".into(),
         secret: None,
+        secret_previous: None,
         max_lifetime: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(60),
         same_site: SameSite::Lax,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use gatehouse::config::Config;
 
@@ -29,6 +29,7 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Run {
+        /// The config file.
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
         /// Take over the listening sockets of a running instance (graceful binary upgrade).
@@ -40,11 +41,18 @@ enum Command {
     },
     /// Validate the config; print `file:line:col: message` for each problem.
     Check {
+        /// The config file.
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Config tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// A local trial on loopback: the gateway in front of a built-in demo upstream.
     Demo {
+        /// The config file.
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
     },
@@ -63,24 +71,48 @@ enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Print a shell completion script, e.g. `gatehouse completions bash >
+    /// /etc/bash_completion.d/gatehouse`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `gatehouse man > /usr/share/man/man1/gatehouse.1`.
+    Man,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective config as JSON, offline: defaults filled in, secrets redacted (the
+    /// document the admin listener serves at `/config`).
+    Show {
+        /// The config file.
+        #[arg(short, long, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Run the [[test]] cases of every policy the config uses; exit 1 on any failure.
     Test {
+        /// The config file.
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
     },
     /// Print the decision for one request, the rule that made it, and why earlier rules
     /// did not match.
     Explain {
+        /// The config file.
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
+        /// The route (by name) whose policy decides.
         #[arg(long)]
         route: String,
+        /// The request's method.
         #[arg(long, default_value = "GET")]
         method: String,
+        /// The request's path (with its query, if any), normalized as the gateway would.
         #[arg(long)]
         path: String,
         /// The identity's claims as JSON (sub, email, groups, ...); omit for anonymous.
@@ -93,7 +125,9 @@ enum PolicyCommand {
 enum TokenCommand {
     /// Validate a token against the configured issuers and say why it is accepted or refused.
     Inspect {
+        /// The token (a JWT).
         token: String,
+        /// The config file.
         #[arg(short, long, default_value = "gateway.toml")]
         config: PathBuf,
     },
@@ -150,6 +184,26 @@ fn main() -> ExitCode {
             };
             report(gatehouse::server::run(loaded, &config, options, Vec::new()))
         }
+        Command::Config {
+            command: ConfigCommand::Show { config },
+        } => match Config::load(&config) {
+            Ok(loaded) => {
+                for warning in loaded.warnings() {
+                    eprintln!("{warning}");
+                }
+                match serde_json::to_string_pretty(&loaded.redacted_json()) {
+                    Ok(shown) => {
+                        println!("{shown}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => report(Err(e.to_string())),
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo { config } => report(gatehouse::demo::run(&config)),
         Command::Policy { command } => match policy_command(command) {
             Ok(true) => ExitCode::SUCCESS,
@@ -186,6 +240,19 @@ fn main() -> ExitCode {
             println!("{}", gatehouse::authn::api_key::hash_key(key));
             ExitCode::SUCCESS
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "gatehouse",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            print!("{}", man_page(Cli::command()));
+            ExitCode::SUCCESS
+        }
         Command::Apikey {
             command: ApikeyCommand::Generate,
         } => {
@@ -196,6 +263,126 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Text for a roff line: backslashes escaped, and a leading `.` or `'` kept from being read as
+/// a request.
+fn roff(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
+}
+
+/// Help text on one line, ending with a full stop.
+fn sentence(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.ends_with(['.', ')']) || line.is_empty() {
+        true => line,
+        false => format!("{line}."),
+    }
+}
+
+/// One man page for the whole command line, built from its clap definition: every command
+/// and subcommand with its synopsis, description and options.
+fn man_page(mut cli: clap::Command) -> String {
+    cli.build();
+    let mut page = format!(
+        ".TH GATEHOUSE 1 \"\" \"gatehouse {}\" \"User Commands\"\n.SH NAME\ngatehouse \\- {}\n.SH SYNOPSIS\n.B gatehouse\n\\fICOMMAND\\fR [\\fIOPTIONS\\fR]\n.SH DESCRIPTION\n{}\n.SH COMMANDS\n",
+        env!("CARGO_PKG_VERSION"),
+        roff(&cli.get_about().map(|a| a.to_string()).unwrap_or_default()),
+        roff("An authentication and authorization reverse proxy: it validates bearer tokens, API keys and browser sessions (OpenID Connect login), applies per-route policies and rate limits, and passes the identity to the upstream in headers. Every command reads the config file given with -c (default gateway.toml)."),
+    );
+    /// `--long VALUE` in bold and italics, for the synopsis and the option list.
+    fn written(arg: &clap::Arg) -> Option<String> {
+        let id = arg.get_id().as_str();
+        let value = arg
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map_or_else(|| id.to_ascii_uppercase(), |v| v.to_string());
+        let value = format!("\\fI{}\\fR", roff(&value));
+        if arg.is_positional() {
+            return Some(value);
+        }
+        let flag = format!("\\fB\\-\\-{}\\fR", roff(arg.get_long()?));
+        Some(match arg.get_action().takes_values() {
+            true => format!("{flag} {value}"),
+            false => flag,
+        })
+    }
+    fn commands(cmd: &clap::Command, page: &mut String) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let args: Vec<&clap::Arg> = sub
+                .get_arguments()
+                .filter(|a| !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version"))
+                .collect();
+            let mut synopsis = roff(sub.get_bin_name().unwrap_or(sub.get_name()));
+            for arg in &args {
+                let Some(written) = written(arg) else {
+                    continue;
+                };
+                if arg.is_required_set() || arg.is_positional() {
+                    synopsis.push_str(&format!(" {written}"));
+                } else {
+                    synopsis.push_str(&format!(" [{written}]"));
+                }
+            }
+            if sub.has_subcommands() {
+                synopsis.push_str(" \\fICOMMAND\\fR");
+            }
+            page.push_str(&format!(".SS \"{synopsis}\"\n"));
+            if let Some(about) = sub.get_long_about().or(sub.get_about()) {
+                page.push_str(&roff(&sentence(&about.to_string())));
+                page.push('\n');
+            }
+            for arg in &args {
+                let mut header = Vec::new();
+                if let Some(short) = arg.get_short() {
+                    header.push(format!("\\fB\\-{short}\\fR"));
+                }
+                header.extend(written(arg));
+                let mut help = sentence(&arg.get_help().map(|h| h.to_string()).unwrap_or_default());
+                let possible: Vec<String> = arg
+                    .get_possible_values()
+                    .iter()
+                    .map(|v| v.get_name().to_string())
+                    .collect();
+                if !possible.is_empty() {
+                    help.push_str(&format!(" One of: {}.", possible.join(", ")));
+                }
+                let defaults: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .filter(|v| v != "false")
+                    .collect();
+                if !defaults.is_empty() {
+                    help.push_str(&format!(" Default: {}.", defaults.join(" ")));
+                }
+                page.push_str(&format!(
+                    ".TP\n{}\n{}\n",
+                    header.join(", "),
+                    roff(help.trim())
+                ));
+            }
+            commands(sub, page);
+        }
+    }
+    commands(&cli, &mut page);
+    page.push_str(&format!(
+        ".SH SIGNALS\n.TP\n.B SIGHUP\n{}\n.TP\n.B SIGTERM\n{}\n.TP\n.B SIGQUIT\n{}\n.SH ENVIRONMENT\n.TP\n.B RUST_LOG\n{}\n.SH SEE ALSO\n{}\n",
+        roff("Re-read and validate the config; a valid one replaces the running config, an invalid one is logged with file:line:col and the old one stays."),
+        roff("Stop accepting connections, let requests in flight finish (at most server.shutdown_timeout), exit."),
+        roff("Hand the listening sockets to a new process started with run --upgrade, then drain."),
+        roff("A log filter that overrides log.level."),
+        roff("docs/configuration.md (every config key), README.md (the config walkthrough and operations)."),
+    ));
+    page
 }
 
 fn report(result: Result<(), String>) -> ExitCode {

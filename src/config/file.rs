@@ -3,6 +3,9 @@
 //! Every struct rejects unknown keys, and every value that lowering may still refuse is
 //! `Spanned`, so that its error can point at the line it came from. Nothing here is
 //! interpreted; `super::lower` turns it into the validated internal `Config`.
+//!
+//! A secret may be written inline (`secret`) or as a path to a file holding it
+//! (`secret_file`), never both; the `*_file` keys are read by `super::lower`.
 
 use std::collections::BTreeMap;
 
@@ -59,8 +62,13 @@ pub struct DevUser {
 pub struct Session {
     pub store: Option<S<String>>,
     pub redis_url: Option<S<String>>,
+    pub redis_url_file: Option<S<String>>,
     pub cookie_name: Option<S<String>>,
     pub secret: Option<S<String>>,
+    pub secret_file: Option<S<String>>,
+    /// The secret before the last rotation: sessions sealed with it still open.
+    pub secret_previous: Option<S<String>>,
+    pub secret_previous_file: Option<S<String>>,
     pub max_lifetime: Option<S<String>>,
     pub idle_timeout: Option<S<String>>,
     pub same_site: Option<S<String>>,
@@ -77,6 +85,7 @@ pub struct Idp {
     pub issuer: S<String>,
     pub client_id: S<String>,
     pub client_secret: Option<S<String>>,
+    pub client_secret_file: Option<S<String>>,
     pub client_auth: Option<S<String>>,
     pub scopes: Option<S<Vec<S<String>>>>,
     pub subject_claim: Option<S<String>>,
@@ -106,6 +115,7 @@ pub struct RateLimit {
 pub struct RateLimitStore {
     pub kind: Option<S<String>>,
     pub redis_url: Option<S<String>>,
+    pub redis_url_file: Option<S<String>>,
     pub on_error: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub response_headers: Option<bool>,
@@ -220,6 +230,7 @@ pub struct Bearer {
     pub introspection_endpoint: Option<S<String>>,
     pub introspection_client_id: Option<S<String>>,
     pub introspection_client_secret: Option<S<String>>,
+    pub introspection_client_secret_file: Option<S<String>>,
     pub unknown_kid_refetch_interval: Option<S<String>>,
 }
 
@@ -227,7 +238,8 @@ pub struct Bearer {
 #[serde(deny_unknown_fields)]
 pub struct ApiKey {
     pub name: S<String>,
-    pub hash: S<String>,
+    pub hash: Option<S<String>>,
+    pub hash_file: Option<S<String>>,
     pub subject: S<String>,
     pub groups: Option<Vec<S<String>>>,
     pub expires: Option<S<String>>,

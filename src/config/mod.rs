@@ -82,6 +82,9 @@ pub struct SessionConfig {
     pub cookie_name: String,
     /// Keys token encryption at rest; None: a random secret for this process (memory only).
     pub secret: Option<Vec<u8>>,
+    /// The secret before the last rotation: tokens sealed with it still open, and are
+    /// sealed again with `secret` when the session is next written.
+    pub secret_previous: Option<Vec<u8>>,
     pub max_lifetime: Duration,
     pub idle_timeout: Duration,
     pub same_site: SameSite,
@@ -91,6 +94,19 @@ pub struct SessionConfig {
     pub max_sessions: u64,
     /// Refresh access tokens this long before they expire (capped at a fifth of their life).
     pub refresh_before: Duration,
+}
+
+impl SessionConfig {
+    /// Equal but for the secrets: a reload that only rotates them keeps the store (and the
+    /// sessions of the memory store).
+    pub fn same_but_secrets(&self, other: &SessionConfig) -> bool {
+        let without = |c: &SessionConfig| SessionConfig {
+            secret: None,
+            secret_previous: None,
+            ..c.clone()
+        };
+        without(self) == without(other)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -107,7 +107,10 @@ fn secrets(c: &Config) -> Vec<String> {
         found.extend(i.client_secret.clone());
         found.extend(i.extra_auth_params.iter().map(|(_, v)| v.clone()));
     }
-    if let Some(secret) = &c.session.secret {
+    for secret in [&c.session.secret, &c.session.secret_previous]
+        .into_iter()
+        .flatten()
+    {
         found.push(String::from_utf8_lossy(secret).into_owned());
     }
     // Short values ("0", "consent") would blank out half the page and hide nothing.
@@ -227,6 +230,7 @@ impl Config {
                 },
                 "cookie_name": self.session.cookie_name,
                 "secret": if self.session.secret.is_some() { "<redacted>" } else { "<generated at start>" },
+                "secret_previous": self.session.secret_previous.as_ref().map(|_| REDACTED),
                 "max_lifetime": secs(self.session.max_lifetime),
                 "idle_timeout": secs(self.session.idle_timeout),
                 "same_site": match self.session.same_site { SameSite::Lax => "lax", SameSite::Strict => "strict" },

@@ -93,6 +93,7 @@ mod tests {
             store: StoreKind::Memory,
             cookie_name: "gatehouse".into(),
             secret: None,
+            secret_previous: None,
             max_lifetime: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(600),
             same_site: SameSite::Lax,

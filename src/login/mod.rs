@@ -147,36 +147,44 @@ impl Login {
         }
         let public_url = config.server.public_url.clone().unwrap_or_default();
         let secure = public_url.starts_with("https://");
-        let reusable = previous.filter(|p| p.session == config.session);
-        // The store and the token key carry over when the session settings did not change.
-        let (store, cipher): (Arc<dyn SessionStore>, TokenCipher) = match reusable {
-            Some(p) => (p.store.clone(), p.cipher.clone()),
-            None => {
-                let store: Arc<dyn SessionStore> = match &config.session.store {
-                    StoreKind::Memory => Arc::new(MemoryStore::new(config.session.max_sessions)),
-                    StoreKind::Redis { url } => {
-                        let redis = RedisSessionStore::new(
-                            url,
-                            config.session.timeout,
+        // The store carries over when only the secrets changed (a rotation logs nobody out),
+        // and the token key too when they did not.
+        let reusable = previous.filter(|p| p.session.same_but_secrets(&config.session));
+        let store: Arc<dyn SessionStore> = match reusable {
+            Some(p) => p.store.clone(),
+            None => match &config.session.store {
+                StoreKind::Memory => Arc::new(MemoryStore::new(config.session.max_sessions)),
+                StoreKind::Redis { url } => {
+                    let redis = RedisSessionStore::new(
+                        url,
+                        config.session.timeout,
+                        config.session.max_lifetime,
+                    )?;
+                    if config.session.fallback_memory {
+                        Arc::new(FallbackStore::new(
+                            redis,
+                            config.session.max_sessions,
                             config.session.max_lifetime,
-                        )?;
-                        if config.session.fallback_memory {
-                            Arc::new(FallbackStore::new(
-                                redis,
-                                config.session.max_sessions,
-                                config.session.max_lifetime,
-                                metrics.clone(),
-                            ))
-                        } else {
-                            Arc::new(redis)
-                        }
+                            metrics.clone(),
+                        ))
+                    } else {
+                        Arc::new(redis)
                     }
-                };
+                }
+            },
+        };
+        let same_secrets = reusable.is_some_and(|p| {
+            p.session.secret == config.session.secret
+                && p.session.secret_previous == config.session.secret_previous
+        });
+        let cipher = match (reusable, same_secrets) {
+            (Some(p), true) => p.cipher.clone(),
+            _ => {
                 let secret = config.session.secret.clone().unwrap_or_else(|| {
                     let random: [u8; 32] = rand::random();
                     random.to_vec()
                 });
-                (store, TokenCipher::new(&secret))
+                TokenCipher::rotated(&secret, config.session.secret_previous.as_deref())
             }
         };
         let mut providers = Vec::new();

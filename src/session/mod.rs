@@ -405,21 +405,37 @@ pub trait SessionStore: Send + Sync {
 }
 
 /// AES-256-GCM for tokens at rest; the key is derived from `session.secret` with HKDF, so
-/// instances that share the secret read each other's sessions.
+/// instances that share the secret read each other's sessions. Tokens sealed with the
+/// previous secret (`session.secret_previous`) still open, so rotating it logs nobody out;
+/// sealing always uses the current one.
 #[derive(Clone)]
 pub struct TokenCipher {
     cipher: Aes256Gcm,
+    previous: Option<Aes256Gcm>,
 }
 
 impl TokenCipher {
     pub fn new(secret: &[u8]) -> Self {
+        TokenCipher {
+            cipher: Self::key(secret),
+            previous: None,
+        }
+    }
+
+    /// The cipher of `secret` that also opens what `previous` sealed.
+    pub fn rotated(secret: &[u8], previous: Option<&[u8]>) -> Self {
+        TokenCipher {
+            cipher: Self::key(secret),
+            previous: previous.map(Self::key),
+        }
+    }
+
+    fn key(secret: &[u8]) -> Aes256Gcm {
         let hk = hkdf::Hkdf::<Sha256>::new(Some(b"gatehouse session tokens v1"), secret);
         let mut key = [0u8; 32];
         // 32 bytes is always a valid HKDF-SHA256 output length.
         let _ = hk.expand(b"aes-256-gcm", &mut key);
-        TokenCipher {
-            cipher: Aes256Gcm::new(&key.into()),
-        }
+        Aes256Gcm::new(&key.into())
     }
 
     /// `nonce (12 bytes) || ciphertext+tag`, which opens only beside the same `bound` bytes
@@ -445,11 +461,15 @@ impl TokenCipher {
             return None;
         }
         let (nonce, ct) = sealed.split_at(12);
-        let payload = Payload {
+        let nonce = Nonce::from_slice(nonce);
+        let payload = || Payload {
             msg: ct,
             aad: bound,
         };
-        self.cipher.decrypt(Nonce::from_slice(nonce), payload).ok()
+        match self.cipher.decrypt(nonce, payload()) {
+            Ok(plain) => Some(plain),
+            Err(_) => self.previous.as_ref()?.decrypt(nonce, payload()).ok(),
+        }
     }
 }
 
@@ -467,6 +487,31 @@ mod tests {
             sid: Some("idp-session"),
             acr: None,
         }
+    }
+
+    #[test]
+    fn a_rotated_secret_still_opens_what_the_previous_sealed_and_seals_anew() {
+        let (old, new) = (
+            b"the secret before the rotation, 32+".as_slice(),
+            b"the secret after the rotation, 32+ chars".as_slice(),
+        );
+        let before = TokenCipher::new(old);
+        let tokens = Tokens {
+            id_token: Some("eyJhbGciOiJSUzI1NiJ9.e30.c2ln".into()),
+            ..Tokens::default()
+        };
+        let s = Session::new(names(), &tokens, &before, Times::starting(1, 2));
+        let rotated = TokenCipher::rotated(new, Some(old));
+        assert_eq!(s.tokens(&rotated), Some(tokens.clone()));
+        assert_eq!(
+            s.tokens(&TokenCipher::new(new)),
+            None,
+            "without the previous"
+        );
+        // Written again (a refresh), the session is sealed with the new secret alone.
+        let rewritten = s.with_tokens(&tokens, &rotated);
+        assert_eq!(rewritten.tokens(&TokenCipher::new(new)), Some(tokens));
+        assert_eq!(rewritten.tokens(&before), None);
     }
 
     #[test]

@@ -64,18 +64,24 @@ impl Lowerer<'_> {
             ],
             c.email_verified.as_ref(),
         );
+        let introspection_secret = self.secret(
+            c.introspection_client_secret.as_ref(),
+            c.introspection_client_secret_file.as_ref(),
+            "introspection_client_secret",
+        );
+        let secret_given =
+            c.introspection_client_secret.is_some() || c.introspection_client_secret_file.is_some();
         let introspection = match (
             &c.introspection_endpoint,
             &c.introspection_client_id,
-            &c.introspection_client_secret,
+            secret_given,
         ) {
-            (None, None, None) => None,
-            (Some(e), Some(id), Some(secret)) => {
+            (None, None, false) => None,
+            (Some(e), Some(id), true) => {
                 let endpoint = self.secure_url(e, "introspection_endpoint");
                 let client_id = self.string(id);
-                let client_secret = self.string(secret);
-                match (endpoint, client_id, client_secret) {
-                    (Some(endpoint), Some(client_id), Some(client_secret)) => {
+                match (endpoint, client_id, introspection_secret) {
+                    (Some(endpoint), Some(client_id), Some((client_secret, _))) => {
                         Some(IntrospectionConfig {
                             endpoint,
                             client_id,
@@ -88,7 +94,7 @@ impl Lowerer<'_> {
             _ => {
                 self.r.error(
                     b.span(),
-                    "introspection_endpoint, introspection_client_id and introspection_client_secret go together",
+                    "introspection_endpoint, introspection_client_id and introspection_client_secret (or introspection_client_secret_file) go together",
                 );
                 None
             }
@@ -180,14 +186,23 @@ impl Lowerer<'_> {
 
     pub(super) fn api_key(&mut self, k: &S<file::ApiKey>) -> Option<ApiKeyConfig> {
         let c = k.get_ref();
-        let hash_text = self.string(&c.hash)?;
+        let Some((hash_text, at)) = self.secret(c.hash.as_ref(), c.hash_file.as_ref(), "hash")
+        else {
+            if c.hash.is_none() && c.hash_file.is_none() {
+                self.r.error(
+                    c.name.span(),
+                    "api_key needs hash (or hash_file): \"sha256:\" and 64 hex digits, as printed by `gatehouse apikey hash`",
+                );
+            }
+            return None;
+        };
         let hash = hash_text
             .strip_prefix("sha256:")
             .and_then(|h| hex::decode(h).ok())
             .and_then(|h| <[u8; 32]>::try_from(h).ok());
         let Some(hash) = hash else {
             self.r.error(
-                c.hash.span(),
+                at,
                 "api_key hash must be \"sha256:\" and 64 hex digits, as printed by `gatehouse apikey hash`",
             );
             return None;

@@ -103,17 +103,19 @@ impl Lowerer<'_> {
         s: Option<&S<file::RateLimitStore>>,
     ) -> RateLimitStoreConfig {
         let c = s.map(|s| s.get_ref());
+        let redis_url = c.and_then(|c| {
+            self.secret(c.redis_url.as_ref(), c.redis_url_file.as_ref(), "redis_url")
+        });
         let kind = match c.and_then(|c| c.kind.as_ref()) {
             None => StoreKind::Memory,
             Some(k) => {
                 match k.get_ref().as_str() {
                     "memory" => StoreKind::Memory,
-                    "redis" => match c.and_then(|c| c.redis_url.as_ref()) {
-                        Some(url) => {
-                            let text = self.string(url).unwrap_or_default();
+                    "redis" => match redis_url {
+                        Some((text, at)) => {
                             if redis::Client::open(text.as_str()).is_err() {
                                 self.r.error(
-                                    url.span(),
+                                    at,
                                     format!(
                                         "invalid redis_url {:?}",
                                         super::show::redact_url(&text)

@@ -8,6 +8,7 @@ mod auth;
 mod headers;
 mod limits;
 mod routes;
+mod secrets;
 mod server;
 mod sessions;
 

@@ -8,8 +8,12 @@ impl Lowerer<'_> {
         let none = file::Session {
             store: None,
             redis_url: None,
+            redis_url_file: None,
             cookie_name: None,
             secret: None,
+            secret_file: None,
+            secret_previous: None,
+            secret_previous_file: None,
             max_lifetime: None,
             idle_timeout: None,
             same_site: None,
@@ -20,41 +24,8 @@ impl Lowerer<'_> {
         };
         let span = s.map_or(0..0, S::span);
         let c = s.map_or(&none, S::get_ref);
-        let redis_url = c.redis_url.as_ref().and_then(|u| self.string(u));
-        let store = match c.store.as_ref().map(|v| (v, v.get_ref().as_str())) {
-            None | Some((_, "memory")) => StoreKind::Memory,
-            Some((v, "redis")) => match redis_url.clone() {
-                Some(url) => StoreKind::Redis { url },
-                None => {
-                    self.r
-                        .error(v.span(), "session store \"redis\" needs session.redis_url");
-                    StoreKind::Memory
-                }
-            },
-            Some((v, other)) => {
-                self.r.error(
-                    v.span(),
-                    format!("session.store must be \"memory\" or \"redis\", not {other:?}"),
-                );
-                StoreKind::Memory
-            }
-        };
-        if let (Some(u), StoreKind::Memory) = (&c.redis_url, &store) {
-            self.r.error(
-                u.span(),
-                "session.redis_url is only used with store = \"redis\"",
-            );
-        }
-        if let Some(url) = &redis_url {
-            if redis::Client::open(url.as_str()).is_err() {
-                if let Some(u) = &c.redis_url {
-                    self.r.error(
-                        u.span(),
-                        format!("invalid redis_url {:?}", super::show::redact_url(url)),
-                    );
-                }
-            }
-        }
+        let redis_url = self.secret(c.redis_url.as_ref(), c.redis_url_file.as_ref(), "redis_url");
+        let store = self.session_store(c.store.as_ref(), redis_url);
         let cookie_name = match &c.cookie_name {
             None => "gatehouse".to_string(),
             Some(v) => {
@@ -74,7 +45,7 @@ impl Lowerer<'_> {
                 text
             }
         };
-        let secret = match &c.secret {
+        let secret = match self.secret(c.secret.as_ref(), c.secret_file.as_ref(), "secret") {
             None => {
                 if matches!(store, StoreKind::Redis { .. }) {
                     self.r.error(
@@ -84,16 +55,22 @@ impl Lowerer<'_> {
                 }
                 None
             }
-            Some(v) => {
-                let text = self.string(v).unwrap_or_default();
-                if text.len() < 32 {
-                    self.r.error(
-                        v.span(),
-                        "session.secret must be at least 32 characters (e.g. `openssl rand -hex 32`)",
-                    );
-                }
-                Some(text.into_bytes())
+            Some((text, at)) => Some(self.session_secret(text, at, "session.secret")),
+        };
+        let secret_previous = match self.secret(
+            c.secret_previous.as_ref(),
+            c.secret_previous_file.as_ref(),
+            "secret_previous",
+        ) {
+            None => None,
+            Some((_, at)) if secret.is_none() => {
+                self.r.error(
+                    at,
+                    "session.secret_previous is the secret before a rotation: set the new one in session.secret",
+                );
+                None
             }
+            Some((text, at)) => Some(self.session_secret(text, at, "session.secret_previous")),
         };
         let max_lifetime = self.duration(c.max_lifetime.as_ref(), Duration::from_secs(8 * 3600));
         let idle_timeout = self.duration(c.idle_timeout.as_ref(), Duration::from_secs(3600));
@@ -142,6 +119,7 @@ impl Lowerer<'_> {
             store,
             cookie_name,
             secret,
+            secret_previous,
             max_lifetime,
             idle_timeout,
             same_site,
@@ -150,6 +128,59 @@ impl Lowerer<'_> {
             max_sessions,
             refresh_before,
         }
+    }
+
+    fn session_secret(&mut self, text: String, at: std::ops::Range<usize>, key: &str) -> Vec<u8> {
+        if text.len() < 32 {
+            self.r.error(
+                at,
+                format!("{key} must be at least 32 characters (e.g. `openssl rand -hex 32`)"),
+            );
+        }
+        text.into_bytes()
+    }
+
+    /// `store = "memory" | "redis"` with its `redis_url` (or `redis_url_file`).
+    fn session_store(
+        &mut self,
+        store: Option<&S<String>>,
+        redis_url: Option<(String, std::ops::Range<usize>)>,
+    ) -> StoreKind {
+        let section = "session";
+        let kind = match store.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "memory")) => StoreKind::Memory,
+            Some((v, "redis")) => match &redis_url {
+                Some((url, _)) => StoreKind::Redis { url: url.clone() },
+                None => {
+                    self.r.error(
+                        v.span(),
+                        format!("{section} store \"redis\" needs {section}.redis_url"),
+                    );
+                    StoreKind::Memory
+                }
+            },
+            Some((v, other)) => {
+                self.r.error(
+                    v.span(),
+                    format!("{section}.store must be \"memory\" or \"redis\", not {other:?}"),
+                );
+                StoreKind::Memory
+            }
+        };
+        if let Some((url, at)) = redis_url {
+            if matches!(kind, StoreKind::Memory) {
+                self.r.error(
+                    at,
+                    format!("{section}.redis_url is only used with store = \"redis\""),
+                );
+            } else if redis::Client::open(url.as_str()).is_err() {
+                self.r.error(
+                    at,
+                    format!("invalid redis_url {:?}", super::show::redact_url(&url)),
+                );
+            }
+        }
+        kind
     }
 
     pub(super) fn idps(&mut self, list: &[S<file::Idp>]) -> Vec<IdpConfig> {
@@ -175,7 +206,13 @@ impl Lowerer<'_> {
                 self.r
                     .error(c.client_id.span(), "client_id must not be empty");
             }
-            let client_secret = c.client_secret.as_ref().and_then(|v| self.string(v));
+            let client_secret = self
+                .secret(
+                    c.client_secret.as_ref(),
+                    c.client_secret_file.as_ref(),
+                    "client_secret",
+                )
+                .map(|(text, _)| text);
             let client_auth = match (&c.client_auth, &client_secret) {
                 (None, Some(_)) => ClientAuth::Basic,
                 (None, None) => ClientAuth::None,
