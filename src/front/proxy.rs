@@ -83,6 +83,7 @@ pub fn facts<'a>(req: &'a RequestHeader, peer: Option<IpAddr>) -> RequestFacts<'
         query: req.uri.query(),
         headers: &req.headers,
         peer,
+        tls: false,
         request_id: None,
     }
 }
@@ -125,9 +126,11 @@ impl ProxyHttp for GatehouseProxy {
             rt: &rt,
             metrics: &self.gateway.metrics,
         };
-        let verdict = pipeline
-            .decide(&facts(session.req_header(), ctx.conn.peer), &mut ctx.judged)
-            .await;
+        let facts = RequestFacts {
+            tls: ctx.conn.tls,
+            ..facts(session.req_header(), ctx.conn.peer)
+        };
+        let verdict = pipeline.decide(&facts, &mut ctx.judged).await;
         ctx.https = ctx.conn.tls
             || (ctx.judged.peer_trusted && forwarded::says_https(&session.req_header().headers));
         apply_hygiene(session.req_header_mut(), ctx);

@@ -1,7 +1,8 @@
 //! The gateway's own endpoints under `server.reserved_prefix` (spec §2): which one a
-//! request is for, and the per-client-IP limit on those a client could flood.
+//! request is for, and the per-client-IP limit on those a client could flood. The protected
+//! resource metadata (`/.well-known/oauth-protected-resource`) is answered here too.
 
-use super::{rate_limit, Pipeline, Request, Verdict};
+use super::{rate_limit, resource_metadata, Pipeline, Request, Verdict};
 use crate::normalize::NormalizedTarget;
 
 /// One of the gateway's own endpoints ([`crate::endpoints`] serves them).
@@ -54,6 +55,11 @@ pub(super) async fn dispatch(
     r: &mut Request<'_>,
     target: NormalizedTarget,
 ) -> Verdict {
+    if target.path.starts_with(resource_metadata::WELL_KNOWN) {
+        // The route stage leads here only the metadata of a host with bearer routes.
+        r.judged.path = target.path;
+        return Verdict::Answer(resource_metadata::answer(p, r, &r.judged.path));
+    }
     let prefix = p.rt.config.server.reserved_prefix.as_str();
     let endpoint = match target.path.strip_prefix(prefix) {
         Some(rest) if rest.starts_with('/') => Endpoint::at(rest),

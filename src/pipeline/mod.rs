@@ -20,6 +20,7 @@ mod lockout;
 mod preflight;
 mod rate_limit;
 mod record;
+mod resource_metadata;
 mod route;
 mod strip;
 pub mod upstream;
@@ -72,6 +73,9 @@ pub struct RequestFacts<'a> {
     pub headers: &'a HeaderMap,
     /// The socket peer; None on a Unix socket.
     pub peer: Option<IpAddr>,
+    /// The client reached this front over TLS (the proxy's TLS listener); a trusted proxy
+    /// says so in `X-Forwarded-Proto`. Names the resource in protected resource metadata.
+    pub tls: bool,
     /// The id of a request that already has one (forward-auth runs inside a proxied request).
     pub request_id: Option<&'a str>,
 }

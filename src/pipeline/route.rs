@@ -4,7 +4,7 @@
 
 use http::Uri;
 
-use super::{Answer, Front, Pipeline, Request};
+use super::{resource_metadata, Answer, Front, Pipeline, Request};
 use crate::gateway::Runtime;
 use crate::normalize::{normalize_target, NormalizeOptions, NormalizedTarget};
 
@@ -13,7 +13,8 @@ use crate::normalize::{normalize_target, NormalizeOptions, NormalizedTarget};
 pub enum Routed {
     /// Index into `config.routes`, and the target as that route judges it.
     Route(usize, NormalizedTarget),
-    /// Under `server.reserved_prefix`: the gateway's own (normalized strictly).
+    /// Under `server.reserved_prefix`, or the protected resource metadata of a host with
+    /// bearer routes: the gateway's own (normalized strictly).
     Reserved(NormalizedTarget),
 }
 
@@ -79,6 +80,9 @@ pub fn route_request(rt: &Runtime, host: &str, raw: &[u8]) -> Result<Routed, (u1
             {
                 return Ok(Routed::Reserved(target));
             }
+            if resource_metadata::owns(rt, host, &target.path) {
+                return Ok(Routed::Reserved(target));
+            }
             let route = rt
                 .routes
                 .lookup(routes, host, &target.path)
@@ -91,6 +95,10 @@ pub fn route_request(rt: &Runtime, host: &str, raw: &[u8]) -> Result<Routed, (u1
                     continue;
                 }
                 if let Ok(target) = normalize_target(raw, route.path_checks) {
+                    // A lenient reading never takes the gateway's own metadata upstream.
+                    if resource_metadata::owns(rt, host, &target.path) {
+                        continue;
+                    }
                     if rt.routes.lookup(routes, host, &target.path) == Some(i) {
                         return Ok(Routed::Route(i, target));
                     }
