@@ -146,7 +146,7 @@ async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) 
     let login = p.rt.login.as_ref()?;
     let facts = r.facts;
     let front_redirects = match facts.front {
-        Front::Proxy => true,
+        Front::Proxy | Front::ExtAuthz => true,
         Front::ForwardAuth { redirect } => redirect,
     };
     let navigation = front_redirects

@@ -10,6 +10,9 @@ use crate::normalize::NormalizedTarget;
 pub enum Endpoint {
     /// `/auth`: a front of its own ([`crate::front::forward_auth`]).
     ForwardAuth,
+    /// `/ext-authz` + the original path: Envoy's HTTP ext_authz, a front of its own
+    /// ([`crate::front::ext_authz_http`]).
+    ExtAuthz,
     Jwks,
     Login,
     Callback,
@@ -25,6 +28,7 @@ impl Endpoint {
     pub fn at(path: &str) -> Endpoint {
         match path {
             "/auth" => Endpoint::ForwardAuth,
+            EXT_AUTHZ => Endpoint::ExtAuthz,
             "/jwks.json" => Endpoint::Jwks,
             "/login" => Endpoint::Login,
             "/callback" => Endpoint::Callback,
@@ -42,10 +46,28 @@ impl Endpoint {
         !matches!(
             self,
             Endpoint::ForwardAuth
+                | Endpoint::ExtAuthz
                 | Endpoint::Userinfo
                 | Endpoint::Jwks
                 | Endpoint::BackchannelLogout
         )
+    }
+}
+
+/// Where Envoy asks, under the prefix; the original path follows.
+const EXT_AUTHZ: &str = "/ext-authz";
+
+/// The original path-and-query of a raw target `{prefix}/ext-authz<original>` as Envoy's
+/// `path_prefix` makes it, byte for byte (judged as the proxy judges a target, never
+/// normalized before); None for any other target, other spellings of the prefix included.
+pub fn ext_authz_target<'a>(raw: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
+    let rest = raw
+        .strip_prefix(prefix.as_bytes())?
+        .strip_prefix(EXT_AUTHZ.as_bytes())?;
+    match rest.first() {
+        None => Some(b"/"),
+        Some(b'/') => Some(rest),
+        Some(_) => None,
     }
 }
 

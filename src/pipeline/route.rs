@@ -4,7 +4,7 @@
 
 use http::Uri;
 
-use super::{resource_metadata, Answer, Front, Pipeline, Request};
+use super::{ext_authz_target, resource_metadata, Answer, Front, Pipeline, Request};
 use crate::gateway::Runtime;
 use crate::normalize::{normalize_target, NormalizeOptions, NormalizedTarget};
 
@@ -41,8 +41,19 @@ pub(super) fn route(
         b"" if path_start > 0 => b"/",
         raw => raw,
     };
+    let prefix = p.rt.config.server.reserved_prefix.as_str();
+    if facts.front == Front::Proxy && path_start == 0 && ext_authz_target(raw, prefix).is_some() {
+        // Envoy's question: the original path after the prefix is judged by the ext_authz
+        // front, as it was sent; normalizing it here could resolve it out of the prefix.
+        return Ok(Routed::Reserved(NormalizedTarget {
+            path: format!("{prefix}/ext-authz"),
+            upstream: None,
+            query: None,
+        }));
+    }
     let routed = match route_request(p.rt, &r.judged.host, raw) {
-        Ok(Routed::Reserved(_)) if forward_auth => {
+        // A proxy asking about the gateway's own paths sends them to the gateway instead.
+        Ok(Routed::Reserved(_)) if facts.front != Front::Proxy => {
             return Err(p.refuse_early(r, 404, "reserved_path", "no_route"))
         }
         Ok(routed) => routed,
