@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 const AUD: &str = "api://ext-authz-test";
 const ENVOY_YAML: &str = include_str!("../deploy/envoy/envoy-http-ext-authz.yaml");
+const ISTIO_MESH: &str = include_str!("../deploy/istio/mesh-config.yaml");
 
 /// `allowed_headers` of the shipped Envoy config (besides the ones Envoy always sends).
 const ALLOWED_EXACT: &[&str] = &[
@@ -76,6 +77,22 @@ fn the_test_plays_the_shipped_envoy_config() {
     assert!(ENVOY_YAML.contains(r#"- safe_regex: { regex: "[a-z0-9-]*[^a-z0-9:-].*" }"#));
     assert!(ENVOY_YAML.contains("path_prefix: /_gatehouse/ext-authz\n"));
     assert!(ENVOY_YAML.contains("headers_with_underscores_action: REJECT_REQUEST"));
+    // Istio's provider says the same in its own words (`prefix*` for a prefix).
+    let istio_list = |key: &str| -> Vec<String> {
+        let after = ISTIO_MESH.split_once(&format!("{key}:\n")).expect(key).1;
+        after
+            .lines()
+            .take_while(|l| l.trim_start().starts_with('-'))
+            .map(|l| l.trim().trim_start_matches("- ").to_string())
+            .collect()
+    };
+    let mut expected: Vec<String> = ALLOWED_EXACT.iter().map(|s| s.to_string()).collect();
+    expected.extend(ALLOWED_PREFIXES.iter().map(|p| format!("{p}*")));
+    assert_eq!(istio_list("includeRequestHeadersInCheck"), expected);
+    let mut upstream = vec![format!("{UPSTREAM_PREFIX}*")];
+    upstream.extend(UPSTREAM_EXACT.iter().map(|s| s.to_string()));
+    assert_eq!(istio_list("headersToUpstreamOnAllow"), upstream);
+    assert!(ISTIO_MESH.contains("pathPrefix: /_gatehouse/ext-authz\n"));
 }
 
 /// An id token the stub provider hands out next.
