@@ -596,6 +596,44 @@ async fn only_trusted_proxies_are_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_keeps_its_connection_across_refusals() {
+    let s = Setup::start().await;
+    let question = |target: &str, extra: &str| {
+        format!("GET /_gatehouse/ext-authz{target} HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\nx-forwarded-for: 203.0.113.5\r\n{extra}\r\n")
+    };
+    // Three questions, one after another on one connection (Envoy does not pipeline):
+    // refused, refused, allowed.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", s.gw.port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut statuses = Vec::new();
+    for request in [
+        question("/api/x", ""),
+        question("/nowhere", ""),
+        question("/keys/x", "X-Api-Key: ci-key-0123456789\r\n"),
+    ] {
+        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+        let mut data = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Until the whole answer (its Content-Length) is in; at most 10 s per read.
+        while parse_response(&data).is_none_or(|r| {
+            r.header("content-length")
+                .and_then(|l| l.parse::<usize>().ok())
+                .is_some_and(|l| r.body.len() < l)
+        }) {
+            let n = std::io::Read::read(&mut stream, &mut chunk).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&chunk[..n]);
+        }
+        statuses.push(parse_response(&data).map_or(0, |r| r.status));
+    }
+    assert_eq!(statuses, [401, 404, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_original_method_is_judged() {
     let s = Setup::start().await;
     let key = [("x-api-key", "ci-key-0123456789")];

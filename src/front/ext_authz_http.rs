@@ -89,6 +89,14 @@ pub fn answer(rt: &Runtime, judged: &mut Judged, verdict: Verdict, headers: &Hea
     }
 }
 
+/// A question without a body (Envoy sends `Content-Length: 0` unless `with_request_body`).
+pub fn bodyless(headers: &HeaderMap) -> bool {
+    match headers.get(http::header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() == b"0",
+        None => !headers.contains_key(http::header::TRANSFER_ENCODING),
+    }
+}
+
 /// What the proxy front would send upstream, as Envoy edits of the request it holds: the
 /// headers to set (with their values) and the names to remove.
 fn upstream_edits(

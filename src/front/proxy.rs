@@ -451,7 +451,12 @@ impl GatehouseProxy {
         };
         let mut judged = Judged::default();
         let verdict = pipeline.decide(&facts, &mut judged).await;
-        let answer = ext_authz_http::answer(pipeline.rt, &mut judged, verdict, &req.headers);
+        let mut answer = ext_authz_http::answer(pipeline.rt, &mut judged, verdict, &req.headers);
+        // Envoy's questions carry no body: its connection serves the next one, whatever the
+        // answer to this one.
+        if ext_authz_http::bodyless(&req.headers) {
+            answer.close = false;
+        }
         ctx.dropped_headers += judged.remove_headers.len();
         if judged.route.is_some() {
             // From here on (the log line, Pingora's error lines) the request is the original.
