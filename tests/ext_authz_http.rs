@@ -169,6 +169,7 @@ name = "api"
 path = "/api"
 upstream = "app"
 auth = ["bearer"]
+cors = {{ allowed_origins = ["https://spa.test"], allowed_methods = ["GET"] }}
 
 [[route]]
 name = "admin"
@@ -634,7 +635,7 @@ async fn envoy_keeps_its_connection_across_refusals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_original_method_is_judged() {
+async fn the_original_method_and_preflights_are_judged() {
     let s = Setup::start().await;
     let key = [("x-api-key", "ci-key-0123456789")];
     for method in ["POST", "PUT", "DELETE", "HEAD"] {
@@ -645,4 +646,21 @@ async fn the_original_method_is_judged() {
         s.ask_from("203.0.113.9", "delete", "/keys/x", &key).status,
         400
     );
+    // A CORS preflight is answered as the proxy answers it, before authentication; Envoy
+    // passes the 204 and its Access-Control-* headers on.
+    let preflight = |origin| {
+        s.ask_from(
+            "203.0.113.9",
+            "OPTIONS",
+            "/api/items",
+            &[("origin", origin), ("access-control-request-method", "GET")],
+        )
+    };
+    let ok = preflight("https://spa.test");
+    assert_eq!(ok.status, 204, "{ok:?}");
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://spa.test")
+    );
+    assert_eq!(preflight("https://evil.test").status, 403);
 }
