@@ -385,6 +385,10 @@ async fn allowed_requests_carry_the_identity_for_every_method() {
         metrics.contains("method=\"session\",reason=\"authenticated\",route=\"app\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("gatehouse_front_answers_total{front=\"ext_authz\",status=\"200\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,11 +143,15 @@ impl ProxyHttp for GatehouseProxy {
             Verdict::Allow => return Ok(false),
             Verdict::Answer(answer) => answer,
             Verdict::Endpoint(Endpoint::ExtAuthz) => {
-                Box::pin(self.ext_authz(session, ctx, pipeline)).await
+                let answer = Box::pin(self.ext_authz(session, ctx, pipeline)).await;
+                self.count_front_answer(Front::ExtAuthz, &answer);
+                answer
             }
             // The forwarded request goes through the pipeline again, as its own front's.
             Verdict::Endpoint(Endpoint::ForwardAuth) => {
-                Box::pin(self.forward_auth(session, ctx, pipeline)).await
+                let answer = Box::pin(self.forward_auth(session, ctx, pipeline)).await;
+                self.count_front_answer(Front::ForwardAuth { redirect: false }, &answer);
+                answer
             }
             Verdict::Endpoint(endpoint) => {
                 let mut req = Downstream(session);
@@ -466,6 +470,15 @@ impl GatehouseProxy {
             ctx.judged = judged;
         }
         answer
+    }
+
+    /// `gatehouse_front_answers_total`: what a front asked by another proxy answered.
+    fn count_front_answer(&self, front: Front, answer: &Answer) {
+        self.gateway
+            .metrics
+            .front_answers_total
+            .with_label_values(&[front.label(), answer.status.as_str()])
+            .inc();
     }
 
     /// Writes an answer: the connection is not reused after a refusal whose body was not
