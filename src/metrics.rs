@@ -34,6 +34,8 @@ pub struct Metrics {
     pub logouts_total: IntCounterVec,
     pub session_store_degraded: prometheus::IntGauge,
     pub session_store_errors_total: IntCounter,
+    /// Answers of the fronts that decide for another proxy (`forward_auth`, `ext_authz`).
+    pub front_answers_total: IntCounterVec,
 }
 
 /// The `route` label of requests that matched no route.
@@ -193,6 +195,14 @@ impl Metrics {
             "Session store operations that failed (store unreachable or corrupt entry).",
         )
         .expect("static metric definition");
+        let front_answers_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_front_answers_total",
+                "Answers to proxies asking about their requests, by front (forward_auth, ext_authz) and status.",
+            ),
+            &["front", "status"],
+        )
+        .expect("static metric definition");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -222,6 +232,7 @@ impl Metrics {
             Box::new(logouts_total.clone()),
             Box::new(session_store_degraded.clone()),
             Box::new(session_store_errors_total.clone()),
+            Box::new(front_answers_total.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -249,6 +260,7 @@ impl Metrics {
             logouts_total,
             session_store_degraded,
             session_store_errors_total,
+            front_answers_total,
         }
     }
 

@@ -513,7 +513,7 @@ async fn hostile_tokens_are_refused_and_never_reach_the_upstream() {
     assert_eq!(r.status, 401);
     assert_eq!(
         r.header("www-authenticate"),
-        Some("Bearer realm=\"gatehouse\"")
+        Some("Bearer realm=\"gatehouse\", resource_metadata=\"http://127.0.0.1/.well-known/oauth-protected-resource/api\"")
     );
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert!(!gw.log().contains(&valid), "a token was logged");

@@ -84,7 +84,7 @@ async fn allowed_requests_arrive_and_denied_ones_never_do() {
     assert_eq!(denied.status, 403);
     assert_eq!(
         denied.header("www-authenticate"),
-        Some("Bearer realm=\"gatehouse\", error=\"insufficient_scope\"")
+        Some("Bearer realm=\"gatehouse\", error=\"insufficient_scope\", resource_metadata=\"http://127.0.0.1/.well-known/oauth-protected-resource\"")
     );
     let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
     assert_eq!(body["error"], "forbidden");

@@ -66,7 +66,7 @@ pub async fn serve(
             | Endpoint::Jwks,
             Some(_),
         ) => refuse(405, "method_not_allowed"),
-        // (`ForwardAuth` is answered by its own front and never comes here.)
+        // (`ForwardAuth` and `ExtAuthz` are answered by their own fronts and never come here.)
         _ => refuse(404, "reserved_path"),
     }
 }

@@ -69,6 +69,8 @@ impl Forwarded<'_> {
             query: self.target.split_once('?').map(|(_, q)| q),
             headers,
             peer,
+            // The proxy's own connection says nothing of the client's: X-Forwarded-Proto does.
+            tls: false,
             request_id: Some(request_id),
         }
     }

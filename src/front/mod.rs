@@ -1,9 +1,10 @@
 //! The fronts over the [pipeline](crate::pipeline): each reads the facts of a request its
 //! own way and applies the decision its own way. [`proxy`] is the reverse proxy (Pingora);
 //! [`forward_auth`] answers nginx `auth_request`, Traefik and Caddy about the requests they
-//! proxy. An Envoy `ext_authz` front would be a third.
+//! proxy; [`ext_authz_http`] answers Envoy's HTTP `ext_authz` filter.
 
 pub mod edit;
+pub mod ext_authz_http;
 pub mod forward_auth;
 pub mod proxy;
 

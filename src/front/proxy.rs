@@ -2,8 +2,8 @@
 //! [pipeline](crate::pipeline), and applies the decision; the life of a request:
 //!
 //! 1. `request_filter`: snapshot the config, decide, drop the headers hygiene named; answer,
-//!    serve one of the gateway's endpoints (forward-auth: decide again, for the forwarded
-//!    request), or go on to proxy.
+//!    serve one of the gateway's endpoints (forward-auth and ext_authz: decide again, for the
+//!    request asked about), or go on to proxy.
 //! 2. `upstream_peer`: a healthy server of the route's upstream, another one on retry.
 //! 3. `upstream_request_filter`: the judged target, identity and forwarding headers, on every
 //!    attempt.
@@ -22,7 +22,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use super::forward_auth;
+use super::{ext_authz_http, forward_auth};
 use crate::config::{RouteConfig, SecurityHeadersConfig};
 use crate::endpoints::{self, EndpointRequest};
 use crate::gateway::{Gateway, InFlight, Runtime};
@@ -83,6 +83,7 @@ pub fn facts<'a>(req: &'a RequestHeader, peer: Option<IpAddr>) -> RequestFacts<'
         query: req.uri.query(),
         headers: &req.headers,
         peer,
+        tls: false,
         request_id: None,
     }
 }
@@ -125,18 +126,32 @@ impl ProxyHttp for GatehouseProxy {
             rt: &rt,
             metrics: &self.gateway.metrics,
         };
-        let verdict = pipeline
-            .decide(&facts(session.req_header(), ctx.conn.peer), &mut ctx.judged)
-            .await;
+        let facts = RequestFacts {
+            tls: ctx.conn.tls,
+            ..facts(session.req_header(), ctx.conn.peer)
+        };
+        let verdict = pipeline.decide(&facts, &mut ctx.judged).await;
         ctx.https = ctx.conn.tls
             || (ctx.judged.peer_trusted && forwarded::says_https(&session.req_header().headers));
-        apply_hygiene(session.req_header_mut(), ctx);
+        let ext_authz = matches!(verdict, Verdict::Endpoint(Endpoint::ExtAuthz));
+        // Envoy's question carries the original request's headers: its own front judges them
+        // (and tells Envoy which to remove), so they stay as they came.
+        if !ext_authz {
+            apply_hygiene(session.req_header_mut(), ctx);
+        }
         let answer = match verdict {
             Verdict::Allow => return Ok(false),
             Verdict::Answer(answer) => answer,
+            Verdict::Endpoint(Endpoint::ExtAuthz) => {
+                let answer = Box::pin(self.ext_authz(session, ctx, pipeline)).await;
+                self.count_front_answer(Front::ExtAuthz, &answer);
+                answer
+            }
             // The forwarded request goes through the pipeline again, as its own front's.
             Verdict::Endpoint(Endpoint::ForwardAuth) => {
-                Box::pin(self.forward_auth(session, ctx, pipeline)).await
+                let answer = Box::pin(self.forward_auth(session, ctx, pipeline)).await;
+                self.count_front_answer(Front::ForwardAuth { redirect: false }, &answer);
+                answer
             }
             Verdict::Endpoint(endpoint) => {
                 let mut req = Downstream(session);
@@ -415,6 +430,55 @@ impl GatehouseProxy {
             return answer;
         }
         forward_auth::answer(pipeline.rt, &mut judged, verdict)
+    }
+
+    /// `/_gatehouse/ext-authz/...`: the ext_authz front decides about the request Envoy
+    /// holds.
+    async fn ext_authz(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        pipeline: Pipeline<'_>,
+    ) -> Answer {
+        let prefix = pipeline.rt.config.server.reserved_prefix.as_str();
+        let req = session.req_header();
+        let facts = match ext_authz_http::facts(
+            &ctx.judged,
+            &req.method,
+            req.raw_path(),
+            &req.headers,
+            ctx.conn.peer,
+            prefix,
+        ) {
+            Ok(facts) => facts,
+            Err(answer) => return answer,
+        };
+        let mut judged = Judged::default();
+        let verdict = pipeline.decide(&facts, &mut judged).await;
+        let mut answer = ext_authz_http::answer(pipeline.rt, &mut judged, verdict, &req.headers);
+        // Envoy's questions carry no body: its connection serves the next one, whatever the
+        // answer to this one.
+        if ext_authz_http::bodyless(&req.headers) {
+            answer.close = false;
+        }
+        ctx.dropped_headers += judged.remove_headers.len();
+        if judged.route.is_some() {
+            // From here on (the log line, Pingora's error lines) the request is the original.
+            if let Some(uri) = judged.rewrite.take() {
+                session.req_header_mut().set_uri(uri);
+            }
+            ctx.judged = judged;
+        }
+        answer
+    }
+
+    /// `gatehouse_front_answers_total`: what a front asked by another proxy answered.
+    fn count_front_answer(&self, front: Front, answer: &Answer) {
+        self.gateway
+            .metrics
+            .front_answers_total
+            .with_label_values(&[front.label(), answer.status.as_str()])
+            .inc();
     }
 
     /// Writes an answer: the connection is not reused after a refusal whose body was not

@@ -1,12 +1,13 @@
-//! The proxy front and the forward-auth front decide alike: the same request, read by the
-//! proxy from its request line or by forward-auth from a trusted proxy's `X-Forwarded-*`
-//! headers, gets the same decision and the same identity headers. (Refusals before
-//! authentication differ by design: forward-auth says 403 to whatever it cannot judge.)
+//! The proxy front, the forward-auth front and the ext_authz front decide alike: the same
+//! request, read by the proxy from its request line, by forward-auth from a trusted proxy's
+//! `X-Forwarded-*` headers, or by ext_authz from the original request Envoy passes on, gets
+//! the same decision and the same identity headers. (Refusals before authentication differ
+//! by design: forward-auth says 403 to whatever it cannot judge.)
 
 use http::StatusCode;
 use pingora::http::RequestHeader;
 
-use super::{forward_auth, proxy};
+use super::{ext_authz_http, forward_auth, proxy};
 use crate::pipeline::testing::{Decision, Harness, API_KEY, PEER};
 use crate::pipeline::{upstream, Endpoint, Verdict};
 
@@ -81,6 +82,57 @@ async fn forwarded(
     (decision, status)
 }
 
+/// The decision about `method target` asked by Envoy at `/_gatehouse/ext-authz`, and the
+/// headers the answer sets when it allows (None when it does not).
+async fn envoy_asks(
+    h: &Harness,
+    method: &str,
+    target: &str,
+    pairs: &[(&str, &str)],
+) -> (Decision, Option<String>) {
+    let mut with_host = vec![("Host", "gw.test")];
+    with_host.extend_from_slice(pairs);
+    let req = request(
+        method,
+        &format!("/_gatehouse/ext-authz{target}"),
+        &with_host,
+    );
+    let asked = h.decide(&proxy::facts(&req, Some(PEER))).await;
+    assert!(matches!(
+        asked.verdict,
+        Verdict::Endpoint(Endpoint::ExtAuthz)
+    ));
+    let facts = ext_authz_http::facts(
+        &asked.judged,
+        &req.method,
+        req.raw_path(),
+        &req.headers,
+        Some(PEER),
+        "/_gatehouse",
+    )
+    .expect("a trusted proxy's question");
+    let mut decision = h.decide(&facts).await;
+    let normal = decision.judged.rewrite.is_none();
+    let verdict = match &decision.verdict {
+        Verdict::Allow => Verdict::Allow,
+        _ => return (decision, None),
+    };
+    let answer = ext_authz_http::answer(&h.rt, &mut decision.judged, verdict, &req.headers);
+    if !normal {
+        // Envoy forwards the target it holds: only a normal one is allowed.
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        return (decision, None);
+    }
+    assert_eq!(answer.status, StatusCode::OK);
+    let named = answer
+        .named
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    (decision, Some(named))
+}
+
 /// Method, target and headers of a request.
 type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
@@ -133,6 +185,18 @@ async fn the_proxy_and_forward_auth_decide_alike() {
             // Forward-auth's 200 carries the identity headers the upstream would get.
             let expected = outcome(&h, &proxied);
             assert!(expected.ends_with(&named), "{what}: {expected} / {named}");
+        }
+        let (envoy, set) = envoy_asks(&h, method, target, &pairs).await;
+        assert_eq!(
+            outcome(&h, &proxied),
+            outcome(&h, &envoy),
+            "ext_authz {what}"
+        );
+        assert_eq!(proxied.judged.path, envoy.judged.path, "ext_authz {what}");
+        if let Some(set) = set {
+            // Envoy's 200 sets the identity headers the upstream would get.
+            let expected = outcome(&h, &proxied);
+            assert!(expected.ends_with(&set), "{what}: {expected} / {set}");
         }
     }
 }

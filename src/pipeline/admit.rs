@@ -18,10 +18,12 @@ pub(super) fn admit(p: &Pipeline<'_>, r: &mut Request<'_>) -> Result<usize, Answ
             })?
         }
         // The forwarded target is the path-and-query the proxy received.
-        Front::ForwardAuth { .. } => match facts.authority.and_then(super::host_without_port) {
-            Some(host) => (host, 0),
-            None => return Err(p.refuse_early(r, 400, "bad_host", "forward_auth_bad_target")),
-        },
+        Front::ForwardAuth { .. } | Front::ExtAuthz => {
+            match facts.authority.and_then(super::host_without_port) {
+                Some(host) => (host, 0),
+                None => return Err(p.refuse_early(r, 400, "bad_host", "forward_auth_bad_target")),
+            }
+        }
     };
     let allowed = &p.rt.config.server.allowed_hosts;
     if !allowed.is_empty() && !allowed.contains(&host) {

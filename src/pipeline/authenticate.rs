@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::{Method, StatusCode};
 
-use super::{lockout, rate_limit, record, Answer, Front, Pipeline, Request};
+use super::{lockout, rate_limit, record, resource_metadata, Answer, Front, Pipeline, Request};
 use crate::authn::AuthFailure;
 use crate::config::RouteConfig;
 use crate::identity::{AuthMethod, Identity};
@@ -54,7 +54,8 @@ pub(super) async fn authenticate(
         }
     }
     // API clients get JSON, whatever their Accept header says (spec §7).
-    let (status, challenge) = challenge(&route.auth, failure);
+    let metadata = resource_metadata::challenge_param(p, r, route);
+    let (status, challenge) = challenge(&route.auth, failure, &metadata);
     let mut answer = Answer::error(status, false)
         .refusing(failure.reason())
         .closing();
@@ -126,12 +127,13 @@ async fn session(
         if let Some(answer) = login_redirect(p, r, route).await {
             return Err(answer);
         }
+        let metadata = resource_metadata::challenge_param(p, r, route);
         return Err(Answer::error(StatusCode::UNAUTHORIZED, false)
             .refusing("step_up_required")
             .closing()
             .header(
                 "www-authenticate",
-                "Bearer realm=\"gatehouse\", error=\"insufficient_user_authentication\", error_description=\"A more recent or stronger login is required\"".to_string(),
+                format!("Bearer realm=\"gatehouse\", error=\"insufficient_user_authentication\", error_description=\"A more recent or stronger login is required\"{metadata}"),
             ));
     }
     r.judged.session = Some(s);
@@ -144,7 +146,7 @@ async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) 
     let login = p.rt.login.as_ref()?;
     let facts = r.facts;
     let front_redirects = match facts.front {
-        Front::Proxy => true,
+        Front::Proxy | Front::ExtAuthz => true,
         Front::ForwardAuth { redirect } => redirect,
     };
     let navigation = front_redirects
@@ -179,19 +181,21 @@ async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) 
     )
 }
 
-/// The status and `WWW-Authenticate` challenge of an authentication failure (RFC 6750 §3).
+/// The status and `WWW-Authenticate` challenge of an authentication failure (RFC 6750 §3);
+/// `metadata` is the route's `resource_metadata` parameter (RFC 9728 §5.1), if any.
 fn challenge(
     methods: &[AuthMethod],
     failure: AuthFailure,
+    metadata: &str,
 ) -> (StatusCode, Vec<(&'static str, String)>) {
     // Browser-session routes answer scripts with a Bearer challenge too (spec §7).
     let bearer = methods.contains(&AuthMethod::Bearer) || methods.contains(&AuthMethod::Session);
     let challenge = |error: Option<(&str, &str)>| -> Vec<(&'static str, String)> {
         let value = match (bearer, error) {
             (true, Some((code, description))) => {
-                format!("Bearer realm=\"gatehouse\", error=\"{code}\", error_description=\"{description}\"")
+                format!("Bearer realm=\"gatehouse\", error=\"{code}\", error_description=\"{description}\"{metadata}")
             }
-            (true, None) => "Bearer realm=\"gatehouse\"".to_string(),
+            (true, None) => format!("Bearer realm=\"gatehouse\"{metadata}"),
             (false, _) => "ApiKey realm=\"gatehouse\"".to_string(),
         };
         vec![("www-authenticate", value)]

@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 
-use super::{record, Answer, Pipeline, Request};
+use super::{record, resource_metadata, Answer, Pipeline, Request};
 use crate::authz::PolicyRequest;
 use crate::config::RouteConfig;
 use crate::identity::AuthMethod;
@@ -52,9 +52,10 @@ pub(super) fn authorize(
         .refusing("policy_denied")
         .closing();
     if route.auth.contains(&AuthMethod::Bearer) {
+        let metadata = resource_metadata::challenge_param(p, r, route);
         answer = answer.header(
             "www-authenticate",
-            "Bearer realm=\"gatehouse\", error=\"insufficient_scope\"".to_string(),
+            format!("Bearer realm=\"gatehouse\", error=\"insufficient_scope\"{metadata}"),
         );
     }
     Err(answer)

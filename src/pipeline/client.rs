@@ -21,6 +21,8 @@ pub(super) fn identify(p: &Pipeline<'_>, r: &mut Request<'_>) {
             .filter(|id| judged.peer_trusted && forwarded::acceptable_request_id(id))
             .map_or_else(forwarded::new_request_id, str::to_string),
     };
-    // Forward-auth's answers go to a proxy, which passes a 401 or 403 on as it is.
-    judged.html = facts.front == Front::Proxy && crate::respond::wants_html(facts.headers);
+    // Forward-auth's answers go to a proxy, which passes a 401 or 403 on as it is; Envoy
+    // passes every refusal on to the client.
+    judged.html = matches!(facts.front, Front::Proxy | Front::ExtAuthz)
+        && crate::respond::wants_html(facts.headers);
 }

@@ -1,7 +1,8 @@
 //! The gateway's own endpoints under `server.reserved_prefix` (spec §2): which one a
-//! request is for, and the per-client-IP limit on those a client could flood.
+//! request is for, and the per-client-IP limit on those a client could flood. The protected
+//! resource metadata (`/.well-known/oauth-protected-resource`) is answered here too.
 
-use super::{rate_limit, Pipeline, Request, Verdict};
+use super::{rate_limit, resource_metadata, Pipeline, Request, Verdict};
 use crate::normalize::NormalizedTarget;
 
 /// One of the gateway's own endpoints ([`crate::endpoints`] serves them).
@@ -9,6 +10,9 @@ use crate::normalize::NormalizedTarget;
 pub enum Endpoint {
     /// `/auth`: a front of its own ([`crate::front::forward_auth`]).
     ForwardAuth,
+    /// `/ext-authz` + the original path: Envoy's HTTP ext_authz, a front of its own
+    /// ([`crate::front::ext_authz_http`]).
+    ExtAuthz,
     Jwks,
     Login,
     Callback,
@@ -24,6 +28,7 @@ impl Endpoint {
     pub fn at(path: &str) -> Endpoint {
         match path {
             "/auth" => Endpoint::ForwardAuth,
+            EXT_AUTHZ => Endpoint::ExtAuthz,
             "/jwks.json" => Endpoint::Jwks,
             "/login" => Endpoint::Login,
             "/callback" => Endpoint::Callback,
@@ -41,10 +46,28 @@ impl Endpoint {
         !matches!(
             self,
             Endpoint::ForwardAuth
+                | Endpoint::ExtAuthz
                 | Endpoint::Userinfo
                 | Endpoint::Jwks
                 | Endpoint::BackchannelLogout
         )
+    }
+}
+
+/// Where Envoy asks, under the prefix; the original path follows.
+const EXT_AUTHZ: &str = "/ext-authz";
+
+/// The original path-and-query of a raw target `{prefix}/ext-authz<original>` as Envoy's
+/// `path_prefix` makes it, byte for byte (judged as the proxy judges a target, never
+/// normalized before); None for any other target, other spellings of the prefix included.
+pub fn ext_authz_target<'a>(raw: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
+    let rest = raw
+        .strip_prefix(prefix.as_bytes())?
+        .strip_prefix(EXT_AUTHZ.as_bytes())?;
+    match rest.first() {
+        None => Some(b"/"),
+        Some(b'/') => Some(rest),
+        Some(_) => None,
     }
 }
 
@@ -54,6 +77,11 @@ pub(super) async fn dispatch(
     r: &mut Request<'_>,
     target: NormalizedTarget,
 ) -> Verdict {
+    if target.path.starts_with(resource_metadata::WELL_KNOWN) {
+        // The route stage leads here only the metadata of a host with bearer routes.
+        r.judged.path = target.path;
+        return Verdict::Answer(resource_metadata::answer(p, r, &r.judged.path));
+    }
     let prefix = p.rt.config.server.reserved_prefix.as_str();
     let endpoint = match target.path.strip_prefix(prefix) {
         Some(rest) if rest.starts_with('/') => Endpoint::at(rest),

@@ -2,7 +2,8 @@
 //!
 //! A front reads the facts of a request into [`RequestFacts`]: the reverse proxy from its
 //! Pingora session ([`crate::front::proxy`]), the forward-auth endpoint from the
-//! `X-Forwarded-*` headers of a trusted proxy ([`crate::front::forward_auth`]).
+//! `X-Forwarded-*` headers of a trusted proxy ([`crate::front::forward_auth`]), Envoy's
+//! HTTP ext_authz from the original request it passes on ([`crate::front::ext_authz_http`]).
 //! [`Pipeline::decide`] runs the stages below, in order, and makes the decision: what they
 //! learned ([`Judged`]: route, judged path, identity, headers to remove, ...) and the
 //! [`Verdict`]: let it through, answer it, or hand it to one of the gateway's own
@@ -20,6 +21,7 @@ mod lockout;
 mod preflight;
 mod rate_limit;
 mod record;
+mod resource_metadata;
 mod route;
 mod strip;
 pub mod upstream;
@@ -40,7 +42,7 @@ use crate::identity::{AuthMethod, Identity};
 use crate::metrics::Metrics;
 
 pub use answer::{Answer, Body};
-pub use endpoint::Endpoint;
+pub use endpoint::{ext_authz_target, Endpoint};
 pub use route::{host_without_port, route_request, Routed};
 
 /// Which front asked. Fronts differ in how they read a request and what they do with an
@@ -55,6 +57,22 @@ pub enum Front {
     /// `redirect` (`?redirect=true`): browser navigations get the login redirect instead of
     /// a 401, since Traefik and Caddy pass the answer on to the browser.
     ForwardAuth { redirect: bool },
+    /// `/_gatehouse/ext-authz` + the original path (Envoy's HTTP `ext_authz` filter): an
+    /// allowed request is answered 200 with the edits Envoy makes to it (identity headers
+    /// to set, forged ones to remove); any other answer goes to the client as it is, so
+    /// the statuses, the login redirect and the CORS preflight are the proxy's.
+    ExtAuthz,
+}
+
+impl Front {
+    /// The front's name in audit lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Front::Proxy => "proxy",
+            Front::ForwardAuth { .. } => "forward_auth",
+            Front::ExtAuthz => "ext_authz",
+        }
+    }
 }
 
 /// What a front knows about a request, borrowed from it.
@@ -72,6 +90,9 @@ pub struct RequestFacts<'a> {
     pub headers: &'a HeaderMap,
     /// The socket peer; None on a Unix socket.
     pub peer: Option<IpAddr>,
+    /// The client reached this front over TLS (the proxy's TLS listener); a trusted proxy
+    /// says so in `X-Forwarded-Proto`. Names the resource in protected resource metadata.
+    pub tls: bool,
     /// The id of a request that already has one (forward-auth runs inside a proxied request).
     pub request_id: Option<&'a str>,
 }

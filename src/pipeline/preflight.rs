@@ -11,11 +11,11 @@ pub(super) fn answer(
     r: &Request<'_>,
     route: &RouteConfig,
 ) -> Result<(), Answer> {
-    // Forward-auth's proxy answers its own preflights.
+    // Forward-auth's proxy answers its own preflights (Envoy passes the gateway's on).
     let Some(cors) = route
         .cors
         .as_ref()
-        .filter(|_| r.facts.front == Front::Proxy)
+        .filter(|_| !matches!(r.facts.front, Front::ForwardAuth { .. }))
     else {
         return Ok(());
     };

@@ -33,6 +33,7 @@ pub(super) fn decision(
         tracing::info!(
             target: "gatehouse::audit",
             request_id = %judged.request_id,
+            front = r.facts.front.label(),
             route,
             subject = subject.unwrap_or(""),
             auth_method = method.as_str(),

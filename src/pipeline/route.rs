@@ -4,7 +4,7 @@
 
 use http::Uri;
 
-use super::{Answer, Front, Pipeline, Request};
+use super::{ext_authz_target, resource_metadata, Answer, Front, Pipeline, Request};
 use crate::gateway::Runtime;
 use crate::normalize::{normalize_target, NormalizeOptions, NormalizedTarget};
 
@@ -13,7 +13,8 @@ use crate::normalize::{normalize_target, NormalizeOptions, NormalizedTarget};
 pub enum Routed {
     /// Index into `config.routes`, and the target as that route judges it.
     Route(usize, NormalizedTarget),
-    /// Under `server.reserved_prefix`: the gateway's own (normalized strictly).
+    /// Under `server.reserved_prefix`, or the protected resource metadata of a host with
+    /// bearer routes: the gateway's own (normalized strictly).
     Reserved(NormalizedTarget),
 }
 
@@ -40,8 +41,19 @@ pub(super) fn route(
         b"" if path_start > 0 => b"/",
         raw => raw,
     };
+    let prefix = p.rt.config.server.reserved_prefix.as_str();
+    if facts.front == Front::Proxy && path_start == 0 && ext_authz_target(raw, prefix).is_some() {
+        // Envoy's question: the original path after the prefix is judged by the ext_authz
+        // front, as it was sent; normalizing it here could resolve it out of the prefix.
+        return Ok(Routed::Reserved(NormalizedTarget {
+            path: format!("{prefix}/ext-authz"),
+            upstream: None,
+            query: None,
+        }));
+    }
     let routed = match route_request(p.rt, &r.judged.host, raw) {
-        Ok(Routed::Reserved(_)) if forward_auth => {
+        // A proxy asking about the gateway's own paths sends them to the gateway instead.
+        Ok(Routed::Reserved(_)) if facts.front != Front::Proxy => {
             return Err(p.refuse_early(r, 404, "reserved_path", "no_route"))
         }
         Ok(routed) => routed,
@@ -79,6 +91,9 @@ pub fn route_request(rt: &Runtime, host: &str, raw: &[u8]) -> Result<Routed, (u1
             {
                 return Ok(Routed::Reserved(target));
             }
+            if resource_metadata::owns(rt, host, &target.path) {
+                return Ok(Routed::Reserved(target));
+            }
             let route = rt
                 .routes
                 .lookup(routes, host, &target.path)
@@ -91,6 +106,10 @@ pub fn route_request(rt: &Runtime, host: &str, raw: &[u8]) -> Result<Routed, (u1
                     continue;
                 }
                 if let Ok(target) = normalize_target(raw, route.path_checks) {
+                    // A lenient reading never takes the gateway's own metadata upstream.
+                    if resource_metadata::owns(rt, host, &target.path) {
+                        continue;
+                    }
                     if rt.routes.lookup(routes, host, &target.path) == Some(i) {
                         return Ok(Routed::Route(i, target));
                     }

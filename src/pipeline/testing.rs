@@ -213,6 +213,7 @@ rate_limit = ["one-a-day"]
             query: target.split_once('?').map(|(_, q)| q),
             headers,
             peer: Some(PEER),
+            tls: false,
             request_id: None,
         };
         self.decide(&facts).await

@@ -139,6 +139,20 @@ async fn request_facts_decide_as_the_table_says() {
             "endpoint Userinfo",
         ),
         (
+            "resource metadata",
+            "GET",
+            "/.well-known/oauth-protected-resource/api",
+            &[],
+            "200 -",
+        ),
+        (
+            "no metadata of a session route",
+            "GET",
+            "/.well-known/oauth-protected-resource/app/x",
+            &[],
+            "404 no_resource_metadata",
+        ),
+        (
             "forward-auth",
             "GET",
             "/_gatehouse/auth",
@@ -157,9 +171,10 @@ async fn request_facts_decide_as_the_table_says() {
 async fn answers_carry_what_clients_rely_on() {
     let h = Harness::start("").await;
     let d = h.proxy("GET", "/api/items", &headers(&[])).await;
+    // public_url names the resource: its origin is the request's.
     assert_eq!(
         header(&d, "www-authenticate"),
-        Some("Bearer realm=\"gatehouse\"")
+        Some("Bearer realm=\"gatehouse\", resource_metadata=\"http://gw.test/.well-known/oauth-protected-resource/api\"")
     );
     assert_eq!(answer(&d).body, Body::Error { html: false });
     assert!(
@@ -195,7 +210,18 @@ async fn answers_carry_what_clients_rely_on() {
         )
         .await;
     assert_eq!(summary(&h, &d), "403 policy_denied");
-    assert!(header(&d, "www-authenticate").is_some_and(|c| c.contains("insufficient_scope")));
+    assert!(
+        header(&d, "www-authenticate").is_some_and(|c| c.contains("insufficient_scope")
+            && c.ends_with(
+                "resource_metadata=\"http://gw.test/.well-known/oauth-protected-resource/api\""
+            ))
+    );
+    // A session route answers scripts with a Bearer challenge, but it is no OAuth resource.
+    let d = h.proxy("GET", "/app/home", &headers(&[])).await;
+    assert_eq!(
+        header(&d, "www-authenticate"),
+        Some("Bearer realm=\"gatehouse\"")
+    );
 
     let d = h
         .proxy(

@@ -9,6 +9,7 @@ pub mod front;
 pub mod idp;
 pub mod keys;
 pub mod login;
+pub mod paths;
 pub mod redis;
 pub mod stub_idp;
 

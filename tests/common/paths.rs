@@ -1,0 +1,38 @@
+//! Path-confusion cases every front must judge alike: the proxy (tests/gateway.rs) and
+//! Envoy's ext_authz (tests/ext_authz_http.rs).
+
+/// (raw request target, expected status, path the upstream must receive when proxied)
+pub const PATH_CASES: &[(&str, u16, &str)] = &[
+    ("/public/../admin", 200, "/admin"),
+    ("/public/%2e%2e/admin", 200, "/admin"),
+    ("/public/%2E%2e/admin", 200, "/admin"),
+    ("/public/.%2e/admin", 200, "/admin"),
+    ("/public/./admin/./x", 200, "/public/admin/x"),
+    ("//admin", 200, "/admin"),
+    ("/public//..//admin", 200, "/admin"),
+    ("/../../../admin", 200, "/admin"),
+    ("/admin/%2e", 200, "/admin/"),
+    ("/%61dmin", 200, "/admin"),
+    ("/public/%7euser", 200, "/public/~user"),
+    ("/a%20b", 200, "/a%20b"),
+    ("/caf%c3%a9", 200, "/caf%C3%A9"),
+    ("/p?next=/../admin&x=%2f", 200, "/p?next=/../admin&x=%2f"),
+    ("/public%2f..%2fadmin", 400, ""),
+    ("/public%2F..%2Fadmin", 400, ""),
+    ("/admin;jsessionid=1", 400, ""),
+    ("/admin%3bx", 400, ""),
+    ("/public\\..\\admin", 400, ""),
+    ("/public/%5c../admin", 400, ""),
+    ("/admin%00.html", 400, ""),
+    ("/public/%252e%252e/admin", 400, ""),
+    ("/public/%252fadmin", 400, ""),
+    ("/bad%zz", 400, ""),
+    ("/bad%4", 400, ""),
+    ("/overlong%c0%ae%c0%ae/admin", 400, ""),
+    ("/invalid%ff", 400, ""),
+    ("*", 400, ""),
+    ("admin", 400, ""),
+    ("http://127.0.0.1/public/../admin", 200, "/admin"),
+    ("http://127.0.0.1", 200, "/"),
+    ("HTTP://127.0.0.1/x/%2e%2e/admin?q=1", 200, "/admin?q=1"),
+];
