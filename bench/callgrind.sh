@@ -62,7 +62,8 @@ issuer="http://127.0.0.1:$up_port"
 "$examples/bench_tokens" "$work" "$issuer" 1
 token=$(head -n 1 "$work/tokens.txt")
 # bearer-unique: a token no request carried before, for the warm-up and every counted request.
-"$examples/bench_tokens" "$work" "$issuer" $((warmup + requests)) --unique 0 >/dev/null
+# Twice as many: the bare proxy is measured with never-seen tokens too.
+"$examples/bench_tokens" "$work" "$issuer" $((2 * (warmup + requests))) --unique 0 >/dev/null
 api_key="bench-api-key-0123456789"
 api_hash=$(printf '%s' "$api_key" | "$bin/gatehouse" apikey hash)
 
@@ -130,13 +131,25 @@ wait_http "http://127.0.0.1:$bare_port/open/x"
 wait_http "http://127.0.0.1:$admin_port/readyz"
 session_cookie=$("$examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$gw_port")
 
-printf '%-26s %14s\n' case "instr/request"
-printf '%-26s %14s\n' bare-pingora "$(measure bare-pingora "$bare_pid" "$bare_port" /open/x)"
-printf '%-26s %14s\n' none "$(measure none "$gw_pid" "$gw_port" /open/x)"
-printf '%-26s %14s\n' none+rate-limit "$(measure none+rate-limit "$gw_pid" "$gw_port" /limited/x)"
-printf '%-26s %14s\n' bearer-cached "$(measure bearer-cached "$gw_pid" "$gw_port" /bearer/x "Authorization: Bearer $token")"
-printf '%-26s %14s\n' api-key "$(measure api-key "$gw_pid" "$gw_port" /keys/x "X-Api-Key: $api_key")"
-printf '%-26s %14s\n' session "$(measure session "$gw_pid" "$gw_port" /session/x "Cookie: $session_cookie")"
-printf '%-26s %14s\n' bearer-unique "$(measure bearer-unique "$gw_pid" "$gw_port" /bearer/x "@$work/unique.txt")"
-printf '%-26s %14s\n' bearer+policy+rate-limit "$(measure bearer+policy+rate-limit "$gw_pid" "$gw_port" /guarded/x "Authorization: Bearer $token")"
-echo "(callgrind; one keep-alive client; $warmup warm-up then $requests counted requests per case; every thread of the proxy process)"
+# Each case beside the bare proxy serving the very same request (same headers, so the
+# same bytes for Pingora to parse and forward): the ratio is what the gateway adds.
+bare_open=$(measure bare-pingora "$bare_pid" "$bare_port" /open/x)
+row() { # case instructions bare-same-request
+  printf '%-26s %14s %14s %8s %8s\n' "$1" "$2" "$3" \
+    "$(python3 -c "print(f'{$2/$3:.3f}')")" "$(python3 -c "print(f'{$2/$bare_open:.3f}')")"
+}
+printf '%-26s %14s %14s %8s %8s\n' case "instr/request" "bare, same req" "ratio" "÷ bare"
+row bare-pingora "$bare_open" "$bare_open"
+bare_bearer=$(measure bare+bearer "$bare_pid" "$bare_port" /bearer/x "Authorization: Bearer $token")
+bare_key=$(measure bare+api-key "$bare_pid" "$bare_port" /keys/x "X-Api-Key: $api_key")
+bare_cookie=$(measure bare+cookie "$bare_pid" "$bare_port" /session/x "Cookie: $session_cookie")
+bare_unique=$(measure bare+unique "$bare_pid" "$bare_port" /bearer/x "@$work/unique.txt")
+row none "$(measure none "$gw_pid" "$gw_port" /open/x)" "$bare_open"
+row none+rate-limit "$(measure none+rate-limit "$gw_pid" "$gw_port" /limited/x)" "$bare_open"
+row bearer-cached "$(measure bearer-cached "$gw_pid" "$gw_port" /bearer/x "Authorization: Bearer $token")" "$bare_bearer"
+row api-key "$(measure api-key "$gw_pid" "$gw_port" /keys/x "X-Api-Key: $api_key")" "$bare_key"
+row session "$(measure session "$gw_pid" "$gw_port" /session/x "Cookie: $session_cookie")" "$bare_cookie"
+row bearer-unique "$(measure bearer-unique "$gw_pid" "$gw_port" /bearer/x "@$work/unique.txt")" "$bare_unique"
+row bearer+policy+rate-limit "$(measure bearer+policy+rate-limit "$gw_pid" "$gw_port" /guarded/x "Authorization: Bearer $token")" "$bare_bearer"
+echo "(callgrind; one keep-alive client; $warmup warm-up then $requests counted requests per case; every thread of the proxy process;"
+echo " ratio: to the bare proxy serving the same request; ÷ bare: to the bare proxy serving /open/x without credentials)"

@@ -3,12 +3,11 @@
 //! SHA-256 and one lookup.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
-use moka::sync::Cache;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -27,21 +26,6 @@ struct CachedToken {
     expires_at: u64,
 }
 
-/// Cache entries live until the token's `exp` (at most an hour).
-struct UntilExpiry;
-
-impl moka::Expiry<Arc<str>, Arc<CachedToken>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &Arc<str>,
-        value: &Arc<CachedToken>,
-        _now: std::time::Instant,
-    ) -> Option<Duration> {
-        let left = value.expires_at.saturating_sub(unix_now());
-        Some(Duration::from_secs(left.min(3600)))
-    }
-}
-
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Every configured issuer, and what it takes to check their tokens.
@@ -49,7 +33,7 @@ pub struct BearerAuth {
     pub issuers: Vec<Arc<KeyStore>>,
     /// Keyed by the token itself: a hit is the very token that was validated (a digest as
     /// the key would cost a SHA-256 of every token on every request).
-    cache: Cache<Arc<str>, Arc<CachedToken>, foldhash::fast::RandomState>,
+    cache: super::token_cache::TokenCache<Arc<CachedToken>>,
     introspector: Option<Introspector>,
     metrics: Arc<Metrics>,
 }
@@ -152,16 +136,7 @@ impl BearerAuth {
             .collect();
         let introspector = Introspector::new(&issuers);
         BearerAuth {
-            cache: Cache::builder()
-                .max_capacity(CACHE_BYTES)
-                .weigher(|k: &Arc<str>, v: &Arc<CachedToken>| {
-                    estimated_size(&v.identity).saturating_add(k.len() as u32)
-                })
-                .expire_after(UntilExpiry)
-                // Seeded per process; only validated tokens are ever inserted, so nobody
-                // can flood a bucket, and SipHash over a whole token costs thousands of
-                // instructions per request.
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            cache: super::token_cache::TokenCache::new(CACHE_BYTES),
             issuers,
             introspector,
             metrics,
@@ -194,7 +169,7 @@ impl BearerAuth {
             if key_still_published && hit.expires_at > unix_now() {
                 return Some(hit.identity.clone());
             }
-            self.cache.invalidate(token);
+            self.cache.remove(token);
         }
         None
     }
@@ -244,6 +219,7 @@ impl BearerAuth {
         // The claims move into the identity: a first-seen token copies none of them.
         let identity = Arc::new(self.identity(parsed.claims, issuer, unix_now())?);
         let expires_at = identity.expires_at.unwrap_or(0);
+        let weight = u64::from(estimated_size(&identity)) + token.len() as u64;
         self.cache.insert(
             Arc::from(token),
             Arc::new(CachedToken {
@@ -252,6 +228,7 @@ impl BearerAuth {
                 kid,
                 expires_at,
             }),
+            weight,
         );
         Ok(identity)
     }
@@ -345,8 +322,7 @@ impl BearerAuth {
     }
 
     pub fn cached_tokens(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 }
 
@@ -531,7 +507,7 @@ mod tests {
             audiences: vec!["api".into()],
             jwks_uri: None,
             algorithms: Vec::new(),
-            leeway: Duration::ZERO,
+            leeway: std::time::Duration::ZERO,
             token_type: None,
             claims: crate::config::ClaimNames {
                 subject: "sub".into(),
@@ -541,7 +517,7 @@ mod tests {
                 email_verified: rule,
             },
             introspection: None,
-            unknown_kid_refetch_interval: Duration::ZERO,
+            unknown_kid_refetch_interval: std::time::Duration::ZERO,
             qualify_subject: false,
         };
         let identity = |verified: Option<Value>, rule| {

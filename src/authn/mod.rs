@@ -8,6 +8,7 @@ pub(crate) mod fetch;
 pub mod introspection;
 pub mod jwks;
 pub mod signature;
+pub mod token_cache;
 
 use std::sync::Arc;
 
