@@ -74,14 +74,20 @@ impl Cookies {
 
 /// The value of cookie `name` in the request's `Cookie` headers (the first one).
 pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+    // Runs on every request of a session route: byte scans, no iterator adaptors.
+    for value in headers.get_all(http::header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            let value = pair
+                .trim()
+                .strip_prefix(name)
+                .and_then(|v| v.strip_prefix('='));
+            if let Some(value) = value {
+                return Some(value.trim_matches('"'));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -211,9 +211,16 @@ pub struct MemoryStore {
 /// fit one SHA-256 block where the hex takes two, on every request. (Redis keeps the digest
 /// of the hex, its stored format.)
 fn key(session_id: &str) -> Key {
-    match id_bytes(session_id.as_bytes()) {
-        Some(raw) => RECENT_KEYS.with(|recent| recent.borrow_mut().key(raw)),
-        None => Sha256::digest(session_id.as_bytes()).into(),
+    match <&[u8; 64]>::try_from(session_id.as_bytes()) {
+        Ok(id) => RECENT_KEYS.with(|recent| recent.borrow_mut().key(id)),
+        Err(_) => Sha256::digest(session_id.as_bytes()).into(),
+    }
+}
+
+fn digest(id: &[u8; 64]) -> Key {
+    match id_bytes(id) {
+        Some(raw) => Sha256::digest(raw).into(),
+        None => Sha256::digest(id).into(),
     }
 }
 
@@ -225,13 +232,12 @@ thread_local! {
     /// come one after another on one connection, so most lookups skip the SHA-256. Holding
     /// four ids per thread keeps the store's promise: no more ids than the thread's recent
     /// request buffers held anyway, never the store's many.
-    static RECENT_KEYS: std::cell::RefCell<RecentKeys> = const {
-        std::cell::RefCell::new(RecentKeys { ids: [[0; 32]; RECENT], keys: [[0; 32]; RECENT], filled: 0, next: 0 })
-    };
+    static RECENT_KEYS: std::cell::RefCell<RecentKeys> =
+        const { std::cell::RefCell::new(RecentKeys::new()) };
 }
 
 struct RecentKeys {
-    ids: [[u8; 32]; RECENT],
+    ids: [[u8; 64]; RECENT],
     keys: [Key; RECENT],
     filled: usize,
     /// The slot the next new id takes (oldest first).
@@ -239,15 +245,22 @@ struct RecentKeys {
 }
 
 impl RecentKeys {
-    fn key(&mut self, id: [u8; 32]) -> Key {
-        if let Some(i) = self.ids[..self.filled]
-            .iter()
-            .position(|known| *known == id)
-        {
+    const fn new() -> Self {
+        RecentKeys {
+            ids: [[0; 64]; RECENT],
+            keys: [[0; 32]; RECENT],
+            filled: 0,
+            next: 0,
+        }
+    }
+
+    /// Compared as the client sent it (hex), so a hit decodes nothing.
+    fn key(&mut self, id: &[u8; 64]) -> Key {
+        if let Some(i) = self.ids[..self.filled].iter().position(|known| known == id) {
             return self.keys[i];
         }
-        let key: Key = Sha256::digest(id).into();
-        self.ids[self.next] = id;
+        let key = digest(id);
+        self.ids[self.next] = *id;
         self.keys[self.next] = key;
         self.next = (self.next + 1) % RECENT;
         self.filled = (self.filled + 1).min(RECENT);
@@ -590,28 +603,37 @@ mod tests {
 
     #[test]
     fn remembered_digests_are_the_digests() {
-        let mut recent = RecentKeys {
-            ids: [[0; 32]; RECENT],
-            keys: [[0; 32]; RECENT],
-            filled: 0,
-            next: 0,
-        };
-        // More ids than it remembers, each asked twice, in an order that evicts.
-        let ids: Vec<[u8; 32]> = (0..RECENT as u8 + 3).map(|i| [i + 1; 32]).collect();
+        let mut recent = RecentKeys::new();
+        // More ids than it remembers, each asked twice, in an order that evicts; gateway ids
+        // and 64 bytes of something else.
+        let mut ids: Vec<[u8; 64]> = (0..RECENT + 3)
+            .map(|_| {
+                crate::session::new_session_id()
+                    .as_bytes()
+                    .try_into()
+                    .unwrap()
+            })
+            .collect();
+        ids.push([b'A'; 64]);
+        ids.push([0; 64]);
         for round in 0..2 {
             for id in ids.iter().chain(ids.iter().rev()) {
-                let expected: Key = Sha256::digest(id).into();
-                assert_eq!(recent.key(*id), expected, "round {round}");
+                let expected: Key = match id_bytes(id) {
+                    Some(raw) => Sha256::digest(raw).into(),
+                    None => Sha256::digest(id).into(),
+                };
+                assert_eq!(recent.key(id), expected, "round {round}");
+                let text = std::str::from_utf8(id).unwrap_or_default();
+                if !text.is_empty() {
+                    assert_eq!(key(text), expected);
+                }
             }
         }
         // The all-zero id is not mistaken for an empty slot.
-        let mut fresh = RecentKeys {
-            ids: [[0; 32]; RECENT],
-            keys: [[0; 32]; RECENT],
-            filled: 0,
-            next: 0,
-        };
-        assert_eq!(fresh.key([0; 32]), <Key>::from(Sha256::digest([0u8; 32])));
+        assert_eq!(
+            RecentKeys::new().key(&[0; 64]),
+            <Key>::from(Sha256::digest([0u8; 64]))
+        );
     }
 
     #[test]

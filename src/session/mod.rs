@@ -159,7 +159,10 @@ impl Session {
     }
 
     pub fn idp(&self) -> &str {
-        self.layout().idp
+        // The first name: read alone, as a route that names its IdP asks on every request.
+        names_start(&self.packed)
+            .and_then(|(mut at, _)| codec::take_name(&self.packed, &mut at)?)
+            .unwrap_or_default()
     }
 
     /// The issuer that vouched for the subject; `None` for a session stored before sessions
@@ -249,13 +252,18 @@ impl Session {
         }
     }
 
-    /// Which tokens this is: the nonce they were sealed under, new with every login and
-    /// refresh, never chosen by a client.
+    /// Which tokens this is: the end of their seal's authentication tag, new with every
+    /// login and refresh (each seal takes a fresh nonce), never chosen by a client. At the
+    /// end of the packed session, so it is found without reading the names.
     pub fn version(&self) -> [u8; 12] {
-        let start = self.layout().sealed;
         let mut version = [0u8; 12];
-        if let Some(nonce) = self.packed.get(start..start + 12) {
-            version.copy_from_slice(nonce);
+        if let Some(tail) = self
+            .packed
+            .len()
+            .checked_sub(12)
+            .map(|at| &self.packed[at..])
+        {
+            version.copy_from_slice(tail);
         }
         version
     }
