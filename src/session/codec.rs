@@ -105,7 +105,6 @@ pub(super) fn names_start(packed: &[u8]) -> Option<(usize, bool)> {
 /// Where a packed session's parts are.
 #[derive(Clone, Copy)]
 pub(super) struct Layout<'a> {
-    pub(super) idp: &'a str,
     pub(super) issuer: Option<&'a str>,
     pub(super) subject: &'a str,
     pub(super) sid: Option<&'a str>,
@@ -169,7 +168,8 @@ pub(super) fn take_name<'a>(packed: &'a [u8], at: &mut usize) -> Option<Option<&
 /// The names of a packed session, and where its sealed tokens start.
 pub(super) fn read_layout(packed: &[u8]) -> Option<Layout<'_>> {
     let (mut at, names_issuer) = names_start(packed)?;
-    let idp = take_name(packed, &mut at)??;
+    // The IdP's name, read on its own by `Session::idp`; it must be there.
+    take_name(packed, &mut at)??;
     let issuer = match names_issuer {
         true => Some(take_name(packed, &mut at)??),
         false => None,
@@ -178,7 +178,6 @@ pub(super) fn read_layout(packed: &[u8]) -> Option<Layout<'_>> {
     let sid = take_name(packed, &mut at)?;
     let acr = take_name(packed, &mut at)?;
     Some(Layout {
-        idp,
         issuer,
         subject,
         sid,

@@ -149,7 +149,6 @@ impl Session {
     /// [`Session::from_bytes`], so its layout reads.
     fn layout(&self) -> Layout<'_> {
         read_layout(&self.packed).unwrap_or(Layout {
-            idp: "",
             issuer: None,
             subject: "",
             sid: None,
