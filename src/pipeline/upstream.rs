@@ -122,11 +122,12 @@ fn strip_consumed_credentials(headers: &mut HeaderMap, route: &RouteConfig) {
 pub fn strip_gateway_cookies(headers: &mut HeaderMap, cookies: &crate::login::Cookies) {
     let is_ours = |pair: &[u8]| {
         let pair = pair.trim_ascii();
-        cookies.is_ours(pair.split(|&b| b == b'=').next().unwrap_or_default())
+        let name = memchr::memchr(b'=', pair).map_or(pair, |at| &pair[..at]);
+        cookies.is_ours(name)
     };
     let (mut ours, mut others) = (false, false);
     for value in headers.get_all(http::header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
+        for pair in cookie_pairs(value.as_bytes()) {
             if is_ours(pair) {
                 ours = true;
             } else if !pair.trim_ascii().is_empty() {
@@ -141,7 +142,7 @@ pub fn strip_gateway_cookies(headers: &mut HeaderMap, cookies: &crate::login::Co
         headers
             .get_all(http::header::COOKIE)
             .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+            .flat_map(|v| cookie_pairs(v.as_bytes()))
             .filter(|pair| !is_ours(pair) && !pair.trim_ascii().is_empty())
             .map(|pair| pair.trim_ascii().to_vec())
             .collect()
@@ -154,6 +155,25 @@ pub fn strip_gateway_cookies(headers: &mut HeaderMap, cookies: &crate::login::Co
             headers.insert(http::header::COOKIE, value);
         }
     }
+}
+
+/// A `Cookie` value's pieces between semicolons (as `split` on `;` gives them), found with
+/// memchr: this runs on every request of a login-enabled config.
+fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let v = rest?;
+        match memchr::memchr(b';', v) {
+            Some(at) => {
+                rest = Some(&v[at + 1..]);
+                Some(&v[..at])
+            }
+            None => {
+                rest = None;
+                Some(v)
+            }
+        }
+    })
 }
 
 /// The identity headers of spec §3; a value that cannot be a header value is left out.
@@ -184,6 +204,28 @@ pub fn set_identity_headers(
             None => {
                 tracing::debug!(header = %header, "claim value is not a valid header value; left out")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cookie_pair_tests {
+    #[test]
+    fn pairs_are_what_split_gives() {
+        for value in [
+            "",
+            ";",
+            "a",
+            "a=1",
+            "a=1;",
+            ";a=1",
+            "a=1; b=2",
+            "a=1;;b=2; ",
+            " ; ;",
+        ] {
+            let ours: Vec<&[u8]> = super::cookie_pairs(value.as_bytes()).collect();
+            let split: Vec<&[u8]> = value.as_bytes().split(|&b| b == b';').collect();
+            assert_eq!(ours, split, "{value:?}");
         }
     }
 }
