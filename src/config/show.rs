@@ -211,6 +211,7 @@ impl Config {
                 "h2c": s.h2c,
             },
             "admin": {"listen": self.admin.listen},
+            "ext_authz": {"grpc_listen": self.ext_authz.grpc_listen},
             "log": {
                 "format": match self.log.format { LogFormat::Json => "json", LogFormat::Pretty => "pretty" },
                 "level": self.log.level,

@@ -145,6 +145,42 @@ impl Lowerer<'_> {
         AdminConfig { listen }
     }
 
+    /// `[ext_authz]`: Envoy asks over gRPC from a trusted proxy only, on an address of its own.
+    pub(super) fn ext_authz(
+        &mut self,
+        e: Option<&S<file::ExtAuthz>>,
+        server: &ServerConfig,
+        admin: &AdminConfig,
+    ) -> ExtAuthzConfig {
+        let Some(listen) = e.and_then(|e| e.get_ref().grpc_listen.as_ref()) else {
+            return ExtAuthzConfig::default();
+        };
+        let Some(addr) = self.listen_addr(listen) else {
+            return ExtAuthzConfig::default();
+        };
+        if server.trusted_proxies.is_empty() {
+            self.r.error(
+                listen.span(),
+                "ext_authz.grpc_listen answers only server.trusted_proxies, which is empty: add Envoy's address there",
+            );
+        }
+        let taken = server
+            .listen
+            .iter()
+            .chain(server.tls.iter().flat_map(|t| t.listen.iter()))
+            .chain([&admin.listen])
+            .any(|a| a.port() == addr.port() && (a.ip() == addr.ip() || a.ip().is_unspecified() || addr.ip().is_unspecified()));
+        if taken {
+            self.r.error(
+                listen.span(),
+                format!("ext_authz.grpc_listen {addr} is already a listener of server.listen, server.tls or admin"),
+            );
+        }
+        ExtAuthzConfig {
+            grpc_listen: Some(addr),
+        }
+    }
+
     pub(super) fn log(&mut self, l: Option<&file::Log>) -> LogConfig {
         let format = match l.and_then(|l| l.format.as_ref()) {
             None => LogFormat::Json,
