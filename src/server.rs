@@ -56,6 +56,7 @@ pub fn run(
     let server_config = config.server.clone();
     let admin_listen = config.admin.listen;
     let grpc_listen = config.ext_authz.grpc_listen;
+    let grpc_tls = config.ext_authz.grpc_tls.clone();
     let runtime = startup.block_on(Runtime::build(config, None, &metrics))?;
     let gateway = Arc::new(Gateway::new(runtime, metrics, config_path.to_path_buf()));
 
@@ -116,7 +117,7 @@ pub fn run(
 
     // Bound now, so that a taken address fails the start instead of a background task.
     let ext_authz_grpc = grpc_listen
-        .map(|addr| GrpcListener::bind(gateway.clone(), addr))
+        .map(|addr| GrpcListener::bind(gateway.clone(), addr, grpc_tls.as_ref()))
         .transpose()?
         .map(|listener| background_service("gatehouse ext_authz gRPC", listener));
 
@@ -137,6 +138,7 @@ pub fn run(
         tls = ?server_config.tls.as_ref().map(|t| &t.listen),
         admin = %admin_listen,
         ext_authz_grpc = ?grpc_listen,
+        ext_authz_grpc_tls = grpc_tls.is_some(),
         "gatehouse started"
     );
     server.run_forever()

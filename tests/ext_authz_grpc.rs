@@ -19,8 +19,7 @@ use common::keys::*;
 use common::paths::PATH_CASES;
 use common::*;
 use envoy_types::pb::envoy::config::core::v3::{
-    address, header_value_option::HeaderAppendAction, Address, HeaderValueOption,
-    SocketAddress,
+    address, header_value_option::HeaderAppendAction, Address, HeaderValueOption, SocketAddress,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Peer, Request as AttrRequest,
@@ -574,9 +573,13 @@ async fn refusals_reach_the_client_with_their_status_and_headers() {
     assert_eq!(body["request_id"], "3f1b6c1e-8a0e-4f7e-9c55-0d2a6b1f4e21");
     assert_eq!(r.header("x-request-id"), body["request_id"].as_str());
     // A malformed token: 400; a bad one: 401 invalid_token.
-    let r = s.ask("/api/orders", &[("authorization", "Bearer a b")]).await;
+    let r = s
+        .ask("/api/orders", &[("authorization", "Bearer a b")])
+        .await;
     assert_eq!(r.status(), 400);
-    let r = s.ask("/api/orders", &[("authorization", "Bearer x.y.z")]).await;
+    let r = s
+        .ask("/api/orders", &[("authorization", "Bearer x.y.z")])
+        .await;
     assert_eq!(r.status(), 401);
     assert!(r
         .header("www-authenticate")
@@ -738,7 +741,9 @@ async fn forged_identity_headers_never_reach_the_upstream() {
         .collect();
     assert!(forged.is_empty(), "forged headers left: {forged:?}");
     assert_eq!(
-        up.iter().filter(|(n, _)| n == "x-auth-request-user").count(),
+        up.iter()
+            .filter(|(n, _)| n == "x-auth-request-user")
+            .count(),
         1,
         "{up:?}"
     );
@@ -904,6 +909,14 @@ fn config_errors_name_their_line() {
             Some("gateway.toml:15:1: unknown field `grpc_port`"),
         ),
         (
+            format!("{GOOD}\n[ext_authz.grpc_tls]\ncert = \"a.crt\"\nkey = \"a.key\"\n"),
+            Some("gateway.toml:14:1: ext_authz.grpc_tls needs ext_authz.grpc_listen"),
+        ),
+        (
+            format!("{GOOD}\n[ext_authz]\ngrpc_listen = \"127.0.0.1:9191\"\n\n[ext_authz.grpc_tls]\ncert = \"missing.crt\"\nkey = \"missing.key\"\n"),
+            Some("gateway.toml:18:8: cannot read TLS certificate missing.crt"),
+        ),
+        (
             format!("{}\n[ext_authz]\ngrpc_listen = \"127.0.0.1:9191\"\n", GOOD.replace("trusted_proxies = [\"10.0.0.0/8\"]\n", "")),
             Some("gateway.toml:14:15: ext_authz.grpc_listen answers only server.trusted_proxies, which is empty"),
         ),
@@ -933,4 +946,116 @@ fn config_errors_name_their_line() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// A channel to the Check listener over TLS, as Envoy's cluster with an
+/// `UpstreamTlsContext` opens it: the dev CA trusted, ALPN `h2`, and (`client_cert`) the
+/// dev client certificate.
+async fn tls_channel(
+    port: u16,
+    certs: &std::path::Path,
+    client_cert: bool,
+) -> Result<Channel, String> {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+    builder
+        .set_ca_file(certs.join("ca.crt"))
+        .map_err(|e| e.to_string())?;
+    if client_cert {
+        builder
+            .set_certificate_chain_file(certs.join("client.crt"))
+            .and_then(|()| builder.set_private_key_file(certs.join("client.key"), SslFiletype::PEM))
+            .map_err(|e| e.to_string())?;
+    }
+    builder
+        .set_alpn_protos(b"\x02h2")
+        .map_err(|e| e.to_string())?;
+    let connector = builder.build();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://localhost:{port}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    let connect = tower::service_fn(move |_: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let ssl = connector.configure()?.into_ssl("localhost")?;
+            let mut stream = Box::pin(tokio_openssl::SslStream::new(ssl, tcp)?);
+            stream.as_mut().connect().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    endpoint
+        .connect_with_connector(connect)
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_speaks_tls_and_wants_envoys_client_certificate() {
+    let app = TestServer::echo("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let status = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/certs/gen-dev-certs.sh"
+        ))
+        .arg(&certs)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run the dev certificate script");
+    assert!(status.success());
+    let grpc_port = free_port();
+    let config = format!(
+        "{base}{up}\n[ext_authz]\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\n\n[ext_authz.grpc_tls]\ncert = \"certs/server.crt\"\nkey = \"certs/server.key\"\nclient_ca = \"certs/ca.crt\"\n\n[[route]]\nname = \"public\"\npath = \"/public\"\nupstream = \"app\"\nauth = [\"none\"]\n",
+        base = base_config("allowed_hosts = [\"app.test\"]\ntrusted_proxies = [\"127.0.0.1/32\"]"),
+        up = upstream_block("app", &[app.addr], ""),
+    );
+    let gw = Gateway::start_in(dir, &config);
+    let question = || check_request("203.0.113.7", "GET", "/public/x", &[]);
+    // Envoy with its client certificate: answered over TLS. (The listener may still be
+    // starting: a few tries, 100 ms apart.)
+    let mut channel = Err(String::new());
+    for _ in 0..50 {
+        channel = tls_channel(grpc_port, &certs, true).await;
+        if channel.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let channel = channel.unwrap_or_else(|e| panic!("TLS channel: {e}\n{}", gw.log()));
+    let answer = AuthorizationClient::new(channel)
+        .check(question())
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(envoy_applies(&[], answer).status(), 200);
+    // Without a client certificate: the handshake fails, nothing is answered.
+    let without = match tls_channel(grpc_port, &certs, false).await {
+        Ok(channel) => AuthorizationClient::new(channel)
+            .check(question())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    assert!(without.is_err(), "answered without a client certificate");
+    // Plaintext HTTP/2 to the TLS listener: nothing either.
+    let plaintext = async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+        AuthorizationClient::new(channel)
+            .check(question())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert!(plaintext.await.is_err(), "answered in plaintext");
 }

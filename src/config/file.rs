@@ -19,7 +19,7 @@ pub type S<T> = Spanned<T>;
 pub struct File {
     pub server: S<Server>,
     pub admin: Option<Admin>,
-    pub ext_authz: Option<S<ExtAuthz>>,
+    pub ext_authz: Option<ExtAuthz>,
     pub log: Option<Log>,
     #[serde(default)]
     pub upstream: BTreeMap<S<String>, S<Upstream>>,
@@ -174,6 +174,15 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct ExtAuthz {
     pub grpc_listen: Option<S<String>>,
+    pub grpc_tls: Option<S<GrpcTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTls {
+    pub cert: S<String>,
+    pub key: S<String>,
+    pub client_ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

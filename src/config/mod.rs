@@ -280,8 +280,18 @@ pub struct AdminConfig {
 /// `[ext_authz]`: the gRPC listener Envoy's ext_authz filter asks (`Authorization/Check`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExtAuthzConfig {
-    /// Plaintext HTTP/2; answers only peers in `server.trusted_proxies`.
+    /// HTTP/2, plaintext unless `grpc_tls`; answers only peers in `server.trusted_proxies`.
     pub grpc_listen: Option<SocketAddr>,
+    pub grpc_tls: Option<GrpcTlsConfig>,
+}
+
+/// `[ext_authz.grpc_tls]`: TLS of the Check listener, and (with `client_ca`) the CA whose
+/// client certificate Envoy must present.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -501,7 +511,7 @@ impl Config {
             changed.push("admin.listen");
         }
         if self.ext_authz != new.ext_authz {
-            changed.push("ext_authz.grpc_listen");
+            changed.push("ext_authz");
         }
         if self.log.format != new.log.format || self.log.level != new.log.level {
             changed.push("log");

@@ -7,25 +7,35 @@
 //! carrying the status, headers and body the proxy would send the client.
 //!
 //! Only peers in `server.trusted_proxies` are answered (`PERMISSION_DENIED` otherwise): the
-//! question names a client address and headers that gatehouse believes.
+//! question names a client address and headers that gatehouse believes. With
+//! `[ext_authz.grpc_tls]` the listener speaks TLS (openssl, as the public TLS listeners), and
+//! with its `client_ca` only a client certificate that CA signed gets through the handshake.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use envoy_types::ext_authz::v3::pb::{
     Address, Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
-    HeaderAppendAction, HeaderValue as PbHeaderValue, HeaderValueOption, HttpResponse,
-    HttpStatus, HttpStatusCode, OkHttpResponse,
+    HeaderAppendAction, HeaderValue as PbHeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
+    HttpStatusCode, OkHttpResponse,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::tls::ssl::{self, AlpnError, SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use pingora::tls::tokio_ssl::SslStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::ext_authz_http::{self, Decision, Edits};
+use crate::config::GrpcTlsConfig;
 use crate::gateway::{Gateway, Runtime};
 use crate::pipeline::{Answer, Body, Front, Judged, Pipeline, RequestFacts};
 use crate::{forwarded, respond};
@@ -37,22 +47,140 @@ const UNAUTHENTICATED: i32 = 16;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The listener, bound when the server is assembled (so a taken address fails the start),
-/// served once Pingora runs its background services.
+/// How long a TLS handshake may take, and how many may run at once.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKES: usize = 64;
+
+/// The listener, bound when the server is assembled (so a taken address or a bad
+/// certificate fails the start), served once Pingora runs its background services.
 pub struct GrpcListener {
     pub gateway: Arc<Gateway>,
     listener: Mutex<Option<std::net::TcpListener>>,
+    tls: Option<SslAcceptor>,
 }
 
 impl GrpcListener {
-    pub fn bind(gateway: Arc<Gateway>, addr: SocketAddr) -> Result<GrpcListener, String> {
+    pub fn bind(
+        gateway: Arc<Gateway>,
+        addr: SocketAddr,
+        tls: Option<&GrpcTlsConfig>,
+    ) -> Result<GrpcListener, String> {
+        let tls = tls
+            .map(acceptor)
+            .transpose()
+            .map_err(|e| format!("ext_authz.grpc_tls: {e}"))?;
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| format!("ext_authz.grpc_listen {addr}: {e}"))?;
         Ok(GrpcListener {
             gateway,
             listener: Mutex::new(Some(listener)),
+            tls,
         })
+    }
+}
+
+/// The TLS side of the listener: HTTP/2 by ALPN, and the client CA when one is configured.
+fn acceptor(tls: &GrpcTlsConfig) -> Result<SslAcceptor, pingora::tls::error::ErrorStack> {
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    builder.set_certificate_chain_file(&tls.cert)?;
+    builder.set_private_key_file(&tls.key, SslFiletype::PEM)?;
+    builder.check_private_key()?;
+    // gRPC is HTTP/2 only; a client that offers no ALPN still gets through.
+    builder.set_alpn_select_callback(|_, offered| {
+        ssl::select_next_proto(b"\x02h2", offered).ok_or(AlpnError::NOACK)
+    });
+    if let Some(ca) = &tls.client_ca {
+        builder.set_ca_file(ca)?;
+        builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    Ok(builder.build())
+}
+
+/// A TLS connection, as tonic serves it: the TCP peer is the remote address of its requests.
+struct TlsConnection(Pin<Box<SslStream<TcpStream>>>);
+
+impl Connected for TlsConnection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.0.get_ref().connect_info()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.0.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.0.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.0.as_mut().poll_shutdown(cx)
+    }
+}
+
+/// Accepts TCP connections and hands those whose handshake succeeds to tonic, until tonic
+/// stops listening. Handshakes run beside the accept loop, bounded in number and time.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: SslAcceptor,
+    ready: tokio::sync::mpsc::Sender<std::io::Result<TlsConnection>>,
+) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = ready.closed() => return,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of descriptors and the like: wait, rather than spin.
+                tracing::warn!(error = %e, "ext_authz gRPC accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = handshakes.clone().acquire_owned().await else {
+            return;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let peer = tcp.peer_addr().ok();
+            let Ok(stream) = ssl::Ssl::new(acceptor.context()).and_then(|s| SslStream::new(s, tcp))
+            else {
+                return;
+            };
+            let mut stream = Box::pin(stream);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.as_mut().accept()).await {
+                Ok(Ok(())) => {
+                    let _ = ready.send(Ok(TlsConnection(stream))).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = ?peer, error = %e, "ext_authz gRPC TLS handshake failed")
+                }
+                Err(_) => tracing::debug!(peer = ?peer, "ext_authz gRPC TLS handshake timed out"),
+            }
+        });
     }
 }
 
@@ -70,7 +198,6 @@ impl BackgroundService for GrpcListener {
                 return;
             }
         };
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let service = AuthorizationServer::new(Check {
             gateway: self.gateway.clone(),
         });
@@ -78,10 +205,27 @@ impl BackgroundService for GrpcListener {
         let stopped = async move {
             let _ = shutdown.changed().await;
         };
-        if let Err(e) = tonic::transport::Server::builder()
-            .serve_with_incoming_shutdown(service, incoming, stopped)
-            .await
-        {
+        let server = tonic::transport::Server::builder();
+        let served = match &self.tls {
+            None => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                server
+                    .serve_with_incoming_shutdown(service, incoming, stopped)
+                    .await
+            }
+            Some(acceptor) => {
+                let (ready, connections) = tokio::sync::mpsc::channel(HANDSHAKES);
+                tokio::spawn(accept_tls(listener, acceptor.clone(), ready));
+                // tonic's own stream adapter (tokio-stream), re-exported for generated code.
+                let incoming =
+                    tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(connections);
+                server
+                    .serve_with_incoming_shutdown(service, incoming, stopped)
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "ext_authz gRPC listener failed");
         }
     }
@@ -135,7 +279,14 @@ impl Authorization for Check {
 
 impl Check {
     /// The proxy's metrics and access log line, and the front's answer count.
-    fn record(&self, rt: &Runtime, judged: &Judged, check: &CheckRequest, status: u16, started: Instant) {
+    fn record(
+        &self,
+        rt: &Runtime,
+        judged: &Judged,
+        check: &CheckRequest,
+        status: u16,
+        started: Instant,
+    ) {
         let metrics = &self.gateway.metrics;
         metrics
             .front_answers_total
@@ -152,9 +303,9 @@ impl Check {
             m.observe(metrics, status, elapsed);
         }
         if rt.config.log.access_log {
-            let route = judged
-                .route
-                .map_or(crate::metrics::NO_ROUTE, |i| rt.config.routes[i].name.as_str());
+            let route = judged.route.map_or(crate::metrics::NO_ROUTE, |i| {
+                rt.config.routes[i].name.as_str()
+            });
             let method = http_request(check).map_or("", |h| h.method.as_str());
             tracing::info!(
                 target: "gatehouse::access",
@@ -211,18 +362,15 @@ impl Asked {
                 };
                 (h.key.as_str(), value)
             })),
-            _ => Box::new(
-                http.headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_bytes())),
-            ),
+            _ => Box::new(http.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))),
         };
         for (name, value) in pairs {
             // `:authority`, `:path`, `:method` are read from their own fields.
             if name.starts_with(':') {
                 continue;
             }
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "ext_authz_bad_header")?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| "ext_authz_bad_header")?;
             let value = HeaderValue::from_bytes(value).map_err(|_| "ext_authz_bad_header")?;
             headers.append(name, value);
         }
@@ -320,7 +468,8 @@ pub(crate) fn allowed(edits: Edits) -> CheckResponse {
     if let Some((policy, state)) = edits.rate_headers {
         ok.response_headers_to_add
             .push(overwrite("ratelimit-policy", policy));
-        ok.response_headers_to_add.push(overwrite("ratelimit", state));
+        ok.response_headers_to_add
+            .push(overwrite("ratelimit", state));
     }
     CheckResponse {
         status: Some(rpc::Status {
@@ -490,7 +639,10 @@ mod tests {
     #[test]
     fn the_client_is_the_source_envoy_names() {
         let asked = Asked::read(&check(
-            &[(":authority", "app.test"), ("x-forwarded-for", "192.0.2.1, 198.51.100.7")],
+            &[
+                (":authority", "app.test"),
+                ("x-forwarded-for", "192.0.2.1, 198.51.100.7"),
+            ],
             Some("198.51.100.7"),
         ))
         .unwrap();

@@ -83,7 +83,12 @@ pub struct Edits {
 
 /// The pipeline's verdict as Envoy's decision. `headers` are the question's: the original
 /// request's, as Envoy passed them on.
-pub fn decision(rt: &Runtime, judged: &mut Judged, verdict: Verdict, headers: &HeaderMap) -> Decision {
+pub fn decision(
+    rt: &Runtime,
+    judged: &mut Judged,
+    verdict: Verdict,
+    headers: &HeaderMap,
+) -> Decision {
     match verdict {
         // Envoy forwards the target it has, not the one judged: only a normal one passes.
         Verdict::Allow if judged.rewrite.is_some() => {
@@ -114,7 +119,9 @@ pub fn answer(rt: &Runtime, judged: &mut Judged, verdict: Verdict, headers: &Hea
                 answer.headers.push(("ratelimit", state));
             }
             if !edits.remove.is_empty() {
-                answer.headers.push((HEADERS_TO_REMOVE, edits.remove.join(", ")));
+                answer
+                    .headers
+                    .push((HEADERS_TO_REMOVE, edits.remove.join(", ")));
             }
             answer.named = edits.set;
             answer
