@@ -117,7 +117,7 @@ pub fn run(
 
     // Bound now, so that a taken address fails the start instead of a background task.
     let ext_authz_grpc = grpc_listen
-        .map(|addr| GrpcListener::bind(gateway.clone(), addr, grpc_tls.as_ref()))
+        .map(|addr| GrpcListener::bind(gateway.clone(), addr, grpc_tls.as_ref(), options.upgrade))
         .transpose()?
         .map(|listener| background_service("gatehouse ext_authz gRPC", listener));
 

@@ -1059,3 +1059,53 @@ async fn the_listener_speaks_tls_and_wants_envoys_client_certificate() {
     };
     assert!(plaintext.await.is_err(), "answered in plaintext");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_upgrade_takes_the_listener_over() {
+    let mut s = Setup::start().await;
+    let key = [("x-api-key", "ci-key-0123456789")];
+    assert_eq!(s.ask("/keys/x", &key).await.status(), 200);
+    let log = std::fs::File::create(s.gw.path().join("new.log")).unwrap();
+    let mut new = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "--upgrade", "-c"])
+        .arg(&s.gw.config_path)
+        .arg("--upgrade-sock")
+        .arg(s.gw.path().join("upgrade.sock"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The new process waits on the upgrade socket; the old one sends its sockets on SIGQUIT
+    // and lets go of the gRPC listener when its shutdown begins.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.gw.signal("QUIT");
+    let mut old_exited = false;
+    for _ in 0..100 {
+        if let Ok(Some(_)) = s.gw.child_exited() {
+            old_exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Answered by the new process once the old one is gone (a few tries while it binds,
+    // 100 ms apart).
+    let mut status = 0;
+    for _ in 0..50 {
+        if let Ok(mut client) = s.client_from(IpAddr::V4(Ipv4Addr::LOCALHOST)).await {
+            if let Ok(r) = client
+                .check(check_request("203.0.113.7", "GET", "/keys/x", &key))
+                .await
+            {
+                status = envoy_applies(&[], r.into_inner()).status();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let still_running = new.try_wait().ok().flatten().is_none();
+    let _ = new.kill();
+    let _ = new.wait();
+    let new_log = std::fs::read_to_string(s.gw.path().join("new.log")).unwrap_or_default();
+    assert!(old_exited && still_running && status == 200, "old exited: {old_exited}, new running: {still_running}, status {status}\nold:\n{}\nnew:\n{new_log}", s.gw.log());
+}

@@ -55,29 +55,68 @@ const HANDSHAKES: usize = 64;
 /// certificate fails the start), served once Pingora runs its background services.
 pub struct GrpcListener {
     pub gateway: Arc<Gateway>,
+    addr: SocketAddr,
+    /// None in a graceful upgrade until the previous process lets go of the address.
     listener: Mutex<Option<std::net::TcpListener>>,
     tls: Option<SslAcceptor>,
 }
 
 impl GrpcListener {
+    /// The listener on `addr`, bound now; in a graceful upgrade (`upgrade`) bound once the
+    /// previous process, which Pingora does not hand this socket over from, has closed it.
     pub fn bind(
         gateway: Arc<Gateway>,
         addr: SocketAddr,
         tls: Option<&GrpcTlsConfig>,
+        upgrade: bool,
     ) -> Result<GrpcListener, String> {
         let tls = tls
             .map(acceptor)
             .transpose()
             .map_err(|e| format!("ext_authz.grpc_tls: {e}"))?;
-        let listener = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| format!("ext_authz.grpc_listen {addr}: {e}"))?;
+        let listener = if upgrade {
+            None
+        } else {
+            Some(bind_now(addr).map_err(|e| format!("ext_authz.grpc_listen {addr}: {e}"))?)
+        };
         Ok(GrpcListener {
             gateway,
-            listener: Mutex::new(Some(listener)),
+            addr,
+            listener: Mutex::new(listener),
             tls,
         })
     }
+
+    /// Binds once the address is free (the previous process stops listening when its
+    /// shutdown begins); None on shutdown or another error.
+    async fn bind_when_free(&self, shutdown: &mut ShutdownWatch) -> Option<std::net::TcpListener> {
+        let mut waited = false;
+        loop {
+            match bind_now(self.addr) {
+                Ok(listener) => return Some(listener),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    if !waited {
+                        tracing::info!(addr = %self.addr, "waiting for the previous process to release ext_authz.grpc_listen");
+                        waited = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(addr = %self.addr, error = %e, "cannot listen on ext_authz.grpc_listen");
+                    return None;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return None,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+}
+
+fn bind_now(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// The TLS side of the listener: HTTP/2 by ALPN, and the client CA when one is configured.
@@ -188,8 +227,12 @@ async fn accept_tls(
 impl BackgroundService for GrpcListener {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let taken = self.listener.lock().ok().and_then(|mut l| l.take());
-        let Some(listener) = taken else {
-            return;
+        let listener = match taken {
+            Some(listener) => listener,
+            None => match self.bind_when_free(&mut shutdown).await {
+                Some(listener) => listener,
+                None => return,
+            },
         };
         let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
