@@ -849,6 +849,9 @@ async fn questions_that_name_no_request_are_refused() {
         .into_inner();
     let r = envoy_applies(&[], r);
     assert_eq!(r.status(), 400, "{r:?}");
+    assert!(json_body(&r)["request_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty() && Some(id) == r.header("x-request-id")));
     // A header value Envoy could never have sent.
     let r = envoy
         .check(check_request(

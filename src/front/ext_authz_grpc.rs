@@ -310,6 +310,8 @@ impl Authorization for Check {
         let (response, status) = match Asked::read(&check) {
             Ok(asked) => decide(pipeline, &asked, peer, &mut judged).await,
             Err(reason) => {
+                // The pipeline never ran: the refusal still names a request id.
+                judged.request_id = forwarded::new_request_id();
                 let answer = Answer::refused(400, reason, false);
                 let status = answer.status.as_u16();
                 (denied(&rt, &judged, false, answer), status)
