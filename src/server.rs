@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::front::ext_authz_grpc::GrpcListener;
 use crate::front::proxy::GatehouseProxy;
 use crate::gateway::{Gateway, Runtime, Supervisor};
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub fn run(
     let metrics = Arc::new(Metrics::new());
     let server_config = config.server.clone();
     let admin_listen = config.admin.listen;
+    let grpc_listen = config.ext_authz.grpc_listen;
+    let grpc_tls = config.ext_authz.grpc_tls.clone();
     let runtime = startup.block_on(Runtime::build(config, None, &metrics))?;
     let gateway = Arc::new(Gateway::new(runtime, metrics, config_path.to_path_buf()));
 
@@ -112,11 +115,20 @@ pub fn run(
     admin.add_tcp(&admin_listen.to_string());
     admin.threads = Some(1);
 
+    // Bound now, so that a taken address fails the start instead of a background task.
+    let ext_authz_grpc = grpc_listen
+        .map(|addr| GrpcListener::bind(gateway.clone(), addr, grpc_tls.as_ref(), options.upgrade))
+        .transpose()?
+        .map(|listener| background_service("gatehouse ext_authz gRPC", listener));
+
     let supervisor = background_service("gatehouse supervisor", Supervisor { gateway });
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(supervisor);
+    if let Some(service) = ext_authz_grpc {
+        server.add_service(service);
+    }
     for service in extra {
         server.add_boxed_service(service);
     }
@@ -125,6 +137,8 @@ pub fn run(
         listen = ?server_config.listen,
         tls = ?server_config.tls.as_ref().map(|t| &t.listen),
         admin = %admin_listen,
+        ext_authz_grpc = ?grpc_listen,
+        ext_authz_grpc_tls = grpc_tls.is_some(),
         "gatehouse started"
     );
     server.run_forever()

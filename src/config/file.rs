@@ -19,6 +19,7 @@ pub type S<T> = Spanned<T>;
 pub struct File {
     pub server: S<Server>,
     pub admin: Option<Admin>,
+    pub ext_authz: Option<ExtAuthz>,
     pub log: Option<Log>,
     #[serde(default)]
     pub upstream: BTreeMap<S<String>, S<Upstream>>,
@@ -166,6 +167,22 @@ pub struct Tls {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: Option<S<String>>,
+}
+
+/// `[ext_authz]`: Envoy's ext_authz over gRPC (the HTTP mode needs no section).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthz {
+    pub grpc_listen: Option<S<String>>,
+    pub grpc_tls: Option<S<GrpcTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTls {
+    pub cert: S<String>,
+    pub key: S<String>,
+    pub client_ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

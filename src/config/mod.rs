@@ -32,6 +32,7 @@ pub struct Config {
     pub source: PathBuf,
     pub server: ServerConfig,
     pub admin: AdminConfig,
+    pub ext_authz: ExtAuthzConfig,
     pub log: LogConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// In file order; the route table decides precedence.
@@ -276,6 +277,23 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
+/// `[ext_authz]`: the gRPC listener Envoy's ext_authz filter asks (`Authorization/Check`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExtAuthzConfig {
+    /// HTTP/2, plaintext unless `grpc_tls`; answers only peers in `server.trusted_proxies`.
+    pub grpc_listen: Option<SocketAddr>,
+    pub grpc_tls: Option<GrpcTlsConfig>,
+}
+
+/// `[ext_authz.grpc_tls]`: TLS of the Check listener, and (with `client_ca`) the CA whose
+/// client certificate Envoy must present.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -491,6 +509,9 @@ impl Config {
         }
         if self.admin != new.admin {
             changed.push("admin.listen");
+        }
+        if self.ext_authz != new.ext_authz {
+            changed.push("ext_authz");
         }
         if self.log.format != new.log.format || self.log.level != new.log.level {
             changed.push("log");

@@ -211,6 +211,10 @@ impl Config {
                 "h2c": s.h2c,
             },
             "admin": {"listen": self.admin.listen},
+            "ext_authz": {
+                "grpc_listen": self.ext_authz.grpc_listen,
+                "grpc_tls": self.ext_authz.grpc_tls.as_ref().map(|t| json!({"cert": t.cert, "key": "<redacted>", "client_ca": t.client_ca})),
+            },
             "log": {
                 "format": match self.log.format { LogFormat::Json => "json", LogFormat::Pretty => "pretty" },
                 "level": self.log.level,

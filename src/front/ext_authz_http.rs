@@ -61,31 +61,72 @@ pub fn facts<'a>(
     })
 }
 
-/// The answer to Envoy: 200 with the edits of the upstream request, or the pipeline's
-/// answer for the client. `headers` are the question's: the original request's, as Envoy
-/// passed them on.
-pub fn answer(rt: &Runtime, judged: &mut Judged, verdict: Verdict, headers: &HeaderMap) -> Answer {
+/// What Envoy is told, in either protocol: allow with edits, or answer the client.
+#[derive(Debug)]
+pub enum Decision {
+    Allow(Edits),
+    Deny(Answer),
+}
+
+/// What Envoy does to an allowed request before it goes upstream, and to its response.
+#[derive(Debug, Default)]
+pub struct Edits {
+    /// Headers to set on the request, replacing the client's (identity, assertion, the
+    /// `Cookie` without gatehouse's cookies, `pass_access_token`'s `Authorization`).
+    pub set: Vec<(HeaderName, String)>,
+    /// Header names to remove from the request (hygiene, the consumed credential, every
+    /// identity name gatehouse did not set).
+    pub remove: Vec<String>,
+    /// `RateLimit-Policy` and `RateLimit` for the client's response.
+    pub rate_headers: Option<(String, String)>,
+}
+
+/// The pipeline's verdict as Envoy's decision. `headers` are the question's: the original
+/// request's, as Envoy passed them on.
+pub fn decision(
+    rt: &Runtime,
+    judged: &mut Judged,
+    verdict: Verdict,
+    headers: &HeaderMap,
+) -> Decision {
     match verdict {
         // Envoy forwards the target it has, not the one judged: only a normal one passes.
         Verdict::Allow if judged.rewrite.is_some() => {
-            Answer::refused(400, "ext_authz_path_not_normal", false)
+            Decision::Deny(Answer::refused(400, "ext_authz_path_not_normal", false))
         }
         Verdict::Allow => {
+            let (set, remove) = upstream_edits(rt, judged, headers);
+            Decision::Allow(Edits {
+                set,
+                remove,
+                rate_headers: judged.rate_headers.take(),
+            })
+        }
+        Verdict::Answer(answer) => Decision::Deny(answer),
+        // The route stage refuses an original target under the reserved prefix.
+        Verdict::Endpoint(_) => Decision::Deny(Answer::refused(404, "reserved_path", false)),
+    }
+}
+
+/// The answer to Envoy's HTTP question: 200 with the edits of the upstream request, or the
+/// pipeline's answer for the client.
+pub fn answer(rt: &Runtime, judged: &mut Judged, verdict: Verdict, headers: &HeaderMap) -> Answer {
+    match decision(rt, judged, verdict, headers) {
+        Decision::Allow(edits) => {
             let mut answer = Answer::content(StatusCode::OK, None);
-            if let Some((policy, state)) = judged.rate_headers.take() {
+            if let Some((policy, state)) = edits.rate_headers {
                 answer.headers.push(("ratelimit-policy", policy));
                 answer.headers.push(("ratelimit", state));
             }
-            let (set, remove) = upstream_edits(rt, judged, headers);
-            if !remove.is_empty() {
-                answer.headers.push((HEADERS_TO_REMOVE, remove.join(", ")));
+            if !edits.remove.is_empty() {
+                answer
+                    .headers
+                    .push((HEADERS_TO_REMOVE, edits.remove.join(", ")));
             }
-            answer.named = set;
+            answer.named = edits.set;
             answer
         }
-        Verdict::Answer(answer) => answer,
-        // The route stage refuses an original target under the reserved prefix.
-        Verdict::Endpoint(_) => Answer::refused(404, "reserved_path", false),
+        Decision::Deny(answer) => answer,
     }
 }
 

@@ -1,13 +1,14 @@
 //! The proxy front, the forward-auth front and the ext_authz front decide alike: the same
 //! request, read by the proxy from its request line, by forward-auth from a trusted proxy's
 //! `X-Forwarded-*` headers, or by ext_authz from the original request Envoy passes on, gets
-//! the same decision and the same identity headers. (Refusals before authentication differ
-//! by design: forward-auth says 403 to whatever it cannot judge.)
+//! the same decision and the same identity headers; so does the `CheckRequest` Envoy sends
+//! over gRPC. (Refusals before authentication differ by design: forward-auth says 403 to
+//! whatever it cannot judge.)
 
 use http::StatusCode;
 use pingora::http::RequestHeader;
 
-use super::{ext_authz_http, forward_auth, proxy};
+use super::{ext_authz_grpc, ext_authz_http, forward_auth, proxy};
 use crate::pipeline::testing::{Decision, Harness, API_KEY, PEER};
 use crate::pipeline::{upstream, Endpoint, Verdict};
 
@@ -133,6 +134,74 @@ async fn envoy_asks(
     (decision, Some(named))
 }
 
+/// The decision about `method target` in Envoy's gRPC `CheckRequest` (lower-case headers,
+/// the client Envoy saw as the source), and the headers the answer sets when it allows.
+async fn envoy_checks(
+    h: &Harness,
+    method: &str,
+    target: &str,
+    pairs: &[(&str, &str)],
+) -> (Decision, Option<String>) {
+    use envoy_types::pb::envoy::config::core::v3::{address, Address, SocketAddress};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let client = pairs
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .map_or("192.0.2.1", |(_, v)| *v);
+    let check = CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: client.to_string(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                time: None,
+                http: Some(HttpRequest {
+                    method: method.to_string(),
+                    host: "gw.test".to_string(),
+                    path: target.to_string(),
+                    headers: pairs
+                        .iter()
+                        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+                        .chain([(":authority".to_string(), "gw.test".to_string())])
+                        .collect(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    };
+    let asked = ext_authz_grpc::Asked::read(&check).expect("a request");
+    let mut decision = h.decide(&asked.facts(Some(PEER))).await;
+    if !matches!(decision.verdict, Verdict::Allow) {
+        return (decision, None);
+    }
+    match ext_authz_http::decision(&h.rt, &mut decision.judged, Verdict::Allow, &asked.headers) {
+        ext_authz_http::Decision::Allow(edits) => {
+            let named = edits
+                .set
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            (decision, Some(named))
+        }
+        ext_authz_http::Decision::Deny(answer) => {
+            // Envoy forwards the target it holds: only a normal one is allowed.
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+            (decision, None)
+        }
+    }
+}
+
 /// Method, target and headers of a request.
 type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
@@ -197,6 +266,23 @@ async fn the_proxy_and_forward_auth_decide_alike() {
             // Envoy's 200 sets the identity headers the upstream would get.
             let expected = outcome(&h, &proxied);
             assert!(expected.ends_with(&set), "{what}: {expected} / {set}");
+        }
+        // From a client of its own too: three failures lock a client out.
+        let grpc_client = format!("198.51.100.{}", 100 + i);
+        let mut grpc_pairs = pairs.clone();
+        if let Some(xff) = grpc_pairs.iter_mut().find(|(n, _)| *n == "X-Forwarded-For") {
+            xff.1 = &grpc_client;
+        }
+        let (grpc, set) = envoy_checks(&h, method, target, &grpc_pairs).await;
+        assert_eq!(
+            outcome(&h, &proxied),
+            outcome(&h, &grpc),
+            "ext_authz gRPC {what}"
+        );
+        assert_eq!(grpc.judged.client_ip, grpc_client.parse().ok(), "{what}");
+        if let Some(set) = set {
+            let expected = outcome(&h, &proxied);
+            assert!(expected.ends_with(&set), "gRPC {what}: {expected} / {set}");
         }
     }
 }

@@ -63,6 +63,7 @@ impl Lowerer<'_> {
     fn config(&mut self, f: file::File) -> Config {
         let server = self.server(&f.server);
         let admin = self.admin(f.admin.as_ref());
+        let ext_authz = self.ext_authz(f.ext_authz.as_ref(), &server, &admin);
         let log = self.log(f.log.as_ref());
         let mut upstreams = BTreeMap::new();
         for (name, up) in &f.upstream {
@@ -124,6 +125,7 @@ impl Lowerer<'_> {
             source: self.r.file().to_path_buf(),
             server,
             admin,
+            ext_authz,
             log,
             upstreams,
             routes,

@@ -145,6 +145,66 @@ impl Lowerer<'_> {
         AdminConfig { listen }
     }
 
+    /// `[ext_authz]`: Envoy asks over gRPC from a trusted proxy only, on an address of its own.
+    pub(super) fn ext_authz(
+        &mut self,
+        e: Option<&file::ExtAuthz>,
+        server: &ServerConfig,
+        admin: &AdminConfig,
+    ) -> ExtAuthzConfig {
+        let tls = e.and_then(|e| e.grpc_tls.as_ref());
+        let Some(listen) = e.and_then(|e| e.grpc_listen.as_ref()) else {
+            if let Some(tls) = tls {
+                self.r
+                    .error(tls.span(), "ext_authz.grpc_tls needs ext_authz.grpc_listen");
+            }
+            return ExtAuthzConfig::default();
+        };
+        let grpc_tls = tls.map(|t| {
+            let t = t.get_ref();
+            GrpcTlsConfig {
+                cert: self
+                    .pem_cert(&t.cert, "TLS certificate")
+                    .unwrap_or_default(),
+                key: self.pem_key(&t.key, "TLS key").unwrap_or_default(),
+                client_ca: t
+                    .client_ca
+                    .as_ref()
+                    .and_then(|ca| self.pem_cert(ca, "client CA certificate")),
+            }
+        });
+        let Some(addr) = self.listen_addr(listen) else {
+            return ExtAuthzConfig::default();
+        };
+        if server.trusted_proxies.is_empty() {
+            self.r.error(
+                listen.span(),
+                "ext_authz.grpc_listen answers only server.trusted_proxies, which is empty: add Envoy's address there",
+            );
+        }
+        let taken = server
+            .listen
+            .iter()
+            .chain(server.tls.iter().flat_map(|t| t.listen.iter()))
+            .chain([&admin.listen])
+            .any(|a| {
+                a.port() == addr.port()
+                    && (a.ip() == addr.ip()
+                        || a.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            });
+        if taken {
+            self.r.error(
+                listen.span(),
+                format!("ext_authz.grpc_listen {addr} is already a listener of server.listen, server.tls or admin"),
+            );
+        }
+        ExtAuthzConfig {
+            grpc_listen: Some(addr),
+            grpc_tls,
+        }
+    }
+
     pub(super) fn log(&mut self, l: Option<&file::Log>) -> LogConfig {
         let format = match l.and_then(|l| l.format.as_ref()) {
             None => LogFormat::Json,
