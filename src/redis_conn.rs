@@ -177,11 +177,15 @@ fn sentinel_url(url: &str, tls: bool) -> Result<RedisTarget, String> {
     let mut parts = path.split('/');
     let master = parts.next().unwrap_or("").to_string();
     if master.is_empty() {
-        return Err("a Sentinel URL names its master: redis+sentinel://host:26379/mymaster/0".into());
+        return Err(
+            "a Sentinel URL names its master: redis+sentinel://host:26379/mymaster/0".into(),
+        );
     }
     let db = match parts.next() {
         None | Some("") => 0,
-        Some(n) => n.parse().map_err(|_| format!("invalid database number {n:?}"))?,
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("invalid database number {n:?}"))?,
     };
     if parts.next().is_some() || path.contains(['?', '#']) {
         return Err("a Sentinel URL is redis+sentinel://host:26379,host2:26379/mymaster/0".into());
@@ -222,7 +226,9 @@ pub fn tls_connector(tls: &TlsMaterial) -> Result<SslConnector, String> {
     match (&tls.cert, &tls.key) {
         (None, None) => {}
         (Some(cert), Some(key)) => {
-            let mut chain = X509::stack_from_pem(cert).map_err(e("cert_file"))?.into_iter();
+            let mut chain = X509::stack_from_pem(cert)
+                .map_err(e("cert_file"))?
+                .into_iter();
             let leaf = chain.next().ok_or("cert_file holds no PEM certificate")?;
             b.set_certificate(&leaf).map_err(e("cert_file"))?;
             for c in chain {
@@ -261,8 +267,8 @@ struct State {
     /// The open connection, with a number that tells it from the one opened after it.
     connection: Option<(u64, MultiplexedConnection)>,
     opened: u64,
-    /// Until when calls fail without trying (set by a failed connect).
-    retry_at: Option<Instant>,
+    /// Until when calls fail without trying (set by a failed connect), and why it failed.
+    retry_at: Option<(Instant, String)>,
 }
 
 impl LazyRedis {
@@ -304,8 +310,9 @@ impl LazyRedis {
             let (number, conn) = match timeout_at(deadline, shared.connection()).await {
                 Ok(open) => open?,
                 Err(_) => {
-                    shared.hold_back_connects();
-                    return Err("connecting to Redis timed out".to_string());
+                    let why = "connecting to Redis timed out";
+                    shared.hold_back_connects(why);
+                    return Err(why.to_string());
                 }
             };
             match timeout_at(deadline, f(conn)).await {
@@ -351,9 +358,9 @@ impl Shared {
         if let Some(open) = &state.connection {
             return Ok(Some(open.clone()));
         }
-        match state.retry_at {
-            Some(at) if Instant::now() < at => {
-                Err("Redis unreachable (the last connect failed; retrying shortly)".to_string())
+        match &state.retry_at {
+            Some((at, why)) if Instant::now() < *at => {
+                Err(format!("Redis unreachable (retrying shortly): {why}"))
             }
             _ => Ok(None),
         }
@@ -379,16 +386,16 @@ impl Shared {
                 Ok(open)
             }
             Err(e) => {
-                self.hold_back_connects();
+                self.hold_back_connects(&e);
                 Err(e)
             }
         }
     }
 
-    fn hold_back_connects(&self) {
+    fn hold_back_connects(&self, why: &str) {
         let mut state = self.state();
         if state.connection.is_none() {
-            state.retry_at = Some(Instant::now() + RECONNECT_AFTER);
+            state.retry_at = Some((Instant::now() + RECONNECT_AFTER, why.to_string()));
         }
     }
 
@@ -452,7 +459,10 @@ impl Shared {
         if let Err(e) = Pin::new(&mut stream).connect().await {
             let verify = stream.ssl().verify_result();
             let why = if verify != openssl::x509::X509VerifyResult::OK {
-                format!("the server's certificate was refused: {}", verify.error_string())
+                format!(
+                    "the server's certificate was refused: {}",
+                    verify.error_string()
+                )
             } else {
                 e.to_string()
             };
@@ -506,9 +516,7 @@ impl Shared {
             let role: redis::RedisResult<redis::Value> =
                 redis::cmd("ROLE").query_async(&mut conn).await;
             match role {
-                Ok(redis::Value::Array(v))
-                    if matches!(v.first(), Some(redis::Value::BulkString(b)) if b == b"master") =>
-                {
+                Ok(redis::Value::Array(v)) if matches!(v.first(), Some(redis::Value::BulkString(b)) if b == b"master") => {
                     return Ok(conn)
                 }
                 Ok(_) => failures.push(format!("{mhost}:{mport} is not a master (yet)")),
@@ -565,8 +573,9 @@ mod tests {
         assert_eq!(t.place, Place::Unix("/run/redis.sock".into()));
         assert_eq!((t.db, t.username.as_deref()), (3, Some("u")));
         assert!(RedisTarget::from_url("unix:///run/redis.sock").is_ok());
-        let t = RedisTarget::from_url("redis+sentinel://u:pw@10.0.0.1:26379,[::1],s3:26380/mymaster/1")
-            .unwrap();
+        let t =
+            RedisTarget::from_url("redis+sentinel://u:pw@10.0.0.1:26379,[::1],s3:26380/mymaster/1")
+                .unwrap();
         assert_eq!(
             t.place,
             Place::Sentinel {
@@ -583,7 +592,10 @@ mod tests {
             (t.db, t.username.as_deref(), t.password.as_deref()),
             (1, Some("u"), Some("pw"))
         );
-        assert!(RedisTarget::from_url("rediss+sentinel://s1/m").unwrap().tls.is_some());
+        assert!(RedisTarget::from_url("rediss+sentinel://s1/m")
+            .unwrap()
+            .tls
+            .is_some());
     }
 
     #[test]

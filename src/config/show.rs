@@ -47,7 +47,10 @@ const PLAIN_QUERY_PARAMS: [&str; 2] = ["db", "protocol"];
 /// and the fragment. One that does not parse is shown not at all.
 pub(super) fn redact_url(url: &str) -> String {
     // A Sentinel URL names several hosts, which `url` does not parse: its userinfo goes.
-    if let Some((scheme, rest)) = url.split_once("://").filter(|(s, _)| s.ends_with("+sentinel")) {
+    if let Some((scheme, rest)) = url
+        .split_once("://")
+        .filter(|(s, _)| s.ends_with("+sentinel"))
+    {
         let rest = match rest.split_once('/').unwrap_or((rest, "")) {
             (authority, path) if authority.contains('@') => {
                 let hosts = authority.rsplit_once('@').map_or("", |(_, h)| h);

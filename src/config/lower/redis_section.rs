@@ -60,7 +60,9 @@ impl Lowerer<'_> {
                     if let Some(span) = span {
                         self.r.error(
                             span,
-                            format!("[redis] {key} goes with sentinels; with url it is part of the URL"),
+                            format!(
+                                "[redis] {key} goes with sentinels; with url it is part of the URL"
+                            ),
                         );
                     }
                 }
@@ -100,11 +102,7 @@ impl Lowerer<'_> {
         }
     }
 
-    fn sentinel_table(
-        &mut self,
-        c: &file::Redis,
-        list: &S<Vec<S<String>>>,
-    ) -> Option<RedisTarget> {
+    fn sentinel_table(&mut self, c: &file::Redis, list: &S<Vec<S<String>>>) -> Option<RedisTarget> {
         let mut nodes = Vec::new();
         for s in list.get_ref() {
             let text = self.string(s)?;
@@ -177,11 +175,7 @@ impl Lowerer<'_> {
     }
 
     /// `t` with the TLS files and credentials of `[redis]`; an error when they do not fit it.
-    fn with_settings(
-        &mut self,
-        mut t: RedisTarget,
-        s: &RedisSettings,
-    ) -> Option<RedisTarget> {
+    fn with_settings(&mut self, mut t: RedisTarget, s: &RedisSettings) -> Option<RedisTarget> {
         let mut ok = true;
         if let Some((material, span)) = &s.tls {
             match &mut t.tls {
@@ -221,8 +215,10 @@ impl Lowerer<'_> {
             match &mut t.place {
                 Place::Sentinel { password, .. } => *password = Some(value.clone()),
                 _ => {
-                    self.r
-                        .error(span.clone(), "sentinel_password is used with Sentinels only");
+                    self.r.error(
+                        span.clone(),
+                        "sentinel_password is used with Sentinels only",
+                    );
                     ok = false;
                 }
             }
