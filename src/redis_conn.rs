@@ -297,7 +297,7 @@ impl LazyRedis {
     }
 
     /// Runs one command (or pipeline) within the timeout, connect included. After a dropped
-    /// connection (Redis restarted) or a `READONLY` answer (the master was demoted by a
+    /// connection (Redis restarted) or an answer that the server is no longer the master (a
     /// failover) it is tried once more on a new connection, to the master of now.
     pub async fn run<T, F>(&self, f: impl Fn(MultiplexedConnection) -> F) -> Result<T, String>
     where
@@ -321,12 +321,7 @@ impl LazyRedis {
                     return Err("Redis did not answer in time".to_string());
                 }
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e))
-                    if e.is_io_error()
-                        || e.is_connection_dropped()
-                        || e.is_connection_refusal()
-                        || e.kind() == redis::ErrorKind::ReadOnly =>
-                {
+                Ok(Err(e)) if reconnect_after(&e) => {
                     shared.drop_connection(number);
                     last = format!("Redis: {e}");
                 }
@@ -528,6 +523,15 @@ impl Shared {
             failures.join("; ")
         ))
     }
+}
+
+/// Whether `e` says the connection is gone or no longer to the master: a demoted master
+/// answers READONLY, and one cut off from its replicas (`min-replicas-to-write`) NOREPLICAS.
+fn reconnect_after(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(e.code(), Some("READONLY" | "NOREPLICAS" | "MASTERDOWN"))
 }
 
 /// The `redis` crate's connection over `stream`: AUTH (ACL user or password) and SELECT.

@@ -114,7 +114,7 @@ impl Lowerer<'_> {
                 match k.get_ref().as_str() {
                     "memory" => StoreKind::Memory,
                     "redis" => {
-                        if redis_url.is_none() && redis.target.is_none() {
+                        if redis_url.is_none() && !redis.given {
                             self.r.error(
                                 k.span(),
                                 "a redis rate_limit_store needs redis_url or a [redis] table",

@@ -11,6 +11,8 @@ use crate::redis_conn::{sentinel_address, tls_connector, Place, RedisTarget, Tls
 pub(super) struct RedisSettings {
     /// From `url` or `sentinels`; `None` without `[redis]` (or with errors in it).
     pub target: Option<RedisTarget>,
+    /// Whether there is a `[redis]` table (its errors are reported where they are).
+    pub given: bool,
     tls: Option<(TlsMaterial, Range<usize>)>,
     username: Option<(String, Range<usize>)>,
     password: Option<(String, Range<usize>)>,
@@ -26,6 +28,7 @@ impl Lowerer<'_> {
         let url = self.secret(c.url.as_ref(), c.url_file.as_ref(), "url");
         let mut settings = RedisSettings {
             target: None,
+            given: true,
             tls: self.tls_files(c),
             username: c
                 .username
@@ -70,7 +73,7 @@ impl Lowerer<'_> {
             }
             (None, Some(list)) => self.sentinel_table(c, list),
         };
-        settings.target = target.and_then(|t| self.with_settings(t, &settings));
+        settings.target = target.and_then(|t| self.with_settings(t, &settings, true));
         settings
     }
 
@@ -84,7 +87,7 @@ impl Lowerer<'_> {
             None => settings.target.clone(),
             Some((url, at)) => {
                 let t = self.redis_url(&url, at, "redis_url")?;
-                self.with_settings(t, settings)
+                self.with_settings(t, settings, false)
             }
         }
     }
@@ -174,12 +177,20 @@ impl Lowerer<'_> {
         Some((material, span))
     }
 
-    /// `t` with the TLS files and credentials of `[redis]`; an error when they do not fit it.
-    fn with_settings(&mut self, mut t: RedisTarget, s: &RedisSettings) -> Option<RedisTarget> {
+    /// `t` with the TLS files and credentials of `[redis]`. For `[redis]`'s `own` target, one
+    /// that does not fit is an error; a store's `redis_url` takes those that fit it (TLS
+    /// files when it is TLS, a password when it has none, `sentinel_password` with Sentinels).
+    fn with_settings(
+        &mut self,
+        mut t: RedisTarget,
+        s: &RedisSettings,
+        own: bool,
+    ) -> Option<RedisTarget> {
         let mut ok = true;
         if let Some((material, span)) = &s.tls {
             match &mut t.tls {
                 Some(tls) => *tls = material.clone(),
+                None if !own => {}
                 None => {
                     self.r.error(
                         span.clone(),
@@ -198,6 +209,9 @@ impl Lowerer<'_> {
         ] {
             if let Some((value, span)) = given {
                 if into.is_some() {
+                    if !own {
+                        continue;
+                    }
                     self.r.error(
                         span.clone(),
                         format!(
@@ -214,6 +228,7 @@ impl Lowerer<'_> {
         if let Some((value, span)) = &s.sentinel_password {
             match &mut t.place {
                 Place::Sentinel { password, .. } => *password = Some(value.clone()),
+                _ if !own => {}
                 _ => {
                     self.r.error(
                         span.clone(),
@@ -224,5 +239,157 @@ impl Lowerer<'_> {
             }
         }
         ok.then_some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, StoreKind};
+    use crate::redis_conn::Place;
+
+    /// Both stores on Redis, with `redis` as the `[redis]` table's lines (line 9 on).
+    fn load(redis: &str, store_url: &str) -> Result<Config, String> {
+        let text = format!(
+            "[server]\n\n[session]\nstore = \"redis\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n{store_url}\n\n[redis]\n{redis}\n\n[rate_limit_store]\nkind = \"redis\"\n"
+        );
+        Config::from_str(std::path::Path::new("/etc/gw/gateway.toml"), &text, &|_| {
+            None
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn self_signed() -> Vec<u8> {
+        use openssl::{asn1::Asn1Time, ec, hash::MessageDigest, nid::Nid, pkey::PKey, x509};
+        let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(ec::EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "test ca").unwrap();
+        let name = name.build();
+        let mut b = x509::X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        b.build().to_pem().unwrap()
+    }
+
+    fn error(redis: &str, store_url: &str) -> String {
+        load(redis, store_url).expect_err("refused")
+    }
+
+    #[test]
+    fn the_sentinel_table_is_both_stores_redis() {
+        let c = load(
+            "sentinels = [\"10.0.0.1:26379\", \"[::1]\"]\nmaster_name = \"main\"\ndb = 2\npassword = \"pw-s3cret\"\nsentinel_password = \"sentinel-s3cret\"",
+            "",
+        )
+        .unwrap();
+        let StoreKind::Redis(t) = &c.session.store else {
+            panic!("{:?}", c.session.store)
+        };
+        assert_eq!(c.rate_limit_store.kind, c.session.store);
+        assert_eq!(t.url, "redis+sentinel://10.0.0.1:26379,[::1]:26379/main/2");
+        assert_eq!(t.password.as_deref(), Some("pw-s3cret"));
+        assert!(
+            matches!(&t.place, Place::Sentinel { password: Some(p), .. } if p == "sentinel-s3cret")
+        );
+        let shown = c.redacted_json().to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn a_stores_own_url_wins_and_takes_the_tls_files_of_redis() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, self_signed()).unwrap();
+        let c = load(
+            &format!(
+                "url = \"rediss://shared:6380\"\nca_file = \"{}\"",
+                ca.display()
+            ),
+            "redis_url = \"rediss://sessions:6380/1\"",
+        )
+        .unwrap();
+        let (StoreKind::Redis(s), StoreKind::Redis(r)) =
+            (&c.session.store, &c.rate_limit_store.kind)
+        else {
+            panic!()
+        };
+        assert!(matches!(&s.place, Place::Tcp { host, .. } if host == "sessions"));
+        assert!(matches!(&r.place, Place::Tcp { host, .. } if host == "shared"));
+        assert!(s.tls.as_ref().is_some_and(|t| t.ca.is_some()));
+    }
+
+    #[test]
+    fn mistakes_are_reported_at_their_line() {
+        for (redis, store_url, says) in [
+            (
+                "url = \"redis://h\"\nsentinels = [\"s:26379\"]",
+                "",
+                "gateway.toml:10:13: [redis] takes url or sentinels, not both",
+            ),
+            (
+                "sentinels = [\"s:26379\"]",
+                "",
+                "gateway.toml:9:13: [redis] sentinels needs master_name",
+            ),
+            (
+                "url = \"redis://u:pw-s3cret@h/0?ca_file=x\"",
+                "",
+                "gateway.toml:9:7: invalid url \"redis://REDACTED:REDACTED@h/0?ca_file=REDACTED\": unknown query parameter \"ca_file\"",
+            ),
+            (
+                "url = \"redis://h\"\nca_file = \"/nonexistent/ca.pem\"",
+                "",
+                "gateway.toml:10:11: cannot read ca_file /nonexistent/ca.pem",
+            ),
+            (
+                "url = \"redis://h\"\nmaster_name = \"m\"",
+                "",
+                "gateway.toml:10:15: [redis] master_name goes with sentinels",
+            ),
+            (
+                "url = \"redis://:a@h\"\npassword = \"b\"",
+                "",
+                "gateway.toml:10:12: \"redis://:REDACTED@h\" has a password of its own",
+            ),
+            (
+                "url = \"redis://h\"\nsentinel_password = \"x\"",
+                "",
+                "gateway.toml:10:21: sentinel_password is used with Sentinels only",
+            ),
+            (
+                "sentinels = [\"s:0x\"]\nmaster_name = \"m\"",
+                "",
+                "gateway.toml:9:14: sentinel address \"s:0x\"",
+            ),
+            (
+                "url = \"redis://h\"",
+                "redis_url = \"redis+sentinel://s1\"",
+                "gateway.toml:6:13: invalid redis_url \"redis+sentinel://s1\": a Sentinel URL names its master",
+            ),
+        ] {
+            let e = error(redis, store_url);
+            assert!(e.contains(says), "{redis}: {e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        let e = Config::from_str(
+            std::path::Path::new("gateway.toml"),
+            "[server]\n[rate_limit_store]\nkind = \"redis\"\n",
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(
+                "gateway.toml:3:8: a redis rate_limit_store needs redis_url or a [redis] table"
+            ),
+            "{e}"
+        );
     }
 }

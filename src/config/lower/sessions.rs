@@ -161,7 +161,7 @@ impl Lowerer<'_> {
                 StoreKind::Memory
             }
             Some((v, "redis")) => {
-                if redis_url.is_none() && redis.target.is_none() {
+                if redis_url.is_none() && !redis.given {
                     self.r.error(
                         v.span(),
                         "session store \"redis\" needs session.redis_url or a [redis] table",
