@@ -4,9 +4,10 @@
 //! by every store of the process that names the same target.
 //!
 //! Every call waits at most `timeout` in all: for a connect another call has started, for
-//! its own connect, and for the answer. A connect that fails or times out makes calls fail
-//! at once for [`RECONNECT_AFTER`] instead of each waiting out the timeout again, so a
-//! Redis that drops packets costs one timeout per second, not one per request.
+//! its own connect, and for the answer. A connect that times out or fails slowly makes calls
+//! fail at once for [`RECONNECT_AFTER`] instead of each waiting out the timeout again, so a
+//! Redis that drops packets costs one timeout per second, not one per request. One refused
+//! at once (Redis restarting, a failover under way) is tried again by the next call.
 //!
 //! Connections are opened here (TCP, OpenSSL, Unix socket) and handed to the `redis` crate's
 //! multiplexed connection: its own TLS (native-tls) takes no CA file or client certificate,
@@ -26,8 +27,11 @@ use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
 
-/// How long calls fail at once after a failed connect, before one of them tries again.
+/// How long calls fail at once after a slow failed connect, before one of them tries again.
 pub const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// A failed connect that took this long is held back: the next would likely wait as long.
+const SLOW_FAILURE: Duration = Duration::from_millis(100);
 
 /// Where Redis is and how to log in to it, with the TLS material already read.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -371,6 +375,7 @@ impl Shared {
         if let Some(open) = self.open_connection()? {
             return Ok(open);
         }
+        let started = Instant::now();
         match self.open().await {
             Ok(conn) => {
                 let mut state = self.state();
@@ -381,7 +386,9 @@ impl Shared {
                 Ok(open)
             }
             Err(e) => {
-                self.hold_back_connects(&e);
+                if started.elapsed() >= SLOW_FAILURE {
+                    self.hold_back_connects(&e);
+                }
                 Err(e)
             }
         }

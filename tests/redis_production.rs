@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::browser::Browser;
 use common::login::{login_config, provider_for};
-use common::redis::{strings, SentinelSet, Server, TestPki};
+use common::redis::{strings, wait_for, SentinelSet, Server, TestPki};
 use common::*;
 
 const SECRET: &str = "secret = \"shared-secret-of-both-gateways-0123456789\"";
@@ -328,7 +328,11 @@ async fn sentinel_failover_keeps_logins_sessions_and_limits() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(set.master_port(), Some(replica), "the replica was promoted");
+    // The replica was promoted (a Sentinel may learn of it a moment after the one that
+    // answered the gateway).
+    wait_for("the first Sentinel to name the replica", 10, || {
+        set.master_port() == Some(replica)
+    });
     assert_ne!(Some(old), set.master_port());
     eprintln!(
         "failover: the session answered again {:.1} s after the primary was killed ({} answers before: {:?})",

@@ -163,7 +163,7 @@ pub struct RateLimitConfig {
 pub enum StoreKind {
     Memory,
     /// Where the store's Redis is: its own `redis_url`, else `[redis]`.
-    Redis(crate::redis_conn::RedisTarget),
+    Redis(Box<crate::redis_conn::RedisTarget>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

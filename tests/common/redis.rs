@@ -125,12 +125,16 @@ pub struct Server {
     pub port: u16,
     child: Option<Child>,
     probe: Vec<String>,
+    /// Its working folder: where a primary writes the snapshot a replica syncs from.
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
     pub fn spawn(args: &[String], port: u16, probe: &[String]) -> Server {
+        let dir = tempfile::tempdir().expect("redis dir");
         let child = Command::new("redis-server")
             .args(args)
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -140,6 +144,7 @@ impl Server {
             port,
             child: Some(child),
             probe: probe.to_vec(),
+            _dir: dir,
         };
         for _ in 0..200 {
             if server.cli(&["PING"]).trim() == "PONG" {

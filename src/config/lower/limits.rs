@@ -121,7 +121,7 @@ impl Lowerer<'_> {
                             );
                         }
                         self.store_redis(redis_url, redis)
-                            .map_or(StoreKind::Memory, StoreKind::Redis)
+                            .map_or(StoreKind::Memory, |t| StoreKind::Redis(Box::new(t)))
                     }
                     other => {
                         self.r.error(k.span(), format!("rate_limit_store kind must be \"memory\" or \"redis\", not {other:?}"));

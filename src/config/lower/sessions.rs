@@ -168,7 +168,7 @@ impl Lowerer<'_> {
                     );
                 }
                 self.store_redis(redis_url, redis)
-                    .map_or(StoreKind::Memory, StoreKind::Redis)
+                    .map_or(StoreKind::Memory, |t| StoreKind::Redis(Box::new(t)))
             }
             Some((v, other)) => {
                 self.r.error(
