@@ -1,6 +1,7 @@
 //! Redis the way production runs it, with real servers started here on loopback: TLS with a
 //! test CA (and a client certificate), an ACL user limited to the gateway's key prefix, a
-//! Unix socket, and a Sentinel-watched primary killed mid-test. Each time the real gateway
+//! Unix socket, and Sentinels (with passwords of their own) watching a primary that is killed
+//! mid-test, or demoted by a planned failover. Each time the real gateway
 //! logs people in, keeps their sessions and counts a shared rate limit in that Redis.
 
 mod common;
@@ -348,4 +349,66 @@ async fn sentinel_failover_keeps_logins_sessions_and_limits() {
     // New logins and their sessions work on the new master.
     logs_in(&gw, "bob").await;
     assert!(has_session_and_limit(&keys(&set.replica, &[])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_failover_moves_the_gateway_to_the_new_master() {
+    let s = setup().await;
+    let set = SentinelSet::start();
+    let gw = s.gateway(&format!("[redis]\nurl = \"{}\"", set.url()), "");
+    let cookie = logs_in(&gw, "alice").await;
+    assert_eq!(limited(&gw, 2), vec![200, 200]);
+
+    // `SENTINEL FAILOVER`: the primary is demoted to a replica, alive, with the gateway's
+    // connection still open to it; the next write there answers READONLY.
+    assert_eq!(
+        set.sentinels[0]
+            .cli(&["SENTINEL", "FAILOVER", "mymaster"])
+            .trim(),
+        "OK"
+    );
+    wait_for("the old primary to be a replica", 20, || {
+        set.primary.cli(&["ROLE"]).starts_with("slave")
+    });
+    wait_for("the replica to be the master", 20, || {
+        set.replica.cli(&["ROLE"]).starts_with("master")
+    });
+    // The counted requests moved with the data; the gateway writes to the new master.
+    assert_eq!(limited(&gw, 3), vec![200, 200, 429], "{}", gw.log());
+    let again = gw.get("/app", &json_cookie(&cookie));
+    assert_eq!(again.status, 200, "{}", again.body);
+    logs_in(&gw, "bob").await;
+    let k = keys(&set.replica, &[]);
+    assert!(has_session_and_limit(&k), "{k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_and_data_nodes_with_passwords_of_their_own() {
+    let s = setup().await;
+    let set = SentinelSet::with_passwords(Some(("data-pw", "sentinel-pw")));
+    let nodes: Vec<String> = set
+        .sentinels
+        .iter()
+        .map(|n| format!("\"127.0.0.1:{}\"", n.port))
+        .collect();
+    let redis = |sentinel_pw: &str| {
+        format!(
+            "[redis]\nsentinels = [{}]\nmaster_name = \"mymaster\"\npassword = \"data-pw\"\nsentinel_password = \"{sentinel_pw}\"",
+            nodes.join(", ")
+        )
+    };
+    let gw = s.gateway(&redis("sentinel-pw"), "");
+    logs_in(&gw, "alice").await;
+    assert_eq!(limited(&gw, 5), vec![200, 200, 200, 200, 429]);
+    let auth = ["--no-auth-warning", "-a", "data-pw"];
+    assert!(has_session_and_limit(&keys(&set.primary, &auth)));
+    drop(gw);
+    // The Sentinels refuse a wrong password: nothing is served without the store.
+    let gw = s.gateway(&redis("wrong"), "");
+    assert_eq!(limited(&gw, 1), vec![503]);
+    let log = gw.log();
+    assert!(
+        log.contains("no Redis master \\\"mymaster\\\" through the Sentinels"),
+        "{log}"
+    );
 }

@@ -340,8 +340,30 @@ pub struct SentinelSet {
 
 impl SentinelSet {
     pub fn start() -> SentinelSet {
-        let primary = Server::plain(&[]);
-        let replica = Server::plain(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        SentinelSet::with_passwords(None)
+    }
+
+    /// With `Some((data, sentinel))`: the primary and replica require `data`, the Sentinels
+    /// `sentinel` (of each other too).
+    pub fn with_passwords(passwords: Option<(&str, &str)>) -> SentinelSet {
+        let mut extra = Vec::new();
+        if let Some((data, _)) = passwords {
+            extra.extend(["--requirepass", data, "--masterauth", data]);
+        }
+        let data_node = |more: &[&str]| {
+            let port = super::free_port();
+            let mut args = strings(&["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+            args.extend(strings(&["--save", "", "--appendonly", "no"]));
+            args.extend(strings(&extra));
+            args.extend(strings(more));
+            let mut probe = strings(&["-p", &port.to_string()]);
+            if let Some((data, _)) = passwords {
+                probe.extend(strings(&["--no-auth-warning", "-a", data]));
+            }
+            Server::spawn(&args, port, &probe)
+        };
+        let primary = data_node(&[]);
+        let replica = data_node(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
         wait_for("the replica to sync", 20, || {
             replica
                 .cli(&["INFO", "replication"])
@@ -352,21 +374,21 @@ impl SentinelSet {
         for i in 0..3 {
             let port = super::free_port();
             let conf = dir.path().join(format!("sentinel-{i}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\nsentinel parallel-syncs mymaster 1\n",
-                    dir.path().display(),
-                    primary.port
-                ),
-            )
-            .unwrap();
+            let mut text = format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\nsentinel parallel-syncs mymaster 1\n",
+                dir.path().display(),
+                primary.port
+            );
+            let mut probe = strings(&["-p", &port.to_string()]);
+            if let Some((data, sentinel)) = passwords {
+                text.push_str(&format!(
+                    "sentinel auth-pass mymaster {data}\nrequirepass {sentinel}\nsentinel sentinel-pass {sentinel}\n"
+                ));
+                probe.extend(strings(&["--no-auth-warning", "-a", sentinel]));
+            }
+            std::fs::write(&conf, text).unwrap();
             let args = vec![conf.display().to_string(), "--sentinel".to_string()];
-            sentinels.push(Server::spawn(
-                &args,
-                port,
-                &strings(&["-p", &port.to_string()]),
-            ));
+            sentinels.push(Server::spawn(&args, port, &probe));
         }
         // Each Sentinel has found the replica and the other two (hello messages, every 2 s).
         for s in &sentinels {
