@@ -225,6 +225,15 @@ async fn an_acl_user_limited_to_the_gateways_prefix_is_enough() {
     assert!(k.iter().all(|k| k.starts_with("gatehouse:")), "{k:?}");
     let log = gw.log();
     assert!(!log.contains("NOPERM"), "{log}");
+    // Sessions, login states and limits went through one connection.
+    let mut list = admin.to_vec();
+    list.extend(["CLIENT", "LIST"]);
+    let clients = server.cli(&list);
+    let ours = clients
+        .lines()
+        .filter(|l| l.contains(" user=gatehouse "))
+        .count();
+    assert_eq!(ours, 1, "{clients}");
     drop(gw);
 
     // A user without the prefix: refused, the client gets a 503, the log says NOPERM.
