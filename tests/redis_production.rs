@@ -1,6 +1,6 @@
 //! Redis the way production runs it, with real servers started here on loopback: TLS with a
 //! test CA (and a client certificate), an ACL user limited to the gateway's key prefix, a
-//! Unix socket, and Sentinels (with passwords of their own) watching a primary that is killed
+//! Unix socket, and Sentinels (on TLS, with passwords of their own) watching a primary killed
 //! mid-test, or demoted by a planned failover. Each time the real gateway
 //! logs people in, keeps their sessions and counts a shared rate limit in that Redis.
 
@@ -420,4 +420,28 @@ async fn sentinels_and_data_nodes_with_passwords_of_their_own() {
         log.contains("no Redis master \\\"mymaster\\\" through the Sentinels"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_and_data_nodes_over_tls() {
+    let pki = TestPki::new();
+    let s = setup().await;
+    let mut set = SentinelSet::with(None, Some(&pki));
+    let redis = format!(
+        "[redis]\nurl = \"{}\"\nca_file = \"{}\"",
+        set.url().replace("redis+sentinel", "rediss+sentinel"),
+        pki.path("ca.pem")
+    );
+    let gw = s.gateway(&redis, "");
+    let cookie = logs_in(&gw, "alice").await;
+    assert_eq!(limited(&gw, 2), vec![200, 200]);
+    assert_eq!(set.primary.cli(&["WAIT", "1", "2000"]).trim(), "1");
+    set.primary.kill();
+    let killed = Instant::now();
+    while gw.get("/app", &json_cookie(&cookie)).status != 200 {
+        assert!(killed.elapsed() < Duration::from_secs(30), "{}", gw.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("failover over TLS: {:.1} s", killed.elapsed().as_secs_f64());
+    assert_eq!(limited(&gw, 3), vec![200, 200, 429]);
 }

@@ -346,17 +346,55 @@ impl SentinelSet {
     /// With `Some((data, sentinel))`: the primary and replica require `data`, the Sentinels
     /// `sentinel` (of each other too).
     pub fn with_passwords(passwords: Option<(&str, &str)>) -> SentinelSet {
+        SentinelSet::with(passwords, None)
+    }
+
+    /// [`SentinelSet::with_passwords`], every node (Sentinels too) on TLS only with `tls`'s
+    /// server certificate when given.
+    pub fn with(passwords: Option<(&str, &str)>, tls: Option<&TestPki>) -> SentinelSet {
+        let tls_probe = |probe: &mut Vec<String>| {
+            if let Some(pki) = tls {
+                probe.extend(["--tls".to_string(), "--cacert".into(), pki.path("ca.pem")]);
+            }
+        };
         let mut extra = Vec::new();
         if let Some((data, _)) = passwords {
             extra.extend(["--requirepass", data, "--masterauth", data]);
         }
         let data_node = |more: &[&str]| {
             let port = super::free_port();
-            let mut args = strings(&["--port", &port.to_string(), "--bind", "127.0.0.1"]);
-            args.extend(strings(&["--save", "", "--appendonly", "no"]));
+            let mut args = match tls {
+                None => strings(&["--port", &port.to_string()]),
+                Some(pki) => {
+                    let mut a = strings(&["--port", "0", "--tls-port", &port.to_string()]);
+                    a.extend(strings(&[
+                        "--tls-replication",
+                        "yes",
+                        "--tls-auth-clients",
+                        "no",
+                    ]));
+                    for (key, file) in [
+                        ("cert", "server.pem"),
+                        ("key", "server.key"),
+                        ("ca-cert", "ca.pem"),
+                    ] {
+                        a.extend([format!("--tls-{key}-file"), pki.path(file)]);
+                    }
+                    a
+                }
+            };
+            args.extend(strings(&[
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]));
             args.extend(strings(&extra));
             args.extend(strings(more));
             let mut probe = strings(&["-p", &port.to_string()]);
+            tls_probe(&mut probe);
             if let Some((data, _)) = passwords {
                 probe.extend(strings(&["--no-auth-warning", "-a", data]));
             }
@@ -374,12 +412,22 @@ impl SentinelSet {
         for i in 0..3 {
             let port = super::free_port();
             let conf = dir.path().join(format!("sentinel-{i}.conf"));
+            let listen = match tls {
+                None => format!("port {port}\n"),
+                Some(pki) => format!(
+                    "port 0\ntls-port {port}\ntls-replication yes\ntls-auth-clients no\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                    pki.path("server.pem"),
+                    pki.path("server.key"),
+                    pki.path("ca.pem")
+                ),
+            };
             let mut text = format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\nsentinel parallel-syncs mymaster 1\n",
+                "{listen}bind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 2\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\nsentinel parallel-syncs mymaster 1\n",
                 dir.path().display(),
                 primary.port
             );
             let mut probe = strings(&["-p", &port.to_string()]);
+            tls_probe(&mut probe);
             if let Some((data, sentinel)) = passwords {
                 text.push_str(&format!(
                     "sentinel auth-pass mymaster {data}\nrequirepass {sentinel}\nsentinel sentinel-pass {sentinel}\n"
