@@ -78,9 +78,10 @@ fn bench(c: &mut Criterion) {
     };
     std::thread::sleep(Duration::from_millis(300));
     let shared = RateLimiter::new(&RateLimitStoreConfig {
-        kind: StoreKind::Redis {
-            url: format!("redis://127.0.0.1:{port}/0"),
-        },
+        kind: StoreKind::Redis(Box::new(
+            gatehouse::redis_conn::RedisTarget::from_url(&format!("redis://127.0.0.1:{port}/0"))
+                .unwrap(),
+        )),
         fail_open: false,
         timeout: Duration::from_millis(500),
         response_headers: false,

@@ -611,7 +611,10 @@ secret = "{}"
 
 [rate_limit_store]
 kind = "redis"
-redis_url = "redis://ops:{}@127.0.0.1:1/0?password={}"
+
+[redis]
+url = "redis+sentinel://ops:{}@127.0.0.1:1/mymaster/0"
+sentinel_password = "{}"
 
 [[idp]]
 name = "corp"
@@ -679,7 +682,7 @@ auth = ["session"]
         && u.contains("db=2")));
     assert!(json["rate_limit_store"]["redis_url"]
         .as_str()
-        .is_some_and(|u| u.contains("@127.0.0.1:1/0")));
+        .is_some_and(|u| u.contains("@127.0.0.1:1/mymaster/0")));
     assert_eq!(json["idp"][0]["extra_auth_params"]["prompt"], "<redacted>");
     assert_eq!(json["bearer"][0]["introspection_client_id"], "gatehouse");
 }

@@ -554,7 +554,7 @@ async fn in_redis(redis: &Redis, id: &str) -> bool {
 async fn what_ends_during_a_redis_outage_stays_ended_when_redis_returns() {
     let mut redis = Redis::start_persistent();
     let primary = RedisSessionStore::new(
-        &redis.url(),
+        &gatehouse::redis_conn::RedisTarget::from_url(&redis.url()).unwrap(),
         Duration::from_millis(200),
         Duration::from_secs(3600),
     )

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::redis::Redis;
+use gatehouse::redis_conn::RedisTarget;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::redis_store::RedisSessionStore;
 use gatehouse::session::{
@@ -124,14 +125,16 @@ async fn memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_shared_by_two_instances_with_tokens_encrypted_at_rest() {
     let mut redis = Redis::start();
+    // Two spellings of one server: two targets, so two connections, as two instances have.
+    let target = |url: &str| RedisTarget::from_url(url).unwrap();
     let a = RedisSessionStore::new(
-        &redis.url(),
+        &target(&redis.url()),
         Duration::from_millis(500),
         Duration::from_secs(3600),
     )
     .unwrap();
     let b = RedisSessionStore::new(
-        &redis.url(),
+        &target(&redis.url().replace("127.0.0.1", "localhost")),
         Duration::from_millis(500),
         Duration::from_secs(3600),
     )

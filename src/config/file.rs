@@ -37,6 +37,7 @@ pub struct File {
     #[serde(default)]
     pub rate_limit: Vec<S<RateLimit>>,
     pub rate_limit_store: Option<S<RateLimitStore>>,
+    pub redis: Option<S<Redis>>,
     pub auth_failure_limit: Option<S<AuthFailureLimit>>,
     pub reserved_limit: Option<S<ReservedLimit>>,
     pub dev_idp: Option<S<DevIdp>>,
@@ -121,6 +122,26 @@ pub struct RateLimitStore {
     pub timeout: Option<S<String>>,
     pub response_headers: Option<bool>,
     pub max_keys: Option<S<i64>>,
+}
+
+/// The Redis of both stores: a URL, or Sentinels and a master name; TLS files; credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    pub url: Option<S<String>>,
+    pub url_file: Option<S<String>>,
+    pub sentinels: Option<S<Vec<S<String>>>>,
+    pub master_name: Option<S<String>>,
+    pub db: Option<S<i64>>,
+    pub tls: Option<S<bool>>,
+    pub username: Option<S<String>>,
+    pub password: Option<S<String>>,
+    pub password_file: Option<S<String>>,
+    pub sentinel_password: Option<S<String>>,
+    pub sentinel_password_file: Option<S<String>>,
+    pub ca_file: Option<S<String>>,
+    pub cert_file: Option<S<String>>,
+    pub key_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

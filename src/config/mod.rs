@@ -163,7 +163,8 @@ pub struct RateLimitConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreKind {
     Memory,
-    Redis { url: String },
+    /// Where the store's Redis is: its own `redis_url`, else `[redis]`.
+    Redis(Box<crate::redis_conn::RedisTarget>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -46,6 +46,20 @@ const PLAIN_QUERY_PARAMS: [&str; 2] = ["db", "protocol"];
 /// every query value but the plain ones (`redis+unix:///s?pass=..`, `?password=`, API keys)
 /// and the fragment. One that does not parse is shown not at all.
 pub(super) fn redact_url(url: &str) -> String {
+    // A Sentinel URL names several hosts, which `url` does not parse: its userinfo goes.
+    if let Some((scheme, rest)) = url
+        .split_once("://")
+        .filter(|(s, _)| s.ends_with("+sentinel"))
+    {
+        let rest = match rest.split_once('/').unwrap_or((rest, "")) {
+            (authority, path) if authority.contains('@') => {
+                let hosts = authority.rsplit_once('@').map_or("", |(_, h)| h);
+                format!("REDACTED:REDACTED@{hosts}/{path}")
+            }
+            _ => rest.to_string(),
+        };
+        return format!("{scheme}://{rest}");
+    }
     let Ok(mut u) = url::Url::parse(url) else {
         return REDACTED.to_string();
     };
@@ -78,7 +92,11 @@ pub(super) fn redact_url(url: &str) -> String {
 /// The parts of a URL that [`redact_url`] hides and that may be secrets (a user name is
 /// hidden in the URL, but as often as not it is also a cookie or client name).
 fn url_secrets(url: &str, found: &mut Vec<String>) {
-    if let Ok(u) = url::Url::parse(url) {
+    if url.contains("+sentinel://") {
+        if let Ok(t) = crate::redis_conn::RedisTarget::from_url(url) {
+            found.extend(t.password);
+        }
+    } else if let Ok(u) = url::Url::parse(url) {
         found.extend(u.password().map(str::to_string));
         found.extend(u.query_pairs().map(|(_, v)| v.into_owned()));
     }
@@ -88,8 +106,12 @@ fn url_secrets(url: &str, found: &mut Vec<String>) {
 fn secrets(c: &Config) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     for kind in [&c.session.store, &c.rate_limit_store.kind] {
-        if let StoreKind::Redis { url } = kind {
-            url_secrets(url, &mut found);
+        if let StoreKind::Redis(t) = kind {
+            url_secrets(&t.url, &mut found);
+            found.extend(t.password.clone());
+            if let crate::redis_conn::Place::Sentinel { password, .. } = &t.place {
+                found.extend(password.clone());
+            }
         }
     }
     for b in &c.bearer {
@@ -226,10 +248,10 @@ impl Config {
             "session": {
                 "store": match &self.session.store {
                     StoreKind::Memory => "memory".to_string(),
-                    StoreKind::Redis { .. } => "redis".to_string(),
+                    StoreKind::Redis(_) => "redis".to_string(),
                 },
                 "redis_url": match &self.session.store {
-                    StoreKind::Redis { url } => Some(redact_url(url)),
+                    StoreKind::Redis(t) => Some(redact_url(&t.url)),
                     StoreKind::Memory => None,
                 },
                 "cookie_name": self.session.cookie_name,
@@ -300,10 +322,10 @@ impl Config {
             "rate_limit_store": {
                 "kind": match &self.rate_limit_store.kind {
                     StoreKind::Memory => "memory".to_string(),
-                    StoreKind::Redis { .. } => "redis".to_string(),
+                    StoreKind::Redis(_) => "redis".to_string(),
                 },
                 "redis_url": match &self.rate_limit_store.kind {
-                    StoreKind::Redis { url } => Some(redact_url(url)),
+                    StoreKind::Redis(t) => Some(redact_url(&t.url)),
                     StoreKind::Memory => None,
                 },
                 "on_error": if self.rate_limit_store.fail_open { "fail_open" } else { "fail_closed" },

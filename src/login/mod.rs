@@ -154,9 +154,9 @@ impl Login {
             Some(p) => p.store.clone(),
             None => match &config.session.store {
                 StoreKind::Memory => Arc::new(MemoryStore::new(config.session.max_sessions)),
-                StoreKind::Redis { url } => {
+                StoreKind::Redis(target) => {
                     let redis = RedisSessionStore::new(
-                        url,
+                        target,
                         config.session.timeout,
                         config.session.max_lifetime,
                     )?;

@@ -78,8 +78,8 @@ impl RateLimiter {
     pub fn new(config: &RateLimitStoreConfig) -> Result<Self, String> {
         let store = match &config.kind {
             StoreKind::Memory => Store::Memory(memory::MemoryStore::new(config.max_keys)),
-            StoreKind::Redis { url } => {
-                Store::Redis(redis_store::RedisStore::new(url, config.timeout)?)
+            StoreKind::Redis(target) => {
+                Store::Redis(redis_store::RedisStore::new(target, config.timeout)?)
             }
         };
         Ok(RateLimiter {

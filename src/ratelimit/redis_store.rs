@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::gcra::{Decision, Rate};
-use crate::redis_conn::LazyRedis;
+use crate::redis_conn::{LazyRedis, RedisTarget};
 
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -29,9 +29,9 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn new(target: &RedisTarget, timeout: Duration) -> Result<Self, String> {
         Ok(RedisStore {
-            redis: LazyRedis::new(url, timeout)?,
+            redis: LazyRedis::new(target, timeout)?,
             script: redis::Script::new(SCRIPT),
         })
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::{store_key, Issuer, Session, SessionStore, StoreError};
-use crate::redis_conn::LazyRedis;
+use crate::redis_conn::{LazyRedis, RedisTarget};
 
 pub struct RedisSessionStore {
     redis: LazyRedis,
@@ -85,9 +85,13 @@ fn session_index_key(by: Indexed, session: &Session, name: &str) -> String {
 }
 
 impl RedisSessionStore {
-    pub fn new(url: &str, timeout: Duration, max_lifetime: Duration) -> Result<Self, String> {
+    pub fn new(
+        target: &RedisTarget,
+        timeout: Duration,
+        max_lifetime: Duration,
+    ) -> Result<Self, String> {
         Ok(RedisSessionStore {
-            redis: LazyRedis::new(url, timeout)?,
+            redis: LazyRedis::new(target, timeout)?,
             index_ttl: max_lifetime + Duration::from_secs(60),
             update: redis::Script::new(UPDATE),
         })
@@ -462,8 +466,10 @@ mod tests {
     async fn sessions_stored_before_they_named_their_issuer_end_by_their_idps_issuer() {
         let server = Server::start().expect("redis-server (scripts/setup.sh installs it)");
         let url = format!("redis://127.0.0.1:{}/0", server.1);
-        let store = RedisSessionStore::new(&url, Duration::from_secs(2), Duration::from_secs(3600))
-            .unwrap();
+        let target = RedisTarget::from_url(&url).unwrap();
+        let store =
+            RedisSessionStore::new(&target, Duration::from_secs(2), Duration::from_secs(3600))
+                .unwrap();
         let cipher = TokenCipher::new(b"a secret for the redis store tests");
         let names = |idp, issuer, sid| Names {
             idp,

@@ -1,6 +1,7 @@
 //! `[rate_limit.*]`, `[rate_limit_store]`, `[auth_failure_limit]` and the reserved endpoints'
 //! limit.
 
+use super::redis_section::RedisSettings;
 use super::*;
 
 impl Lowerer<'_> {
@@ -101,6 +102,7 @@ impl Lowerer<'_> {
     pub(super) fn rate_limit_store(
         &mut self,
         s: Option<&S<file::RateLimitStore>>,
+        redis: &RedisSettings,
     ) -> RateLimitStoreConfig {
         let c = s.map(|s| s.get_ref());
         let redis_url = c.and_then(|c| {
@@ -111,25 +113,16 @@ impl Lowerer<'_> {
             Some(k) => {
                 match k.get_ref().as_str() {
                     "memory" => StoreKind::Memory,
-                    "redis" => match redis_url {
-                        Some((text, at)) => {
-                            if redis::Client::open(text.as_str()).is_err() {
-                                self.r.error(
-                                    at,
-                                    format!(
-                                        "invalid redis_url {:?}",
-                                        super::show::redact_url(&text)
-                                    ),
-                                );
-                            }
-                            StoreKind::Redis { url: text }
+                    "redis" => {
+                        if redis_url.is_none() && !redis.given {
+                            self.r.error(
+                                k.span(),
+                                "a redis rate_limit_store needs redis_url or a [redis] table",
+                            );
                         }
-                        None => {
-                            self.r
-                                .error(k.span(), "a redis rate_limit_store needs redis_url");
-                            StoreKind::Memory
-                        }
-                    },
+                        self.store_redis(redis_url, redis)
+                            .map_or(StoreKind::Memory, |t| StoreKind::Redis(Box::new(t)))
+                    }
                     other => {
                         self.r.error(k.span(), format!("rate_limit_store kind must be \"memory\" or \"redis\", not {other:?}"));
                         StoreKind::Memory

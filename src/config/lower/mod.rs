@@ -7,6 +7,7 @@
 mod auth;
 mod headers;
 mod limits;
+mod redis_section;
 mod routes;
 mod secrets;
 mod server;
@@ -75,7 +76,8 @@ impl Lowerer<'_> {
             f.bearer.iter().filter_map(|b| self.bearer(b)).collect();
         let api_keys: Vec<ApiKeyConfig> =
             f.api_key.iter().filter_map(|k| self.api_key(k)).collect();
-        let session = self.session(f.session.as_ref());
+        let redis = self.redis(f.redis.as_ref());
+        let session = self.session(f.session.as_ref(), &redis);
         let dev_idp = f.dev_idp.as_ref().map(|d| self.dev_idp(d));
         let mut idps = self.idps(&f.idp);
         let available = Available {
@@ -98,7 +100,7 @@ impl Lowerer<'_> {
             );
         }
         self.route_rate_limits(&f.route, &mut routes, &rate_limits);
-        let rate_limit_store = self.rate_limit_store(f.rate_limit_store.as_ref());
+        let rate_limit_store = self.rate_limit_store(f.rate_limit_store.as_ref(), &redis);
         let auth_failure_limit = self.auth_failure_limit(f.auth_failure_limit.as_ref());
         let reserved_limit = self.reserved_limit(f.reserved_limit.as_ref());
         let mut headers = self.headers(f.headers.as_ref());

@@ -198,9 +198,10 @@ mod tests {
         assert_eq!(hex::encode(c.api_keys[0].hash), "ab".repeat(32));
         assert_eq!(
             c.rate_limit_store.kind,
-            crate::config::StoreKind::Redis {
-                url: "redis://:pw-s3cret@127.0.0.1:6379/0".into()
-            }
+            crate::config::StoreKind::Redis(Box::new(
+                crate::redis_conn::RedisTarget::from_url("redis://:pw-s3cret@127.0.0.1:6379/0")
+                    .unwrap()
+            ))
         );
         assert!(!c.redacted_json().to_string().contains("pw-s3cret"));
     }

@@ -1,10 +1,15 @@
 //! `[session]` and `[[idp]]`: browser sessions, their store, and the OpenID providers people log
 //! in with.
 
+use super::redis_section::RedisSettings;
 use super::*;
 
 impl Lowerer<'_> {
-    pub(super) fn session(&mut self, s: Option<&S<file::Session>>) -> SessionConfig {
+    pub(super) fn session(
+        &mut self,
+        s: Option<&S<file::Session>>,
+        redis: &RedisSettings,
+    ) -> SessionConfig {
         let none = file::Session {
             store: None,
             redis_url: None,
@@ -25,7 +30,7 @@ impl Lowerer<'_> {
         let span = s.map_or(0..0, S::span);
         let c = s.map_or(&none, S::get_ref);
         let redis_url = self.secret(c.redis_url.as_ref(), c.redis_url_file.as_ref(), "redis_url");
-        let store = self.session_store(c.store.as_ref(), redis_url);
+        let store = self.session_store(c.store.as_ref(), redis_url, redis);
         let cookie_name = match &c.cookie_name {
             None => "gatehouse".to_string(),
             Some(v) => {
@@ -140,47 +145,39 @@ impl Lowerer<'_> {
         text.into_bytes()
     }
 
-    /// `store = "memory" | "redis"` with its `redis_url` (or `redis_url_file`).
+    /// `store = "memory" | "redis"` with its `redis_url` (or `redis_url_file`), else `[redis]`.
     fn session_store(
         &mut self,
         store: Option<&S<String>>,
         redis_url: Option<(String, std::ops::Range<usize>)>,
+        redis: &RedisSettings,
     ) -> StoreKind {
-        let section = "session";
-        let kind = match store.map(|v| (v, v.get_ref().as_str())) {
-            None | Some((_, "memory")) => StoreKind::Memory,
-            Some((v, "redis")) => match &redis_url {
-                Some((url, _)) => StoreKind::Redis { url: url.clone() },
-                None => {
+        match store.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "memory")) => {
+                if let Some((_, at)) = redis_url {
+                    self.r
+                        .error(at, "session.redis_url is only used with store = \"redis\"");
+                }
+                StoreKind::Memory
+            }
+            Some((v, "redis")) => {
+                if redis_url.is_none() && !redis.given {
                     self.r.error(
                         v.span(),
-                        format!("{section} store \"redis\" needs {section}.redis_url"),
+                        "session store \"redis\" needs session.redis_url or a [redis] table",
                     );
-                    StoreKind::Memory
                 }
-            },
+                self.store_redis(redis_url, redis)
+                    .map_or(StoreKind::Memory, |t| StoreKind::Redis(Box::new(t)))
+            }
             Some((v, other)) => {
                 self.r.error(
                     v.span(),
-                    format!("{section}.store must be \"memory\" or \"redis\", not {other:?}"),
+                    format!("session.store must be \"memory\" or \"redis\", not {other:?}"),
                 );
                 StoreKind::Memory
             }
-        };
-        if let Some((url, at)) = redis_url {
-            if matches!(kind, StoreKind::Memory) {
-                self.r.error(
-                    at,
-                    format!("{section}.redis_url is only used with store = \"redis\""),
-                );
-            } else if redis::Client::open(url.as_str()).is_err() {
-                self.r.error(
-                    at,
-                    format!("invalid redis_url {:?}", super::show::redact_url(&url)),
-                );
-            }
         }
-        kind
     }
 
     pub(super) fn idps(&mut self, list: &[S<file::Idp>]) -> Vec<IdpConfig> {
