@@ -210,7 +210,11 @@ impl Config {
                 "shutdown_timeout": secs(s.shutdown_timeout),
                 "h2c": s.h2c,
             },
-            "admin": {"listen": self.admin.listen},
+            "admin": {
+                "listen": self.admin.listen,
+                "token": self.admin.token.as_ref().map(|_| REDACTED),
+                "open": self.admin.open,
+            },
             "log": {
                 "format": match self.log.format { LogFormat::Json => "json", LogFormat::Pretty => "pretty" },
                 "level": self.log.level,
