@@ -51,7 +51,10 @@ fn bearer_matches(headers: &http::HeaderMap, token: &str) -> bool {
     else {
         return false;
     };
-    let (given, token) = (Sha256::digest(given.as_bytes()), Sha256::digest(token.as_bytes()));
+    let (given, token) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(token.as_bytes()),
+    );
     bool::from(given.ct_eq(&token))
 }
 
@@ -77,8 +80,7 @@ impl ServeHttp for AdminApp {
             .map(ToString::to_string)
             .unwrap_or_default();
         if let Some(token) = &admin.token {
-            if !admin.open.iter().any(|open| open == path) && !bearer_matches(&req.headers, token)
-            {
+            if !admin.open.iter().any(|open| open == path) && !bearer_matches(&req.headers, token) {
                 self.gateway.metrics.admin_unauthorized_total.inc();
                 tracing::warn!(target: "gatehouse::audit", client_ip = %peer, method = %req.method, "admin request refused: no admin token, or not the right one");
                 return unauthorized();
@@ -178,20 +180,17 @@ fn param(query: &str, name: &str) -> Option<String> {
 }
 
 /// Whose sessions: an issuer's subject (the issuer may be left out when only one is
-/// configured); a 400 when the request does not say.
+/// configured); what a 400 says when the request does not say.
 fn person<'a>(
     login: &'a crate::login::Login,
     issuer: &'a Option<String>,
     subject: &'a Option<String>,
-) -> Result<(crate::session::Issuer<'a>, &'a str), Response<Vec<u8>>> {
+) -> Result<(crate::session::Issuer<'a>, &'a str), serde_json::Value> {
     let subject = subject
         .as_deref()
-        .ok_or_else(|| json(400, serde_json::json!({"error": "subject_required"})))?;
+        .ok_or_else(|| serde_json::json!({"error": "subject_required"}))?;
     let issuer = login.admin_issuer(issuer.as_deref()).ok_or_else(|| {
-        json(
-            400,
-            serde_json::json!({"error": "issuer_required", "detail": "several issuers are configured: name one with issuer="}),
-        )
+        serde_json::json!({"error": "issuer_required", "detail": "several issuers are configured: name one with issuer="})
     })?;
     Ok((issuer, subject))
 }
@@ -218,7 +217,10 @@ impl AdminApp {
         let unavailable = |e: crate::session::StoreError| {
             tracing::warn!(error = %e, "session admin API: session store unavailable");
             metrics.session_store_errors_total.inc();
-            json(503, serde_json::json!({"error": "session_store_unavailable"}))
+            json(
+                503,
+                serde_json::json!({"error": "session_store_unavailable"}),
+            )
         };
         let issuer_param = param(query, "issuer");
         let subject = param(query, "subject");
@@ -227,7 +229,7 @@ impl AdminApp {
             (&Method::GET | &Method::HEAD, "/sessions") => {
                 let (issuer, subject) = match person(login, &issuer_param, &subject) {
                     Ok(p) => p,
-                    Err(answer) => return answer,
+                    Err(refusal) => return json(400, refusal),
                 };
                 match login.sessions_of(issuer, subject).await {
                     Ok(listed) => {
@@ -243,7 +245,7 @@ impl AdminApp {
             (&Method::DELETE, "/sessions") => {
                 let (issuer, subject) = match person(login, &issuer_param, &subject) {
                     Ok(p) => p,
-                    Err(answer) => return answer,
+                    Err(refusal) => return json(400, refusal),
                 };
                 match login.end_sessions_of(issuer, subject).await {
                     Ok(ended) => {
@@ -269,7 +271,7 @@ impl AdminApp {
                 }
                 let (issuer, subject) = match person(login, &issuer_param, &subject) {
                     Ok(p) => p,
-                    Err(answer) => return answer,
+                    Err(refusal) => return json(400, refusal),
                 };
                 match login.sessions_of(issuer, subject).await {
                     Ok(listed) => json(
@@ -283,7 +285,9 @@ impl AdminApp {
                 let id_hash = &path["/sessions/".len()..];
                 // Only what a listing shows goes to the store (and into the log).
                 let well_formed = id_hash.len() == 64
-                    && id_hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                    && id_hash
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
                 if !well_formed {
                     return json(
                         400,
@@ -295,7 +299,10 @@ impl AdminApp {
                         if !ended {
                             // Not the hash asked for: it may be a pasted cookie value.
                             tracing::info!(target: "gatehouse::audit", client_ip = %peer, scope = "session", "admin asked to end a session that does not exist");
-                            return json(404, serde_json::json!({"error": "no_such_session", "ended": 0}));
+                            return json(
+                                404,
+                                serde_json::json!({"error": "no_such_session", "ended": 0}),
+                            );
                         }
                         tracing::info!(target: "gatehouse::audit", client_ip = %peer, id_hash = %id_hash, ended = 1, scope = "session", "admin ended sessions");
                         metrics

@@ -91,7 +91,11 @@ enum Command {
 #[derive(clap::Args)]
 struct AdminAccess {
     /// The admin listener's URL.
-    #[arg(long = "admin", value_name = "URL", default_value = "http://127.0.0.1:9090")]
+    #[arg(
+        long = "admin",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
     url: String,
     /// A file holding the admin token (`[admin] token_file` of the gateway).
     #[arg(long, value_name = "FILE")]
@@ -453,7 +457,9 @@ fn man_page(mut cli: clap::Command) -> String {
 /// `gatehouse sessions list|revoke|count`: one call to the admin API, its answer printed.
 fn sessions_command(command: SessionsCommand) -> Result<(), String> {
     let (admin, person, method, path) = match &command {
-        SessionsCommand::List { admin, person, .. } => (admin, person, "GET", "/sessions".to_string()),
+        SessionsCommand::List { admin, person, .. } => {
+            (admin, person, "GET", "/sessions".to_string())
+        }
         SessionsCommand::Revoke {
             admin,
             person,
@@ -467,8 +473,12 @@ fn sessions_command(command: SessionsCommand) -> Result<(), String> {
             (admin, person, "GET", "/sessions/count".to_string())
         }
     };
-    let token = std::fs::read_to_string(&admin.token_file)
-        .map_err(|e| format!("cannot read --token-file {}: {e}", admin.token_file.display()))?;
+    let token = std::fs::read_to_string(&admin.token_file).map_err(|e| {
+        format!(
+            "cannot read --token-file {}: {e}",
+            admin.token_file.display()
+        )
+    })?;
     let token = token.trim_end_matches(['\n', '\r']);
     let mut url = url::Url::parse(&admin.url)
         .map_err(|e| format!("--admin {:?} is not a URL: {e}", admin.url))?;
@@ -508,12 +518,18 @@ fn sessions_command(command: SessionsCommand) -> Result<(), String> {
     }
     if status != 200 {
         let error = body["error"].as_str().unwrap_or("unexpected answer");
-        let detail = body["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
+        let detail = body["detail"]
+            .as_str()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
         return Err(format!("{status} {error}{detail}"));
     }
     match command {
         SessionsCommand::List { json: true, .. } => {
-            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
         }
         SessionsCommand::List { .. } => print_sessions(&body),
         SessionsCommand::Revoke { .. } => {
@@ -529,7 +545,10 @@ fn print_sessions(body: &serde_json::Value) {
     let time = |v: &serde_json::Value| {
         v.as_i64()
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-            .map_or_else(|| "-".to_string(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+            .map_or_else(
+                || "-".to_string(),
+                |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+            )
     };
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
     let empty = Vec::new();

@@ -16,8 +16,7 @@ use sha2::{Digest, Sha256};
 
 const SECRET: &str = "secret = \"shared-secret-of-both-gateways-0123456789\"";
 const TOKEN: &str = "admin-token-0123456789abcdef0123456789abcdef";
-const FIREFOX: &str =
-    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 
 /// The login config with the admin token read from `admin.token` beside it.
@@ -114,7 +113,11 @@ async fn a_session_made_on_one_instance_is_listed_and_ended_through_another() {
     let listed = admin(&b, "GET", &path, Some(&bearer()));
     assert_eq!(listed.status, 200, "{}", listed.body);
     for id in [&first, &second, &bobs] {
-        assert!(!listed.body.contains(id.as_str()), "an id in {}", listed.body);
+        assert!(
+            !listed.body.contains(id.as_str()),
+            "an id in {}",
+            listed.body
+        );
     }
     let body = json(&listed);
     assert_eq!(body["subject"], "alice");
@@ -136,31 +139,63 @@ async fn a_session_made_on_one_instance_is_listed_and_ended_through_another() {
         assert_eq!(s["client_ip"], "127.0.0.1");
         assert_eq!(s["user_agent"], agent);
         let created = s["created_at"].as_u64().unwrap();
-        assert!((started.saturating_sub(5)..=now() + 5).contains(&created), "{s}");
+        assert!(
+            (started.saturating_sub(5)..=now() + 5).contains(&created),
+            "{s}"
+        );
         assert!(s["last_seen"].as_u64().unwrap() >= created);
         assert!(s["expires_at"].as_u64().unwrap() > now());
     }
     // The only issuer may be left out.
-    let short = json(&admin(&b, "GET", "/sessions?subject=alice", Some(&bearer())));
+    let short = json(&admin(
+        &b,
+        "GET",
+        "/sessions?subject=alice",
+        Some(&bearer()),
+    ));
     assert_eq!(short["sessions"].as_array().map(Vec::len), Some(2));
     // Counted: all of them, or one person's.
     let all = json(&admin(&b, "GET", "/sessions/count", Some(&bearer())));
     assert_eq!(all["sessions"], 3, "{all}");
-    let alices = json(&admin(&a, "GET", "/sessions/count?subject=alice", Some(&bearer())));
+    let alices = json(&admin(
+        &a,
+        "GET",
+        "/sessions/count?subject=alice",
+        Some(&bearer()),
+    ));
     assert_eq!(alices["sessions"], 2, "{alices}");
 
     // One session ended through B: A refuses its cookie at once, the other stays.
     assert_eq!(status_with(&a, &first), 200);
-    let ended = admin(&b, "DELETE", &format!("/sessions/{}", hash(&first)), Some(&bearer()));
+    let ended = admin(
+        &b,
+        "DELETE",
+        &format!("/sessions/{}", hash(&first)),
+        Some(&bearer()),
+    );
     assert_eq!(ended.status, 200, "{}", ended.body);
     assert_eq!(json(&ended)["ended"], 1);
-    assert_eq!(status_with(&a, &first), 401, "A still takes an ended session");
+    assert_eq!(
+        status_with(&a, &first),
+        401,
+        "A still takes an ended session"
+    );
     assert_eq!(status_with(&b, &first), 401);
     assert_eq!(status_with(&a, &second), 200);
-    let again = admin(&b, "DELETE", &format!("/sessions/{}", hash(&first)), Some(&bearer()));
+    let again = admin(
+        &b,
+        "DELETE",
+        &format!("/sessions/{}", hash(&first)),
+        Some(&bearer()),
+    );
     assert_eq!(again.status, 404, "{}", again.body);
     // The id itself names nothing: only its hash does.
-    let by_id = admin(&b, "DELETE", &format!("/sessions/{second}"), Some(&bearer()));
+    let by_id = admin(
+        &b,
+        "DELETE",
+        &format!("/sessions/{second}"),
+        Some(&bearer()),
+    );
     assert_eq!(by_id.status, 404, "{}", by_id.body);
     assert_eq!(status_with(&a, &second), 200);
 
@@ -171,21 +206,38 @@ async fn a_session_made_on_one_instance_is_listed_and_ended_through_another() {
     assert_eq!(status_with(&b, &second), 401);
     assert_eq!(status_with(&a, &second), 401);
     assert_eq!(status_with(&a, &bobs), 200);
-    let left = json(&admin(&a, "GET", "/sessions?subject=alice", Some(&bearer())));
+    let left = json(&admin(
+        &a,
+        "GET",
+        "/sessions?subject=alice",
+        Some(&bearer()),
+    ));
     assert_eq!(left["sessions"].as_array().map(Vec::len), Some(0));
 
     // Counted and audited where they were ended; the token is in no log.
     assert_eq!(
-        metric(&b, "gatehouse_admin_session_revocations_total{scope=\"session\"}"),
+        metric(
+            &b,
+            "gatehouse_admin_session_revocations_total{scope=\"session\"}"
+        ),
         1.0
     );
     assert_eq!(
-        metric(&a, "gatehouse_admin_session_revocations_total{scope=\"user\"}"),
+        metric(
+            &a,
+            "gatehouse_admin_session_revocations_total{scope=\"user\"}"
+        ),
         1.0
     );
     let (log_a, log_b) = (a.log(), b.log());
-    assert!(log_b.contains("admin ended sessions") && log_b.contains(&hash(&first)), "{log_b}");
-    assert!(log_a.contains("admin ended sessions") && log_a.contains("\"subject\":\"alice\""), "{log_a}");
+    assert!(
+        log_b.contains("admin ended sessions") && log_b.contains(&hash(&first)),
+        "{log_b}"
+    );
+    assert!(
+        log_a.contains("admin ended sessions") && log_a.contains("\"subject\":\"alice\""),
+        "{log_a}"
+    );
     for log in [&log_a, &log_b] {
         assert!(!log.contains(TOKEN));
         assert!(!log.contains(&first) && !log.contains(&second));
@@ -241,7 +293,10 @@ async fn the_memory_store_lists_and_ends_sessions_and_the_cli_drives_it() {
     assert!(ok, "{err}");
     assert!(out.contains("2 session(s) of alice"), "{out}");
     assert!(out.contains(&newest) && out.contains(&oldest), "{out}");
-    assert!(out.contains("ip=127.0.0.1") && out.contains("Firefox/128.0"), "{out}");
+    assert!(
+        out.contains("ip=127.0.0.1") && out.contains("Firefox/128.0"),
+        "{out}"
+    );
     let (ok, out, err) = cli(&["list", "--subject", "alice", "--json"]);
     assert!(ok, "{err}");
     assert_eq!(
@@ -261,8 +316,18 @@ async fn the_memory_store_lists_and_ends_sessions_and_the_cli_drives_it() {
     let (ok, _, err) = cli(&["revoke", "--id-hash", &oldest]);
     assert!(!ok && err.contains("404 no_such_session"), "{err}");
     let (ok, _, err) = cli(&["revoke", "--all"]);
-    assert!(!ok && err.contains("--subject"), "--all needs a subject: {err}");
-    let (ok, out, err) = cli(&["revoke", "--all", "--subject", "alice", "--issuer", &idp.issuer]);
+    assert!(
+        !ok && err.contains("--subject"),
+        "--all needs a subject: {err}"
+    );
+    let (ok, out, err) = cli(&[
+        "revoke",
+        "--all",
+        "--subject",
+        "alice",
+        "--issuer",
+        &idp.issuer,
+    ]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "ended 1 session(s)");
     assert_eq!(status_with(&gw, &second), 401);
@@ -271,7 +336,11 @@ async fn the_memory_store_lists_and_ends_sessions_and_the_cli_drives_it() {
     assert_eq!(out.trim(), "0");
 
     // A wrong token: the CLI says so and exits 1.
-    std::fs::write(gw.path().join("wrong.token"), "not-the-admin-token-0123456789abcdef\n").unwrap();
+    std::fs::write(
+        gw.path().join("wrong.token"),
+        "not-the-admin-token-0123456789abcdef\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["sessions", "count", "--admin", &admin_url, "--token-file"])
         .arg(gw.path().join("wrong.token"))
@@ -288,8 +357,12 @@ async fn without_the_token_nothing_is_answered_nor_ended() {
     let app = TestServer::echo("app").await;
     let gw = start(&with_token(&login_config(&idp, &app, SECRET)), port);
     let (_browser, id) = log_in(&gw, "alice", FIREFOX).await;
-    let hash = json(&admin(&gw, "GET", "/sessions?subject=alice", Some(&bearer())))["sessions"]
-        [0]["id_hash"]
+    let hash = json(&admin(
+        &gw,
+        "GET",
+        "/sessions?subject=alice",
+        Some(&bearer()),
+    ))["sessions"][0]["id_hash"]
         .as_str()
         .unwrap()
         .to_string();
@@ -316,13 +389,20 @@ async fn without_the_token_nothing_is_answered_nor_ended() {
     for authorization in &wrong {
         for (method, path) in &asked {
             let r = admin(&gw, method, path, authorization.as_deref());
-            assert_eq!(r.status, 401, "{method} {path} with {authorization:?}: {}", r.body);
+            assert_eq!(
+                r.status, 401,
+                "{method} {path} with {authorization:?}: {}",
+                r.body
+            );
             assert_eq!(
                 r.header("www-authenticate"),
                 Some("Bearer realm=\"gatehouse-admin\"")
             );
             // The same answer whatever was asked: nothing tells what exists.
-            let seen = (r.body.clone(), r.header("content-length").map(str::to_string));
+            let seen = (
+                r.body.clone(),
+                r.header("content-length").map(str::to_string),
+            );
             match &first {
                 None => first = Some(seen),
                 Some(f) => assert_eq!(*f, seen, "{method} {path}"),
@@ -342,7 +422,10 @@ async fn without_the_token_nothing_is_answered_nor_ended() {
     }
     let r = admin(&gw, "GET", "/config", Some(&format!("bearer {TOKEN}")));
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(!r.body.contains(TOKEN), "the token is redacted from /config");
+    assert!(
+        !r.body.contains(TOKEN),
+        "the token is redacted from /config"
+    );
     assert!(r.body.contains("\"token\": \"<redacted>\""), "{}", r.body);
     assert!(!gw.log().contains(TOKEN));
     // Bad requests with the token get plain answers.
@@ -364,7 +447,10 @@ async fn without_a_token_the_session_api_is_off_and_open_is_configurable() {
     for auth in [None, Some(bearer())] {
         let r = admin(&gw, "GET", "/sessions?subject=alice", auth.as_deref());
         assert_eq!(r.status, 404, "{}", r.body);
-        assert_eq!(admin(&gw, "DELETE", "/sessions?subject=alice", auth.as_deref()).status, 404);
+        assert_eq!(
+            admin(&gw, "DELETE", "/sessions?subject=alice", auth.as_deref()).status,
+            404
+        );
     }
     // As before the API: the rest of the listener answers without a token.
     assert_eq!(admin(&gw, "GET", "/config", None).status, 200);

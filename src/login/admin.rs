@@ -72,7 +72,11 @@ impl Login {
                 }
             })
             .collect();
-        listed.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id_hash.cmp(&b.id_hash)));
+        listed.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(a.id_hash.cmp(&b.id_hash))
+        });
         Ok(listed)
     }
 

@@ -842,11 +842,18 @@ mod tests {
     async fn sessions_are_listed_and_ended_by_their_hash_never_their_id() {
         let store = MemoryStore::new(100);
         let hour = Duration::from_secs(3600);
-        let (a, b) = (crate::session::new_session_id(), crate::session::new_session_id());
+        let (a, b) = (
+            crate::session::new_session_id(),
+            crate::session::new_session_id(),
+        );
         store.put(&a, &session("alice", "s1"), hour).await.unwrap();
         store.put(&b, &session("alice", "s2"), hour).await.unwrap();
         store
-            .put("c", &issued_session("https://partner.example", "alice", "s3"), hour)
+            .put(
+                "c",
+                &issued_session("https://partner.example", "alice", "s3"),
+                hour,
+            )
             .await
             .unwrap();
         store.put("d", &session("bob", "s4"), hour).await.unwrap();

@@ -785,9 +785,19 @@ mod tests {
         assert!(extra < 40, "{extra} bytes");
         let back = Session::from_bytes(&s.to_bytes()).expect("round trip");
         assert_eq!(back.login_client(&c), Some(client.clone()));
-        assert_eq!(back.tokens(&c), Some(tokens.clone()), "the tokens read as before");
-        assert!(!String::from_utf8_lossy(&s.to_bytes()).contains("Chrome"), "sealed");
-        assert_eq!(back.login_client(&TokenCipher::new(b"another secret")), None);
+        assert_eq!(
+            back.tokens(&c),
+            Some(tokens.clone()),
+            "the tokens read as before"
+        );
+        assert!(
+            !String::from_utf8_lossy(&s.to_bytes()).contains("Chrome"),
+            "sealed"
+        );
+        assert_eq!(
+            back.login_client(&TokenCipher::new(b"another secret")),
+            None
+        );
         // A refresh keeps it; a session without one (stored before) has none.
         let refreshed = back.with_tokens(&Tokens::default(), &c);
         assert_eq!(refreshed.login_client(&c), Some(client));
@@ -813,7 +823,14 @@ mod tests {
             }
         }
         assert_eq!(LoginClient::new(None, Some("")), LoginClient::default());
-        for bad in [&[][..], &[16], &[3, 1, 2, 3, 4], &[1, 1, 2], &[0, 1], &[4, 0xff]] {
+        for bad in [
+            &[][..],
+            &[16],
+            &[3, 1, 2, 3, 4],
+            &[1, 1, 2],
+            &[0, 1],
+            &[4, 0xff],
+        ] {
             assert_eq!(read_client(bad), None, "{bad:?}");
         }
     }
