@@ -66,6 +66,7 @@ async fn main() {
         "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36",
     ];
     let mut agent_chars = 0;
+    let mut packed_bytes = 0;
     // `--used`: every session has served a request, so its identity is built and cached.
     let used = std::env::args().any(|a| a == "--used");
     // `--unbounded`: with `--used`, no bound on the identity cache (to check its estimates).
@@ -155,6 +156,7 @@ async fn main() {
             LoginClient::new(Some(ip.into()), Some(&agent))
         };
         let session = Session::from_login(names, &tokens, &client, &cipher, times);
+        packed_bytes += session.to_bytes().len();
         if used {
             // As a request does: open the tokens, read the ID token's claims.
             let started = std::time::Instant::now();
@@ -185,6 +187,10 @@ async fn main() {
         after as f64 / 1024.0,
         (after - before) as f64 / 1024.0,
         (after - before) as f64 * 1024.0 / live.max(1) as f64,
+    );
+    println!(
+        "a session packs into {:.0} bytes on average",
+        packed_bytes as f64 / n.max(1) as f64
     );
     if !no_client {
         println!(
