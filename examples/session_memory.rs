@@ -2,10 +2,12 @@
 //! stored the way a login stores them, and the process RSS before and after. Each session has
 //! its own Keycloak-sized RS256 ID token (a 90-byte header; 20 claims, ~620 bytes of JSON
 //! with random ids, nonce and hashes; a 256-byte signature: ~1,200 characters) and an opaque
-//! 64-character refresh token.
-//! `cargo run --release --example session_memory -- [N] [--with-access-token] [--bare]`
+//! 64-character refresh token, and where its login came from (an IPv4 address and one of a few
+//! real browsers' user agents, as the session admin API lists them).
+//! `cargo run --release --example session_memory -- [N] [--with-access-token] [--bare] [--no-client]`
 //! (the access token, ~1,000 characters, is kept only when a session route sets
-//! `pass_access_token`; `--bare` stores no tokens at all, to see the cost of a session itself).
+//! `pass_access_token`; `--bare` stores no tokens at all, to see the cost of a session itself;
+//! `--no-client` keeps no login client, as sessions were stored before the admin API).
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use gatehouse::session::memory::MemoryStore;
 use gatehouse::session::{
-    new_session_id, Names, Session, SessionStore, Times, TokenCipher, Tokens,
+    new_session_id, LoginClient, Names, Session, SessionStore, Times, TokenCipher, Tokens,
 };
 use serde_json::json;
 use support::{random, uuid};
@@ -53,6 +55,18 @@ async fn main() {
         .unwrap_or(100_000);
     let with_access = std::env::args().any(|a| a == "--with-access-token");
     let bare = std::env::args().any(|a| a == "--bare");
+    let no_client = std::env::args().any(|a| a == "--no-client");
+    // User agents of the browsers most logins come from, each with its own version numbers.
+    let agents = [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36 Edg/{v}.0.0.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.{v} Safari/605.1.15",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{v} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.{v} Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36",
+    ];
+    let mut agent_chars = 0;
+    let mut packed_bytes = 0;
     // `--used`: every session has served a request, so its identity is built and cached.
     let used = std::env::args().any(|a| a == "--used");
     // `--unbounded`: with `--used`, no bound on the identity cache (to check its estimates).
@@ -133,7 +147,16 @@ async fn main() {
             refresh_at: Some(1_700_000_240),
             ..Times::starting(1_700_000_000, 1_700_028_800)
         };
-        let session = Session::new(names, &tokens, &cipher, times);
+        let client = if no_client {
+            LoginClient::default()
+        } else {
+            let agent = agents[i % agents.len()].replace("{v}", &(100 + i % 30).to_string());
+            agent_chars += agent.len();
+            let ip: [u8; 4] = rand::random();
+            LoginClient::new(Some(ip.into()), Some(&agent))
+        };
+        let session = Session::from_login(names, &tokens, &client, &cipher, times);
+        packed_bytes += session.to_bytes().len();
         if used {
             // As a request does: open the tokens, read the ID token's claims.
             let started = std::time::Instant::now();
@@ -165,6 +188,16 @@ async fn main() {
         (after - before) as f64 / 1024.0,
         (after - before) as f64 * 1024.0 / live.max(1) as f64,
     );
+    println!(
+        "a session packs into {:.0} bytes on average",
+        packed_bytes as f64 / n.max(1) as f64
+    );
+    if !no_client {
+        println!(
+            "with the login's client: an IPv4 address and a {:.0}-character user agent on average",
+            agent_chars as f64 / live.max(1) as f64
+        );
+    }
     if used {
         println!(
             "identities of sessions in use: {:.1} MB by estimate; reading one from its session: {:.1} us",

@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// See and end browser sessions through a running gateway's admin listener (needs
+    /// `[admin] token_file`).
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// Print a shell completion script, e.g. `gatehouse completions bash >
     /// /etc/bash_completion.d/gatehouse`.
     Completions {
@@ -79,6 +85,68 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `gatehouse man > /usr/share/man/man1/gatehouse.1`.
     Man,
+}
+
+/// Where the admin API is, and the token it takes.
+#[derive(clap::Args)]
+struct AdminAccess {
+    /// The admin listener's URL.
+    #[arg(
+        long = "admin",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    url: String,
+    /// A file holding the admin token (`[admin] token_file` of the gateway).
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+}
+
+/// An issuer's subject: whose sessions.
+#[derive(clap::Args)]
+struct Person {
+    /// The issuer that vouched for the subject; may be left out when the gateway has one.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// The subject (`sub`) at that issuer.
+    #[arg(long)]
+    subject: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List a person's sessions: id hash, IdP, created, last seen, client IP and user agent at
+    /// login.
+    List {
+        #[command(flatten)]
+        admin: AdminAccess,
+        #[command(flatten)]
+        person: Person,
+        /// Print the API's JSON rather than a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End one session (`--id-hash`, as `list` shows it) or all of a person's (`--all`).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id_hash", "all"])))]
+    Revoke {
+        #[command(flatten)]
+        admin: AdminAccess,
+        #[command(flatten)]
+        person: Person,
+        /// The session's id hash.
+        #[arg(long, value_name = "HASH")]
+        id_hash: Option<String>,
+        /// Every session of the person named by `--issuer` and `--subject`.
+        #[arg(long, requires = "subject")]
+        all: bool,
+    },
+    /// Count the sessions in the store, or a person's.
+    Count {
+        #[command(flatten)]
+        admin: AdminAccess,
+        #[command(flatten)]
+        person: Person,
+    },
 }
 
 #[derive(Subcommand)]
@@ -240,6 +308,7 @@ fn main() -> ExitCode {
             println!("{}", gatehouse::authn::api_key::hash_key(key));
             ExitCode::SUCCESS
         }
+        Command::Sessions { command } => report(sessions_command(command)),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -383,6 +452,124 @@ fn man_page(mut cli: clap::Command) -> String {
         roff("docs/configuration.md (every config key), README.md (the config walkthrough and operations)."),
     ));
     page
+}
+
+/// `gatehouse sessions list|revoke|count`: one call to the admin API, its answer printed.
+fn sessions_command(command: SessionsCommand) -> Result<(), String> {
+    let (admin, person, method, path) = match &command {
+        SessionsCommand::List { admin, person, .. } => {
+            (admin, person, "GET", "/sessions".to_string())
+        }
+        SessionsCommand::Revoke {
+            admin,
+            person,
+            id_hash: Some(hash),
+            ..
+        } => (admin, person, "DELETE", format!("/sessions/{hash}")),
+        SessionsCommand::Revoke { admin, person, .. } => {
+            (admin, person, "DELETE", "/sessions".to_string())
+        }
+        SessionsCommand::Count { admin, person } => {
+            (admin, person, "GET", "/sessions/count".to_string())
+        }
+    };
+    let token = std::fs::read_to_string(&admin.token_file).map_err(|e| {
+        format!(
+            "cannot read --token-file {}: {e}",
+            admin.token_file.display()
+        )
+    })?;
+    let token = token.trim_end_matches(['\n', '\r']);
+    let mut url = url::Url::parse(&admin.url)
+        .map_err(|e| format!("--admin {:?} is not a URL: {e}", admin.url))?;
+    url.set_path(&path);
+    // A revoke of one session names it by its hash alone.
+    if !path.starts_with("/sessions/") || path == "/sessions/count" {
+        let mut query = url.query_pairs_mut();
+        if let Some(issuer) = &person.issuer {
+            query.append_pair("issuer", issuer);
+        }
+        if let Some(subject) = &person.subject {
+            query.append_pair("subject", subject);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (status, body) = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let answer = client
+            .request(method, url.clone())
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the admin listener at {}: {e}", admin.url))?;
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        Ok::<_, String>((status, body))
+    })?;
+    if status == 401 {
+        return Err("the admin listener refused the token (401): check --token-file against the gateway's [admin] token_file".into());
+    }
+    if status != 200 {
+        let error = body["error"].as_str().unwrap_or("unexpected answer");
+        let detail = body["detail"]
+            .as_str()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        return Err(format!("{status} {error}{detail}"));
+    }
+    match command {
+        SessionsCommand::List { json: true, .. } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+        }
+        SessionsCommand::List { .. } => print_sessions(&body),
+        SessionsCommand::Revoke { .. } => {
+            println!("ended {} session(s)", body["ended"].as_u64().unwrap_or(0));
+        }
+        SessionsCommand::Count { .. } => println!("{}", body["sessions"].as_u64().unwrap_or(0)),
+    }
+    Ok(())
+}
+
+/// A listing as a table, one session a line, the newest first.
+fn print_sessions(body: &serde_json::Value) {
+    let time = |v: &serde_json::Value| {
+        v.as_i64()
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map_or_else(
+                || "-".to_string(),
+                |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+            )
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let empty = Vec::new();
+    let sessions = body["sessions"].as_array().unwrap_or(&empty);
+    println!(
+        "{} session(s) of {} at {}",
+        sessions.len(),
+        text(&body["subject"]),
+        text(&body["issuer"])
+    );
+    for s in sessions {
+        println!(
+            "{}  idp={}  created={}  last_seen={}  ip={}  agent={:?}",
+            text(&s["id_hash"]),
+            text(&s["idp"]),
+            time(&s["created_at"]),
+            time(&s["last_seen"]),
+            text(&s["client_ip"]),
+            s["user_agent"].as_str().unwrap_or("-"),
+        );
+    }
 }
 
 fn report(result: Result<(), String>) -> ExitCode {

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub session_store_errors_total: IntCounter,
     /// Answers of the fronts that decide for another proxy (`forward_auth`, `ext_authz`).
     pub front_answers_total: IntCounterVec,
+    /// Sessions ended through the session admin API, by scope (`session`, `user`).
+    pub admin_session_revocations_total: IntCounterVec,
+    /// Admin requests refused for a missing or wrong token.
+    pub admin_unauthorized_total: IntCounter,
 }
 
 /// The `route` label of requests that matched no route.
@@ -203,6 +207,22 @@ impl Metrics {
             &["front", "status"],
         )
         .expect("static metric definition");
+        let admin_session_revocations_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_admin_session_revocations_total",
+                "Sessions ended through the admin API, by scope (session: one by its id hash; user: all of an issuer's subject).",
+            ),
+            &["scope"],
+        )
+        .expect("static metric definition");
+        let admin_unauthorized_total = IntCounter::new(
+            "gatehouse_admin_unauthorized_total",
+            "Admin listener requests refused with 401 (no token, or not the admin token).",
+        )
+        .expect("static metric definition");
+        for scope in ["session", "user"] {
+            admin_session_revocations_total.with_label_values(&[scope]);
+        }
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -233,6 +253,8 @@ impl Metrics {
             Box::new(session_store_degraded.clone()),
             Box::new(session_store_errors_total.clone()),
             Box::new(front_answers_total.clone()),
+            Box::new(admin_session_revocations_total.clone()),
+            Box::new(admin_unauthorized_total.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -261,6 +283,8 @@ impl Metrics {
             session_store_degraded,
             session_store_errors_total,
             front_answers_total,
+            admin_session_revocations_total,
+            admin_unauthorized_total,
         }
     }
 

@@ -188,6 +188,11 @@ pub struct Tls {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub listen: Option<S<String>>,
+    /// The bearer token of the session admin API (`Authorization: Bearer ...`).
+    pub token: Option<S<String>>,
+    pub token_file: Option<S<String>>,
+    /// Paths served without the token.
+    pub open: Option<S<Vec<S<String>>>>,
 }
 
 /// `[ext_authz]`: Envoy's ext_authz over gRPC (the HTTP mode needs no section).

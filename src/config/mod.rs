@@ -276,6 +276,11 @@ pub struct TlsListenerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// The session admin API's bearer token; without one the API is off (404).
+    pub token: Option<String>,
+    /// Paths answered without the token when one is set (`/healthz`, `/readyz`, `/metrics`
+    /// by default): what probes and Prometheus scrape.
+    pub open: Vec<String>,
 }
 
 /// `[ext_authz]`: the gRPC listener Envoy's ext_authz filter asks (`Authorization/Check`).
@@ -508,7 +513,7 @@ impl Config {
         if self.server.h2c != new.server.h2c {
             changed.push("server.h2c");
         }
-        if self.admin != new.admin {
+        if self.admin.listen != new.admin.listen {
             changed.push("admin.listen");
         }
         if self.ext_authz != new.ext_authz {

@@ -232,7 +232,11 @@ impl Config {
                 "shutdown_timeout": secs(s.shutdown_timeout),
                 "h2c": s.h2c,
             },
-            "admin": {"listen": self.admin.listen},
+            "admin": {
+                "listen": self.admin.listen,
+                "token": self.admin.token.as_ref().map(|_| REDACTED),
+                "open": self.admin.open,
+            },
             "ext_authz": {
                 "grpc_listen": self.ext_authz.grpc_listen,
                 "grpc_tls": self.ext_authz.grpc_tls.as_ref().map(|t| json!({"cert": t.cert, "key": "<redacted>", "client_ca": t.client_ca})),

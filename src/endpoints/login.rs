@@ -6,6 +6,7 @@ use http::StatusCode;
 use super::{query_param, EndpointRequest};
 use crate::login::{cookie_value, Login};
 use crate::pipeline::{Answer, Judged, Pipeline};
+use crate::session::LoginClient;
 
 /// `/login?rd=<return target>&idp=<name>`: the redirect to the IdP.
 pub(super) async fn start(
@@ -48,8 +49,15 @@ pub(super) async fn callback(
     let binding = cookie_value(headers, &login.cookies.binding).map(str::to_string);
     let previous = cookie_value(headers, &login.cookies.session).map(str::to_string);
     let client_ip = judged.client_ip.map(|i| i.to_string()).unwrap_or_default();
+    // Where the login came from, for the session admin API.
+    let client = LoginClient::new(
+        judged.client_ip,
+        headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let metrics = p.metrics;
-    match login.finish(&query, binding.as_deref()).await {
+    match login.finish(&query, binding.as_deref(), &client).await {
         Ok(done) => {
             metrics
                 .logins_total

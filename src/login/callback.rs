@@ -10,6 +10,7 @@ impl Login {
         &self,
         query: &str,
         binding_cookie: Option<&str>,
+        client: &session::LoginClient,
     ) -> Result<LoggedIn, LoginFailure> {
         let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .into_owned()
@@ -191,7 +192,7 @@ impl Login {
         // how a session stores "none": an IdP's auth_time of 0 counts as 1, long ago.
         times.auth_time = auth_time.map(|t| t.max(1));
         self.set_token_times(&mut times, &kept, &tokens, now);
-        let session = Session::new(names, &kept, &self.cipher, times);
+        let session = Session::from_login(names, &kept, client, &self.cipher, times);
         let session_id = session::new_session_id();
         self.store
             .put(&session_id, &session, self.ttl(&session, now))

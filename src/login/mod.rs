@@ -9,6 +9,7 @@
 //! [`flow`] starts a login, [`callback`] finishes it, [`in_use`] keeps a session alive and
 //! reads its identity, [`logout`] ends sessions; [`cookies`] names what the browser holds.
 
+mod admin;
 pub mod assertion;
 mod callback;
 mod cookies;
@@ -37,6 +38,7 @@ use crate::session::fallback::FallbackStore;
 use crate::session::memory::MemoryStore;
 use crate::session::redis_store::RedisSessionStore;
 use crate::session::{self, Issuer, Session, SessionStore, StoreError, Times, TokenCipher};
+pub use admin::SessionSummary;
 pub use cookies::{cookie_value, Cookies};
 use oidc::{unix_now, Provider};
 

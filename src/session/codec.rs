@@ -463,6 +463,81 @@ pub(super) fn expand_token(data: &[u8], dictionary: &[u8]) -> Option<String> {
     }
 }
 
+/// Where a bundle keeps the login's client ([`put_client`]), after the three tokens: builds
+/// that read only the tokens pass over it.
+pub(super) const CLIENT: usize = 3;
+
+/// How much of a user agent a session keeps: enough to tell browsers and devices apart, and
+/// a bound on what a client's header costs the store.
+pub(super) const MAX_USER_AGENT: usize = 256;
+
+/// Fragments of the user agents of the usual browsers, the commonest last: a preset dictionary
+/// lets a 120-byte user agent deflate to about 30. Part of the stored format: never change it,
+/// add a flag.
+const USER_AGENT_DICTIONARY: &[u8] = b"curl/ python-requests/ Mozilla/5.0 (X11; Linux x86_64; rv:) Gecko/20100101 Firefox/ (X11; Linux x86_64) (Windows NT 10.0; Win64; x64; rv:) Gecko/20100101 Firefox/ (iPad; CPU OS 17_0 like Mac OS X) (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/605.1.15 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/.0.0.0 Mobile Safari/537.36 Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/.0.0.0 Safari/537.36 Edg/.0.0.0 Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/.0.0.0 Safari/537.36";
+
+/// `flags | ip (4 or 16 bytes) | user agent`: flag 1 an IPv4 address, 2 an IPv6 one, 4 a user
+/// agent deflated against [`USER_AGENT_DICTIONARY`], 8 one kept as it is (when deflating does
+/// not help). Empty when nothing is known, and then not bundled at all.
+pub(super) fn put_client(client: &super::LoginClient) -> Vec<u8> {
+    let mut out = vec![0u8];
+    match client.ip {
+        Some(std::net::IpAddr::V4(ip)) => {
+            out[0] |= 1;
+            out.extend_from_slice(&ip.octets());
+        }
+        Some(std::net::IpAddr::V6(ip)) => {
+            out[0] |= 2;
+            out.extend_from_slice(&ip.octets());
+        }
+        None => {}
+    }
+    if let Some(agent) = client.user_agent.as_deref() {
+        let agent = agent.as_bytes();
+        match deflate(agent, USER_AGENT_DICTIONARY).filter(|d| d.len() < agent.len()) {
+            Some(smaller) => {
+                out[0] |= 4;
+                out.extend_from_slice(&smaller);
+            }
+            None => {
+                out[0] |= 8;
+                out.extend_from_slice(agent);
+            }
+        }
+    }
+    if out[0] == 0 {
+        out.clear();
+    }
+    out
+}
+
+/// What [`put_client`] wrote; `None` for anything else.
+pub(super) fn read_client(data: &[u8]) -> Option<super::LoginClient> {
+    let (&flags, rest) = data.split_first()?;
+    if flags > 0b1111 || flags & 3 == 3 || flags & 12 == 12 {
+        return None;
+    }
+    let (ip, rest) = match flags & 3 {
+        1 => {
+            let octets: [u8; 4] = rest.get(..4)?.try_into().ok()?;
+            (Some(std::net::IpAddr::from(octets)), rest.get(4..)?)
+        }
+        2 => {
+            let octets: [u8; 16] = rest.get(..16)?.try_into().ok()?;
+            (Some(std::net::IpAddr::from(octets)), rest.get(16..)?)
+        }
+        _ => (None, rest),
+    };
+    let agent = match flags & 12 {
+        4 => Some(inflate(rest, USER_AGENT_DICTIONARY)?),
+        8 => Some(rest.to_vec()),
+        _ if rest.is_empty() => None,
+        _ => return None,
+    };
+    let user_agent = agent.map(String::from_utf8).transpose().ok()?;
+    Some(super::LoginClient { ip, user_agent })
+}
+
 /// The codec behind the seal, for the fuzz targets: reads every entry of a bundle as the
 /// session would, and checks that any token text compacts and comes back exactly.
 #[cfg(feature = "fuzzing")]

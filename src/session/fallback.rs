@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use super::memory::MemoryStore;
 use super::redis_store::RedisSessionStore;
-use super::{store_key, Issuer, Session, SessionStore, StoreError};
+use super::{store_key, Issuer, Session, SessionStore, StoreError, Stored};
 use crate::metrics::Metrics;
 
 /// How many logouts may wait for Redis; past it a logout answers 503 rather than claim an
@@ -325,6 +325,44 @@ impl SessionStore for FallbackStore {
             other => {
                 self.mark(None);
                 Ok(local + other?)
+            }
+        }
+    }
+
+    /// This instance's sessions kept during an outage, and Redis's (none while it is down:
+    /// `label` then says so).
+    async fn list_by_subject(
+        &self,
+        issuer: Issuer<'_>,
+        subject: &str,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.settle().await;
+        let mut listed = self.memory.list_by_subject(issuer, subject).await?;
+        let shared = self
+            .with(self.primary.list_by_subject(issuer, subject), async {
+                Ok(Vec::new())
+            })
+            .await?;
+        listed.extend(shared);
+        Ok(listed)
+    }
+
+    /// A hash names a memory session or a Redis one (their keys differ); one Redis cannot
+    /// take now is refused here at once and ended there when it answers again.
+    async fn delete_by_hash(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let local = self.memory.delete_by_hash(id_hash).await?;
+        match self.primary.delete_by_hash(id_hash).await {
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.mark(Some(&e));
+                let key = id_hash.to_string();
+                self.remember(|m| {
+                    m.sessions.insert(key, Instant::now());
+                })?;
+                Ok(true)
+            }
+            other => {
+                self.mark(None);
+                Ok(local | other?)
             }
         }
     }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use super::{Issuer, Session, SessionStore, StoreError};
+use super::{Issuer, Session, SessionStore, StoreError, Stored};
 
 type Key = [u8; 32];
 
@@ -555,6 +555,37 @@ impl SessionStore for MemoryStore {
         }))
     }
 
+    async fn list_by_subject(
+        &self,
+        issuer: Issuer<'_>,
+        subject: &str,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let now = self.now();
+        Ok(self
+            .by_subject
+            .candidates(subject)
+            .into_iter()
+            .filter_map(|k| {
+                let sessions = Self::read(self.shard(&k));
+                let slot = sessions.map.get(&k).filter(|slot| {
+                    slot.expires > now
+                        && slot.session.subject() == subject
+                        && issuer.issued(&slot.session)
+                })?;
+                Some(Stored {
+                    id_hash: hex::encode(k),
+                    session: slot.session.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// The hash is this store's key: the SHA-256 of the id's 32 bytes (not of its hex, as
+    /// Redis keys it), so it names a session of this store only.
+    async fn delete_by_hash(&self, id_hash: &str) -> Result<bool, StoreError> {
+        Ok(id_bytes(id_hash.as_bytes()).is_some_and(|k| self.remove(&k)))
+    }
+
     async fn count(&self) -> Result<usize, StoreError> {
         self.sweep();
         Ok(self.len.load(Ordering::Relaxed))
@@ -827,6 +858,55 @@ mod tests {
         assert!(store.get("a").await.unwrap().is_some());
         assert_eq!(store.delete_by_sid(issuer(ISSUER), "s1").await.unwrap(), 1);
         assert_eq!(store.count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn sessions_are_listed_and_ended_by_their_hash_never_their_id() {
+        let store = MemoryStore::new(100);
+        let hour = Duration::from_secs(3600);
+        let (a, b) = (
+            crate::session::new_session_id(),
+            crate::session::new_session_id(),
+        );
+        store.put(&a, &session("alice", "s1"), hour).await.unwrap();
+        store.put(&b, &session("alice", "s2"), hour).await.unwrap();
+        store
+            .put(
+                "c",
+                &issued_session("https://partner.example", "alice", "s3"),
+                hour,
+            )
+            .await
+            .unwrap();
+        store.put("d", &session("bob", "s4"), hour).await.unwrap();
+        let listed = store
+            .list_by_subject(issuer(ISSUER), "alice")
+            .await
+            .unwrap();
+        let mut hashes: Vec<&str> = listed.iter().map(|s| s.id_hash.as_str()).collect();
+        hashes.sort();
+        let mut expected = [hex::encode(key(&a)), hex::encode(key(&b))];
+        expected.sort();
+        assert_eq!(hashes, expected, "this issuer's alice only");
+        assert!(!hashes.contains(&a.as_str()) && !hashes.contains(&b.as_str()));
+        // Neither the id itself nor a hash in capitals names a session.
+        assert!(!store.delete_by_hash(&a).await.unwrap());
+        assert!(!store
+            .delete_by_hash(&expected[0].to_ascii_uppercase())
+            .await
+            .unwrap());
+        assert!(store.delete_by_hash(&expected[0]).await.unwrap());
+        assert!(!store.delete_by_hash(&expected[0]).await.unwrap(), "once");
+        assert_eq!(
+            store
+                .list_by_subject(issuer(ISSUER), "alice")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(store.count().await.unwrap(), 3);
+        assert_consistent(&store);
     }
 
     #[tokio::test]

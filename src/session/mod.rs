@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 #[cfg(feature = "fuzzing")]
 pub use codec::fuzz_token_codec;
 use codec::{
-    bundle, bundle_entry, expand_token, names_start, put_name, put_times, read_layout,
-    token_dictionary, token_payload, Layout, ACCESS_TOKEN, FORMAT, ID_TOKEN,
+    bundle, bundle_entry, expand_token, names_start, put_client, put_field, put_name, put_times,
+    read_client, read_layout, token_dictionary, token_payload, Layout, ACCESS_TOKEN, CLIENT,
+    FORMAT, ID_TOKEN, MAX_USER_AGENT,
 };
 pub use identity_cache::IdentityCache;
 
@@ -54,6 +55,29 @@ pub struct Names<'a> {
     /// The IdP's session id (`sid`), for back-channel logout.
     pub sid: Option<&'a str>,
     pub acr: Option<&'a str>,
+}
+
+/// Where a login came from, for the session admin API: the client's address and user agent
+/// at login. Kept sealed with the tokens (personal data, never in the clear in a store).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginClient {
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl LoginClient {
+    /// The client of a login: its address (as the gateway judged it) and the first
+    /// [`MAX_USER_AGENT`] bytes of its `User-Agent`, cut at a character.
+    pub fn new(ip: Option<std::net::IpAddr>, user_agent: Option<&str>) -> LoginClient {
+        let user_agent = user_agent.filter(|a| !a.is_empty()).map(|a| {
+            let mut end = a.len().min(MAX_USER_AGENT);
+            while !a.is_char_boundary(end) {
+                end -= 1;
+            }
+            a[..end].to_string()
+        });
+        LoginClient { ip, user_agent }
+    }
 }
 
 /// A session's times, Unix seconds.
@@ -108,6 +132,17 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub fn new(names: Names<'_>, tokens: &Tokens, cipher: &TokenCipher, times: Times) -> Session {
+        Session::from_login(names, tokens, &LoginClient::default(), cipher, times)
+    }
+
+    /// A session that also keeps where its login came from, sealed with its tokens.
+    pub fn from_login(
+        names: Names<'_>,
+        tokens: &Tokens,
+        client: &LoginClient,
+        cipher: &TokenCipher,
+        times: Times,
+    ) -> Session {
         let names_len = names.idp.len() + names.issuer.len() + names.subject.len();
         let mut packed = Vec::with_capacity(40 + names_len + 64 + tokens.len() * 3 / 4);
         put_times(&mut packed, times, true);
@@ -118,7 +153,12 @@ impl Session {
         put_name(&mut packed, names.sid);
         put_name(&mut packed, names.acr);
         let dictionary = token_dictionary(Some(names.issuer), names.subject, names.sid);
-        let sealed = cipher.seal(&bundle(tokens, &dictionary), &packed[names_start..]);
+        let mut bundled = bundle(tokens, &dictionary);
+        let client = put_client(client);
+        if !client.is_empty() {
+            put_field(&mut bundled, Some(&client));
+        }
+        let sealed = cipher.seal(&bundled, &packed[names_start..]);
         packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
@@ -220,6 +260,18 @@ impl Session {
         token_payload(bundle_entry(&bundle, ID_TOKEN)??, &self.token_dictionary())
     }
 
+    /// Where the login came from: `None` when the tokens do not open; nothing known for a
+    /// session stored before sessions kept it.
+    pub fn login_client(&self, cipher: &TokenCipher) -> Option<LoginClient> {
+        let bundle = self.open_bundle(cipher)?;
+        Some(
+            bundle_entry(&bundle, CLIENT)
+                .flatten()
+                .and_then(read_client)
+                .unwrap_or_default(),
+        )
+    }
+
     /// What the session's tokens are deflated against ([`compact_token`]).
     fn token_dictionary(&self) -> Vec<u8> {
         let layout = self.layout();
@@ -236,15 +288,19 @@ impl Session {
         )
     }
 
-    /// The same session with other tokens (after a refresh): its identity is built anew.
+    /// The same session with other tokens (after a refresh): its identity is built anew; the
+    /// login's client stays.
     pub fn with_tokens(&self, tokens: &Tokens, cipher: &TokenCipher) -> Session {
         let (names_start, start) = (self.names_start(), self.layout().sealed);
         let mut packed = Vec::with_capacity(start + tokens.len() + 64);
         packed.extend_from_slice(&self.packed[..start]);
-        let sealed = cipher.seal(
-            &bundle(tokens, &self.token_dictionary()),
-            &packed[names_start..start],
-        );
+        let mut bundled = bundle(tokens, &self.token_dictionary());
+        if let Some(old) = self.open_bundle(cipher) {
+            if let Some(client) = bundle_entry(&old, CLIENT).flatten() {
+                put_field(&mut bundled, Some(client));
+            }
+        }
+        let sealed = cipher.seal(&bundled, &packed[names_start..start]);
         packed.extend_from_slice(&sealed);
         Session {
             packed: packed.into_boxed_slice(),
@@ -334,6 +390,14 @@ impl Session {
     }
 }
 
+/// A stored session as the session admin API names it: by the store's key (a SHA-256 of the
+/// id, hex), never by the id a cookie holds.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub id_hash: String,
+    pub session: Arc<Session>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("session store unavailable: {0}")]
@@ -391,6 +455,15 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<usize, StoreError>;
     /// Ends the sessions of one of the issuer's IdP sessions (back-channel logout by `sid`).
     async fn delete_by_sid(&self, issuer: Issuer<'_>, sid: &str) -> Result<usize, StoreError>;
+    /// The live sessions of the issuer's subject (session admin API), through the same index
+    /// as [`SessionStore::delete_by_subject`]: never a scan.
+    async fn list_by_subject(
+        &self,
+        issuer: Issuer<'_>,
+        subject: &str,
+    ) -> Result<Vec<Stored>, StoreError>;
+    /// Ends the session [`Stored::id_hash`] names; false when there is none.
+    async fn delete_by_hash(&self, id_hash: &str) -> Result<bool, StoreError>;
     async fn count(&self) -> Result<usize, StoreError>;
     /// A short-lived value read at most once (a login in progress): `take_once` returns it
     /// and removes it in one step, so a replayed `state` finds nothing.
@@ -700,6 +773,73 @@ mod tests {
             s.to_bytes(),
             "written again in the format that needs no issuer (3)"
         );
+    }
+
+    #[test]
+    fn the_login_client_is_sealed_compactly_and_survives_a_refresh() {
+        let c = TokenCipher::new(b"a long enough shared secret for tests");
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+        let tokens = Tokens {
+            refresh_token: Some("opaque".into()),
+            ..Tokens::default()
+        };
+        let times = Times::starting(100, 200);
+        let client = LoginClient::new(Some("203.0.113.7".parse().unwrap()), Some(chrome));
+        let s = Session::from_login(names(), &tokens, &client, &c, times);
+        let plain = Session::new(names(), &tokens, &c, times);
+        // An IPv4 address and a 111-byte user agent cost under 40 bytes.
+        let extra = s.to_bytes().len() - plain.to_bytes().len();
+        assert!(extra < 40, "{extra} bytes");
+        let back = Session::from_bytes(&s.to_bytes()).expect("round trip");
+        assert_eq!(back.login_client(&c), Some(client.clone()));
+        assert_eq!(
+            back.tokens(&c),
+            Some(tokens.clone()),
+            "the tokens read as before"
+        );
+        assert!(
+            !String::from_utf8_lossy(&s.to_bytes()).contains("Chrome"),
+            "sealed"
+        );
+        assert_eq!(
+            back.login_client(&TokenCipher::new(b"another secret")),
+            None
+        );
+        // A refresh keeps it; a session without one (stored before) has none.
+        let refreshed = back.with_tokens(&Tokens::default(), &c);
+        assert_eq!(refreshed.login_client(&c), Some(client));
+        assert_eq!(plain.login_client(&c), Some(LoginClient::default()));
+        assert_eq!(
+            plain.with_tokens(&tokens, &c).to_bytes().len(),
+            plain.to_bytes().len(),
+            "nothing added to a session without a client"
+        );
+        // IPv6, an agent deflating cannot shrink, a long one cut at a character, none at all.
+        let odd = "\u{1F600}".repeat(100);
+        for (ip, agent) in [
+            (Some("2001:db8::1"), Some("x")),
+            (None, Some(odd.as_str())),
+            (Some("192.0.2.1"), None),
+        ] {
+            let client = LoginClient::new(ip.map(|i| i.parse().unwrap()), agent);
+            let s = Session::from_login(names(), &tokens, &client, &c, times);
+            let back = Session::from_bytes(&s.to_bytes()).unwrap();
+            assert_eq!(back.login_client(&c), Some(client.clone()));
+            if let Some(kept) = &client.user_agent {
+                assert!(kept.len() <= MAX_USER_AGENT && agent.unwrap().starts_with(kept.as_str()));
+            }
+        }
+        assert_eq!(LoginClient::new(None, Some("")), LoginClient::default());
+        for bad in [
+            &[][..],
+            &[16],
+            &[3, 1, 2, 3, 4],
+            &[1, 1, 2],
+            &[0, 1],
+            &[4, 0xff],
+        ] {
+            assert_eq!(read_client(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

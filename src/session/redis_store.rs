@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use super::{store_key, Issuer, Session, SessionStore, StoreError};
+use super::{store_key, Issuer, Session, SessionStore, StoreError, Stored};
 use crate::redis_conn::{LazyRedis, RedisTarget};
 
 pub struct RedisSessionStore {
@@ -40,7 +40,18 @@ fn unix_ms() -> u64 {
 }
 
 fn session_key(session_id: &str) -> String {
-    format!("gatehouse:s:{}", store_key(session_id))
+    member_key(&store_key(session_id))
+}
+
+/// The key of the session an index member (its store key) names.
+fn member_key(member: &str) -> String {
+    format!("gatehouse:s:{member}")
+}
+
+/// Whether `text` is a store key as this store writes them (64 lower-case hex digits): what
+/// an admin names a session by, checked before it reaches a Redis key.
+fn is_store_key(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// What a session index is by: an issuer's subject, or its IdP session id.
@@ -207,6 +218,78 @@ impl RedisSessionStore {
     }
 }
 
+impl RedisSessionStore {
+    /// The live sessions of one issuer's subject: the members of its index (and of the
+    /// name-only index of sessions stored before they named their issuer), read in one MGET.
+    async fn list_named_unbounded(
+        &self,
+        issuer: Issuer<'_>,
+        subject: &str,
+    ) -> Result<Vec<Stored>, String> {
+        let index = index_key(Indexed::Subject, issuer.url, subject);
+        let legacy = legacy_index_key(Indexed::Subject, subject);
+        let (mut members, legacy_members): (Vec<String>, Vec<String>) = self
+            .redis
+            .run(|mut c| {
+                let (index, legacy) = (index.clone(), legacy.clone());
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("SMEMBERS").arg(index).cmd("SMEMBERS").arg(legacy);
+                    pipe.query_async(&mut c).await
+                }
+            })
+            .await?;
+        members.extend(legacy_members);
+        members.retain(|m| is_store_key(m));
+        members.sort_unstable();
+        members.dedup();
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = members.iter().map(|m| member_key(m)).collect();
+        let values: Vec<Option<Vec<u8>>> = self
+            .redis
+            .run(|mut c| {
+                let keys = keys.clone();
+                async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await }
+            })
+            .await?;
+        // An index may still name a session that ended (it expires with its own TTL).
+        Ok(members
+            .into_iter()
+            .zip(values)
+            .filter_map(|(member, value)| {
+                let session = Session::from_bytes(value.as_deref()?)?;
+                (session.subject() == subject && issuer.issued(&session)).then(|| Stored {
+                    id_hash: member,
+                    session: Arc::new(session),
+                })
+            })
+            .collect())
+    }
+
+    /// Ends the session stored under `member` (its store key); whether there was one.
+    async fn delete_member(&self, member: &str) -> Result<bool, StoreError> {
+        if !is_store_key(member) {
+            return Ok(false);
+        }
+        let member = member.to_string();
+        self.redis
+            .run(|mut c| {
+                let member = member.clone();
+                async move {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("DEL").arg(member_key(&member));
+                    pipe.cmd("ZREM").arg(ACTIVE).arg(&member).ignore();
+                    let (deleted,): (usize,) = pipe.query_async(&mut c).await?;
+                    Ok(deleted == 1)
+                }
+            })
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+}
+
 /// Whether the session is the one `name` names under `by`.
 fn named(by: Indexed, session: &Session, name: &str) -> bool {
     match by {
@@ -326,6 +409,21 @@ impl SessionStore for RedisSessionStore {
 
     async fn delete_by_sid(&self, issuer: Issuer<'_>, sid: &str) -> Result<usize, StoreError> {
         self.delete_named(Indexed::Sid, issuer, sid).await
+    }
+
+    async fn list_by_subject(
+        &self,
+        issuer: Issuer<'_>,
+        subject: &str,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.redis
+            .within(self.list_named_unbounded(issuer, subject))
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn delete_by_hash(&self, id_hash: &str) -> Result<bool, StoreError> {
+        self.delete_member(id_hash).await
     }
 
     /// Live sessions of every instance: expired members are trimmed from the score index.

@@ -86,8 +86,17 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 
 impl Browser {
     pub fn new() -> Browser {
+        Browser::with_user_agent(None)
+    }
+
+    /// A browser that sends `User-Agent: <agent>` (none with `None`).
+    pub fn with_user_agent(agent: Option<&str>) -> Browser {
         let jar = Arc::new(Jar::default());
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(agent) = agent {
+            builder = builder.user_agent(agent);
+        }
+        let client = builder
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(15))

@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// The shortest admin token taken: 32 characters (128 bits as hex).
+const MIN_ADMIN_TOKEN: usize = 32;
+/// What the admin listener serves without the token by default: probes and scrapes.
+const ADMIN_OPEN_DEFAULT: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// The paths `admin.open` may list; the session API is never among them.
+const ADMIN_OPENABLE: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/config"];
+
 impl Lowerer<'_> {
     pub(super) fn server(&mut self, s: &S<file::Server>) -> ServerConfig {
         let listen: Vec<SocketAddr> = match &s.get_ref().listen {
@@ -136,13 +143,49 @@ impl Lowerer<'_> {
         }
     }
 
+    /// `[admin]`: its listener, the session admin API's token, and what stays open without it.
     pub(super) fn admin(&mut self, a: Option<&file::Admin>) -> AdminConfig {
         let default = SocketAddr::from(([127, 0, 0, 1], 9090));
         let listen = a
             .and_then(|a| a.listen.as_ref())
             .map_or(Some(default), |l| self.listen_addr(l))
             .unwrap_or(default);
-        AdminConfig { listen }
+        let token = a.and_then(|a| {
+            let (token, span) = self.secret(a.token.as_ref(), a.token_file.as_ref(), "token")?;
+            // A guessable token would open every session to whoever reaches the listener.
+            if token.chars().count() < MIN_ADMIN_TOKEN {
+                self.r.error(
+                    span,
+                    format!("admin.token must be at least {MIN_ADMIN_TOKEN} characters (e.g. `openssl rand -hex 32`)"),
+                );
+                return None;
+            }
+            Some(token)
+        });
+        let open = match a.and_then(|a| a.open.as_ref()) {
+            None => ADMIN_OPEN_DEFAULT.iter().map(|p| p.to_string()).collect(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .filter_map(|p| {
+                    let path = self.string(p)?;
+                    if ADMIN_OPENABLE.contains(&path.as_str()) {
+                        Some(path)
+                    } else {
+                        self.r.error(
+                            p.span(),
+                            format!("admin.open may list {}, not {path:?} (the session API always needs the token)", ADMIN_OPENABLE.join(", ")),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        };
+        AdminConfig {
+            listen,
+            token,
+            open,
+        }
     }
 
     /// `[ext_authz]`: Envoy asks over gRPC from a trusted proxy only, on an address of its own.
