@@ -211,7 +211,16 @@ impl Session {
     }
 
     pub fn subject(&self) -> &str {
-        self.layout().subject
+        // Read up to the subject only: every request of a session route checks it.
+        let Some((mut at, names_issuer)) = names_start(&self.packed) else {
+            return "";
+        };
+        let mut next = || codec::take_name(&self.packed, &mut at).flatten();
+        let _idp = next();
+        if names_issuer {
+            let _issuer = next();
+        }
+        next().unwrap_or_default()
     }
 
     pub fn sid(&self) -> Option<&str> {
