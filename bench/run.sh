@@ -5,6 +5,7 @@
 # Loopback only; every run is bounded by --duration.
 #   bench/run.sh [--smoke] [--duration S] [--connections C] [--rounds N]
 #                [--threads N|default] [--rate R] [--no-peer] [--no-latency] [--no-memory]
+#                [--memory-only]
 # Prints per case: requests/s, p50/p99, the ratio to the bare proxy and to the peer, the
 # proxies' CPU time per request; then p50/p99/p99.9 latency at a fixed request rate; then the
 # gateway's memory with 100,000 sessions.
@@ -28,6 +29,7 @@ rate=""
 peer=1
 latency=1
 memory=1
+memory_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1; duration=2; connections=8 ;;
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --no-peer) peer=0 ;;
     --no-latency) latency=0 ;;
     --no-memory) memory=0 ;;
+    --memory-only) memory_only=1; peer=0; latency=0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -252,6 +255,8 @@ CASES=(
   "session|http://127.0.0.1:$gw_port/session/x||-H|Cookie: $session_cookie"
   "bearer+policy+rate-limit|http://127.0.0.1:$gw_port/guarded/x||-H|Authorization: Bearer $token"
 )
+# --memory-only: no load cases, straight to the sessions' memory.
+[ "$memory_only" -eq 1 ] && CASES=()
 bare_url="http://127.0.0.1:$bare_port/open/x"
 # CPU time a process and its children used (user + system), in clock ticks.
 cpu_ticks() {
