@@ -255,8 +255,6 @@ CASES=(
   "session|http://127.0.0.1:$gw_port/session/x||-H|Cookie: $session_cookie"
   "bearer+policy+rate-limit|http://127.0.0.1:$gw_port/guarded/x||-H|Authorization: Bearer $token"
 )
-# --memory-only: no load cases, straight to the sessions' memory.
-[ "$memory_only" -eq 1 ] && CASES=()
 bare_url="http://127.0.0.1:$bare_port/open/x"
 # CPU time a process and its children used (user + system), in clock ticks.
 cpu_ticks() {
@@ -315,6 +313,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print 0 }'; }
 max_of() { awk -v a="${1:-0}" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
+if [ "$memory_only" -eq 0 ]; then
 # Each case runs right after a bare-proxy run (and the peer right after it), $rounds times;
 # ratios compare neighbours, so drift of the machine over the run cancels out. Medians.
 printf '\n%-26s %9s %7s %7s %6s %9s %6s | %9s %7s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/rq" "CPU r" "peer rq/s" "vs peer" "peer CPU"
@@ -427,6 +426,7 @@ if [ "$latency" -eq 1 ]; then
   echo " a value marked 'reached' is a case that could not keep up with the rate)"
 fi
 
+fi # --memory-only
 [ "$memory" -eq 1 ] || exit "$failed"
 # Memory: a gateway of its own logs in $logins browsers through the stub provider, each with
 # a Keycloak-shaped ID token and a refresh token; its RSS is read idle, with every session

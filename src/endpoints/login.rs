@@ -49,13 +49,17 @@ pub(super) async fn callback(
     let binding = cookie_value(headers, &login.cookies.binding).map(str::to_string);
     let previous = cookie_value(headers, &login.cookies.session).map(str::to_string);
     let client_ip = judged.client_ip.map(|i| i.to_string()).unwrap_or_default();
-    // Where the login came from, for the session admin API.
-    let client = LoginClient::new(
-        judged.client_ip,
-        headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok()),
-    );
+    // Where the login came from, kept only for the session admin API: personal data (and
+    // 20-odd bytes a session) that a gateway without the API has no reader for.
+    let client = match p.rt.config.admin.token {
+        Some(_) => LoginClient::new(
+            judged.client_ip,
+            headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        ),
+        None => LoginClient::default(),
+    };
     let metrics = p.metrics;
     match login.finish(&query, binding.as_deref(), &client).await {
         Ok(done) => {
