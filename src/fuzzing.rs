@@ -265,7 +265,7 @@ pub fn policy(data: &[u8]) {
                 query: "",
                 headers: &headers,
                 client_ip: None,
-                now: chrono::Utc::now().fixed_offset(),
+                now: None,
             },
             None,
         );
