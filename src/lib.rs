@@ -34,6 +34,7 @@ pub mod login;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
+pub mod random_keys;
 pub mod ratelimit;
 pub mod redis_conn;
 pub mod respond;

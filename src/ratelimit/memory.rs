@@ -11,26 +11,8 @@ use super::gcra::{check, Decision, Rate};
 
 const SHARDS: usize = 64;
 
-/// The maps' keys are already SipHash values under a random key: hashing them again would
-/// only cost time.
-#[derive(Default, Clone, Copy)]
-struct Prehashed(u64);
-
-impl std::hash::Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Tats = HashMap<u64, u64, std::hash::BuildHasherDefault<Prehashed>>;
+/// The maps' keys are already SipHash values under a random key.
+type Tats = HashMap<u64, u64, crate::random_keys::RandomKeyed>;
 
 #[derive(Default)]
 struct Shard {

@@ -22,7 +22,7 @@ const IDENTITY_SHARDS: usize = 8;
 
 #[derive(Default)]
 struct IdentityShard {
-    map: std::collections::HashMap<[u8; 12], CachedIdentity, super::memory::RandomKeyed>,
+    map: std::collections::HashMap<[u8; 12], CachedIdentity, crate::random_keys::RandomKeyed>,
     /// Every key of `map`, in the order the clock hand visits them.
     clock: std::collections::VecDeque<[u8; 12]>,
     bytes: u64,

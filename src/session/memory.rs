@@ -26,34 +26,10 @@ struct Slot {
     at: u32,
 }
 
-/// Hashes a key that is already uniformly random and out of a client's control (a SHA-256
-/// digest, a sealing nonce) by taking eight of its bytes: hashing it again would only cost
-/// time. Not the first bytes: those pick the shard.
-#[derive(Default, Clone, Copy)]
-pub(super) struct RandomKeyHasher(u64);
-
-impl std::hash::Hasher for RandomKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut word = [0u8; 8];
-        let tail = bytes
-            .get(bytes.len().saturating_sub(8)..)
-            .unwrap_or_default();
-        word[..tail.len()].copy_from_slice(tail);
-        self.0 ^= u64::from_le_bytes(word);
-    }
-    // An array's length prefix says nothing.
-    fn write_usize(&mut self, _: usize) {}
-}
-
-pub(super) type RandomKeyed = std::hash::BuildHasherDefault<RandomKeyHasher>;
-
 /// One shard's sessions, and their keys side by side so that one can be drawn at random.
 #[derive(Default)]
 struct Sessions {
-    map: HashMap<Key, Slot, RandomKeyed>,
+    map: HashMap<Key, Slot, crate::random_keys::RandomKeyed>,
     keys: Vec<Key>,
 }
 
