@@ -36,7 +36,7 @@ done
 target="${CARGO_TARGET_DIR:-target}"
 if [ "$build" -eq 1 ]; then
   echo "== building release binaries" >&2
-  cargo build --release --locked --bin gatehouse --example bare_proxy --example bench_upstream --example bench_tokens --example bench_login >&2
+  bash scripts/build.sh >&2
 fi
 if [ -z "$bin" ]; then
   bin="$target/release"

@@ -54,7 +54,7 @@ fi
 command -v wrk >/dev/null || { echo "bench: wrk is missing (bash scripts/setup.sh installs it)" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-target}"
 echo "== building release binaries"
-cargo build --release --locked --bin gatehouse --example bare_proxy --example bench_upstream --example bench_tokens --example bench_login --example session_memory --example bench_rate >&2
+bash scripts/build.sh >&2
 
 bench_start
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One-command local trial: installs build prerequisites if missing, then `gatehouse demo`.
+# One-command local trial: installs build prerequisites if missing, builds the release binaries
+# (the same build the test command's benchmark makes: scripts/build.sh), then `gatehouse demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec cargo run --release --locked -- demo "$@"
+bash scripts/build.sh
+exec "${CARGO_TARGET_DIR:-target}/release/gatehouse" demo "$@"
