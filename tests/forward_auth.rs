@@ -10,7 +10,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common::browser::Browser;
-use common::front::{request_from, start_caddy, start_nginx, Front};
+use common::front::{request_from, start_caddy, start_ingress_nginx, start_nginx, Front};
 use common::login::provider_for;
 use common::*;
 use sha2::{Digest, Sha256};
@@ -337,4 +337,71 @@ async fn caddy_recipe_lets_no_forged_identity_or_address_through() {
     let gw = hostile_gateway(port, &app);
     let caddy = start_caddy(port, gw.port, app.addr.port());
     nothing_forged_passes(&caddy, &gw, &app).await;
+}
+
+/// ingress-nginx passes the client's headers on to the auth request: a client's
+/// `X-Forwarded-Uri` naming an allowed path must not decide what is judged, and nothing
+/// forged reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_nginx_annotations_let_no_forged_identity_path_or_address_through() {
+    let port = free_port();
+    let app = TestServer::echo("legacy").await;
+    let gw = hostile_gateway(port, &app);
+    let ingress = start_ingress_nginx(port, gw.port, app.addr.port());
+    nothing_forged_passes(&ingress, &gw, &app).await;
+
+    let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let hits = app.hit_count();
+    for forged in [
+        "X-Forwarded-Uri: /from-two/page\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Host: 127.0.0.1\r\n",
+        "X-Forwarded-Uri: /from-two/page\r\nX-Original-Method: GET\r\n",
+    ] {
+        let sent = format!(
+            "GET /office/page HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: reporting-key-0123456789\r\n{forged}Connection: close\r\n\r\n"
+        );
+        let r = request_from(two, ingress.port, &sent)
+            .await
+            .unwrap_or_else(|| panic!("no answer\n{}", gw.log()));
+        assert_eq!(r.status, 403, "{}\n{}", r.body, gw.log());
+    }
+    assert_eq!(app.hit_count(), hits, "the app was reached");
+}
+
+/// A question that does not name the request it asks about is refused, not judged as `/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_without_its_request_is_refused() {
+    let app = TestServer::echo("legacy").await;
+    let gw = hostile_gateway(free_port(), &app);
+    for (query, headers) in [
+        ("", "X-Forwarded-Method: GET\r\n"),
+        ("", "X-Forwarded-Uri: /page\r\n"),
+        (
+            "",
+            "X-Forwarded-Uri: http://127.0.0.1/page\r\nX-Forwarded-Method: GET\r\n",
+        ),
+        (
+            "?headers=x-original",
+            "X-Forwarded-Uri: /page\r\nX-Forwarded-Method: GET\r\nX-Original-Method: GET\r\n",
+        ),
+        (
+            "?headers=x-original",
+            "X-Original-URL: /page\r\nX-Original-Method: GET\r\n",
+        ),
+        (
+            "?headers=x-original",
+            "X-Original-URL: http://127.0.0.1/page\r\n",
+        ),
+    ] {
+        let r = gw.get(
+            &format!("/_gatehouse/auth{query}"),
+            &format!("{headers}X-Api-Key: reporting-key-0123456789\r\n"),
+        );
+        assert_eq!(r.status, 403, "{query} {headers}: {}", r.body);
+    }
+    let ok = gw.get(
+        "/_gatehouse/auth?headers=x-original",
+        "X-Original-URL: http://127.0.0.1/page\r\nX-Original-Method: GET\r\nX-Api-Key: reporting-key-0123456789\r\n",
+    );
+    assert_eq!(ok.status, 200, "{}\n{}", ok.body, gw.log());
+    assert_eq!(ok.header("x-auth-request-user"), Some("svc-reporting"));
 }

@@ -38,16 +38,70 @@ pub fn read<'a>(
         return Err(Answer::refused(403, "forward_auth_untrusted", false));
     }
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let method = text("x-forwarded-method").unwrap_or("GET");
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Err(Answer::refused(403, "forward_auth_bad_target", false));
+    // Only the header set the operator named in the auth URL is read: a proxy passes the
+    // client's own headers on to the question, so a client can send the other set.
+    let original = crate::endpoints::query_param(query, "headers").as_deref() == Some("x-original");
+    let (method, target, authority) = if original {
+        // ingress-nginx: `X-Original-Method` and `X-Original-URL` (scheme://host/path?query),
+        // both set by the controller over the client's.
+        let Some((authority, target)) = text("x-original-url").and_then(split_url) else {
+            return Err(missing("X-Original-URL"));
+        };
+        (text("x-original-method"), Some(target), Some(authority))
+    } else {
+        let host = text("x-forwarded-host").or_else(|| text("host"));
+        (text("x-forwarded-method"), text("x-forwarded-uri"), host)
+    };
+    // A proxy that does not say what it asks about is misconfigured: judging "/" instead
+    // would let a public root open every path.
+    let Some(target) = target.filter(|t| t.starts_with('/')) else {
+        return Err(missing(if original {
+            "X-Original-URL"
+        } else {
+            "X-Forwarded-Uri"
+        }));
+    };
+    let Some(method) = method.and_then(|m| Method::from_bytes(m.as_bytes()).ok()) else {
+        return Err(missing(if original {
+            "X-Original-Method"
+        } else {
+            "X-Forwarded-Method"
+        }));
     };
     Ok(Forwarded {
         method,
-        target: text("x-forwarded-uri").unwrap_or("/"),
-        authority: text("x-forwarded-host").or_else(|| text("host")),
+        target,
+        authority,
         redirect,
     })
+}
+
+/// The refusal of a question that lacks (or garbles) the header naming the request.
+fn missing(header: &str) -> Answer {
+    tracing::warn!(
+        header,
+        "forward-auth request without a usable {header}; refused (see docs/forward-auth.md)"
+    );
+    Answer::refused(403, "forward_auth_bad_target", false)
+}
+
+/// `http(s)://authority/path?query` as (authority, path-and-query).
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(end);
+    let host_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b);
+    if authority.is_empty()
+        || authority.ends_with(':')
+        || !authority.bytes().all(host_byte)
+        || !target.starts_with('/')
+    {
+        return None;
+    }
+    Some((authority, target))
 }
 
 impl Forwarded<'_> {
@@ -92,5 +146,33 @@ pub fn answer(rt: &Runtime, judged: &mut Judged, verdict: Verdict) -> Answer {
         Verdict::Answer(answer) => answer,
         // The route stage refuses a forwarded target under the reserved prefix.
         Verdict::Endpoint(_) => Answer::refused(403, "no_route", false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_url;
+
+    #[test]
+    fn original_urls_split_into_host_and_target() {
+        assert_eq!(
+            split_url("https://app.example.com/a/b?c=d"),
+            Some(("app.example.com", "/a/b?c=d"))
+        );
+        assert_eq!(
+            split_url("HTTP://127.0.0.1:8080/"),
+            Some(("127.0.0.1:8080", "/"))
+        );
+        for bad in [
+            "app.example.com/a",
+            "ftp://app.example.com/a",
+            "https:///a",
+            "https://user@app.example.com/a",
+            "https://app.example.com",
+            "https://app.example.com?x=1",
+            "https://hosthttp://other/x",
+        ] {
+            assert_eq!(split_url(bad), None, "{bad}");
+        }
     }
 }

@@ -133,10 +133,14 @@ impl ProxyHttp for GatehouseProxy {
         let verdict = pipeline.decide(&facts, &mut ctx.judged).await;
         ctx.https = ctx.conn.tls
             || (ctx.judged.peer_trusted && forwarded::says_https(&session.req_header().headers));
-        let ext_authz = matches!(verdict, Verdict::Endpoint(Endpoint::ExtAuthz));
-        // Envoy's question carries the original request's headers: its own front judges them
-        // (and tells Envoy which to remove), so they stay as they came.
-        if !ext_authz {
+        // A question (Envoy's, a forward-auth proxy's) carries the original request's
+        // headers: its own front judges them (ingress-nginx names the request in
+        // X-Original-URL, an override name to the proxy), so they stay as they came.
+        let question = matches!(
+            verdict,
+            Verdict::Endpoint(Endpoint::ExtAuthz | Endpoint::ForwardAuth)
+        );
+        if !question {
             apply_hygiene(session.req_header_mut(), ctx);
         }
         let answer = match verdict {

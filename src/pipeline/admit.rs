@@ -26,11 +26,28 @@ pub(super) fn admit(p: &Pipeline<'_>, r: &mut Request<'_>) -> Result<usize, Answ
         }
     };
     let allowed = &p.rt.config.server.allowed_hosts;
-    if !allowed.is_empty() && !allowed.contains(&host) {
+    if !allowed.is_empty() && !allowed.contains(&host) && !question_from_trusted_proxy(p, r) {
         return Err(p.refuse_early(r, 421, "host_not_allowed", "host_not_allowed"));
     }
     r.judged.host = host;
     Ok(path_start)
+}
+
+/// A trusted proxy's forward-auth or ext_authz question, which may name the gateway's own
+/// service in `Host` (ingress-nginx sends the auth URL's host): the host judged is the one
+/// the question names, checked when that front runs the pipeline for it. Only the exact
+/// question paths pass; anything else under another host is still refused.
+fn question_from_trusted_proxy(p: &Pipeline<'_>, r: &Request<'_>) -> bool {
+    let facts = r.facts;
+    if !r.judged.peer_trusted || !matches!(facts.front, Front::Proxy) {
+        return false;
+    }
+    let prefix = p.rt.config.server.reserved_prefix.as_str();
+    let forward_auth = facts
+        .target
+        .strip_prefix(prefix.as_bytes())
+        .is_some_and(|rest| rest == b"/auth" || rest.starts_with(b"/auth?"));
+    forward_auth || super::endpoint::ext_authz_target(facts.target, prefix).is_some()
 }
 
 /// The host (lower-case, no port) of a request in origin or absolute form, and where its

@@ -161,3 +161,89 @@ pub async fn request_from(source: IpAddr, port: u16, request: &str) -> Option<Re
     let _ = read.await;
     parse_response(&data)
 }
+
+/// The annotation `nginx.ingress.kubernetes.io/<name>` of the app's Ingress in
+/// deploy/gateways/ingress-nginx/ingress.yaml.
+pub fn ingress_annotation(name: &str) -> String {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/gateways/ingress-nginx/ingress.yaml"
+    ))
+    .expect("deploy/gateways/ingress-nginx/ingress.yaml");
+    let key = format!("nginx.ingress.kubernetes.io/{name}:");
+    let line = yaml
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(&key))
+        .unwrap_or_else(|| panic!("no {key} in ingress.yaml"));
+    line[key.len()..].trim().trim_matches('"').to_string()
+}
+
+/// nginx on `port` configured as ingress-nginx configures itself for the app's Ingress in
+/// deploy/gateways/ingress-nginx/ingress.yaml (its `auth-url`, `auth-signin` and
+/// `auth-response-headers` annotations), written from the controller's documented
+/// behaviour: an internal auth location that passes the client's headers on and sets
+/// `Host` to the auth service's, `X-Original-URL`, `X-Original-Method`, `X-Sent-From`,
+/// `X-Real-IP`, `X-Forwarded-For` (the connection's address: `use-forwarded-headers` off,
+/// the default) and `X-Auth-Request-Redirect`, and clears `X-Forwarded-Proto`; the app's
+/// location copies each named answer header over the client's. The auth service's host name
+/// is kept in `Host` (nginx connects to `gateway` on loopback).
+pub fn start_ingress_nginx(port: u16, gateway: u16, app: u16) -> Front {
+    let auth_url = ingress_annotation("auth-url");
+    let rest = auth_url
+        .strip_prefix("http://")
+        .expect("auth-url is http://");
+    let (auth_host, auth_path) = rest.split_at(rest.find('/').unwrap());
+    let mut copy = String::new();
+    for (i, name) in ingress_annotation("auth-response-headers")
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+    {
+        let var = name.to_ascii_lowercase().replace('-', "_");
+        copy += &format!(
+            "      auth_request_set $authHeader{i} $upstream_http_{var};\n      proxy_set_header '{name}' $authHeader{i};\n"
+        );
+    }
+    let signin = ingress_annotation("auth-signin")
+        .replace("https://$host", &format!("http://127.0.0.1:{port}"))
+        // set-misc's escaping is not in Debian's nginx; the raw URI does for this test.
+        .replace("$escaped_request_uri", "$request_uri");
+    let server = format!(
+        "  server {{\n    listen 127.0.0.1:{port};\n    server_name _;\n\
+    location = /_external-auth {{\n      internal;\n      proxy_pass_request_body off;\n\
+      proxy_set_header Content-Length \"\";\n      proxy_set_header X-Forwarded-Proto \"\";\n\
+      proxy_set_header Host {auth_host};\n      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;\n\
+      proxy_set_header X-Original-Method $request_method;\n      proxy_set_header X-Sent-From \"nginx-ingress-controller\";\n\
+      proxy_set_header X-Real-IP $remote_addr;\n      proxy_set_header X-Forwarded-For $remote_addr;\n\
+      proxy_set_header X-Auth-Request-Redirect $request_uri;\n      proxy_pass_request_headers on;\n\
+      proxy_pass http://127.0.0.1:{gateway}{auth_path};\n    }}\n\
+    location @signin {{\n      internal;\n      return 302 {signin};\n    }}\n\
+    location / {{\n      auth_request /_external-auth;\n      error_page 401 = @signin;\n{copy}\
+      proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_set_header X-Real-IP $remote_addr;\n\
+      proxy_pass http://127.0.0.1:{app};\n    }}\n\
+    location /_gatehouse/ {{\n      proxy_set_header Host $http_host;\n      proxy_set_header X-Forwarded-For $remote_addr;\n\
+      proxy_pass http://127.0.0.1:{gateway};\n    }}\n  }}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 128; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         {server}}}\n"
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(nginx_binary())
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (scripts/setup.sh installs it)");
+    Front { child, port, dir }.wait_listening("nginx")
+}
