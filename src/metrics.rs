@@ -30,6 +30,8 @@ pub struct Metrics {
     pub auth_lockouts_total: IntCounter,
     pub logins_total: IntCounterVec,
     pub token_refresh_total: IntCounterVec,
+    /// Userinfo requests at login and refresh, by IdP and result (`success` or why not).
+    pub userinfo_requests_total: IntCounterVec,
     pub sessions_active: prometheus::IntGauge,
     pub logouts_total: IntCounterVec,
     pub session_store_degraded: prometheus::IntGauge,
@@ -176,6 +178,14 @@ impl Metrics {
             &["idp", "result"],
         )
         .expect("static metric definition");
+        let userinfo_requests_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_userinfo_requests_total",
+                "Userinfo endpoint requests at login and token refresh, by IdP and result.",
+            ),
+            &["idp", "result"],
+        )
+        .expect("static metric definition");
         let sessions_active = prometheus::IntGauge::new(
             "gatehouse_sessions_active",
             "Live browser sessions in the session store.",
@@ -248,6 +258,7 @@ impl Metrics {
             Box::new(auth_lockouts_total.clone()),
             Box::new(logins_total.clone()),
             Box::new(token_refresh_total.clone()),
+            Box::new(userinfo_requests_total.clone()),
             Box::new(sessions_active.clone()),
             Box::new(logouts_total.clone()),
             Box::new(session_store_degraded.clone()),
@@ -278,6 +289,7 @@ impl Metrics {
             auth_lockouts_total,
             logins_total,
             token_refresh_total,
+            userinfo_requests_total,
             sessions_active,
             logouts_total,
             session_store_degraded,

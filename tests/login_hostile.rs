@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use common::keys::{now, unsigned, TestKey};
 use common::login::metric;
+use common::stub_idp::{callback, start_login as start};
 use common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
@@ -78,52 +79,12 @@ limit = "1000/second"
     )
 }
 
-/// A started login: its state, nonce and the browser-binding cookie.
-struct Started {
-    state: String,
-    nonce: String,
-    binding: String,
-}
-
-fn start(gw: &Gateway, rd: &str) -> Started {
-    let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-    let r = gw.get(
-        &format!("/_gatehouse/login?rd={rd}"),
-        "Accept: text/html\r\n",
-    );
-    assert_eq!(r.status, 302, "{}", r.body);
-    let to = url::Url::parse(r.header("location").unwrap()).unwrap();
-    let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
-    let binding = r.headers["set-cookie"]
-        .iter()
-        .find(|c| c.starts_with("gatehouse_login="))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
-    Started {
-        state: q["state"].clone(),
-        nonce: q["nonce"].clone(),
-        binding,
-    }
-}
-
 fn claims(stub: &Stub, nonce: &str) -> Value {
     let t = now();
     json!({
         "iss": stub.issuer, "aud": "gatehouse", "sub": "mallory-target", "iat": t, "exp": t + 300,
         "nonce": nonce, "email": "t@example.com", "groups": ["staff"],
     })
-}
-
-/// Calls the callback; returns the response.
-fn callback(gw: &Gateway, query: &str, cookie: Option<&str>) -> Response {
-    let cookie = cookie
-        .map(|c| format!("Cookie: {c}\r\n"))
-        .unwrap_or_default();
-    gw.get(
-        &format!("/_gatehouse/callback?{query}"),
-        &format!("Accept: text/html\r\n{cookie}"),
-    )
 }
 
 fn refused(r: &Response) -> bool {

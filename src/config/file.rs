@@ -100,6 +100,8 @@ pub struct Idp {
     pub algorithms: Option<S<Vec<S<String>>>>,
     pub leeway: Option<S<String>>,
     pub post_logout_redirect_uri: Option<S<String>>,
+    pub userinfo: Option<S<String>>,
+    pub userinfo_on_error: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

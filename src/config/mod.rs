@@ -136,6 +136,26 @@ pub struct IdpConfig {
     pub post_logout_redirect_uri: Option<String>,
     /// Identities from it go upstream as `<issuer>#<subject>` ([`HeadersConfig::qualify_user`]).
     pub qualify_subject: bool,
+    pub userinfo: Userinfo,
+    pub userinfo_on_error: UserinfoOnError,
+}
+
+/// When a login asks the IdP's userinfo endpoint for claims (OIDC Core §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Userinfo {
+    /// When the ID token lacks the groups or the email claim this IdP's config reads.
+    Auto,
+    Always,
+    Never,
+}
+
+/// What a login does when the userinfo endpoint cannot answer (or answers wrongly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserinfoOnError {
+    /// The login fails (502): nobody is let in with fewer claims than the config asked for.
+    Fail,
+    /// The login goes on with the ID token's claims alone (logged and counted).
+    Continue,
 }
 
 /// What a limit counts requests by.

@@ -290,6 +290,15 @@ impl Config {
                 "algorithms": i.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
                 "leeway": secs(i.leeway),
                 "post_logout_redirect_uri": i.post_logout_redirect_uri.as_deref().map(redact_url),
+                "userinfo": match i.userinfo {
+                    Userinfo::Auto => "auto",
+                    Userinfo::Always => "always",
+                    Userinfo::Never => "never",
+                },
+                "userinfo_on_error": match i.userinfo_on_error {
+                    UserinfoOnError::Fail => "fail",
+                    UserinfoOnError::Continue => "continue",
+                },
             })).collect::<Vec<_>>(),
             "headers": {
                 "assertion": self.headers.assertion,

@@ -178,6 +178,29 @@ impl Login {
                 ));
             }
         }
+        // OIDC Core §5.3: claims the ID token lacks, from the userinfo endpoint.
+        let wanted = match provider.config.userinfo {
+            Userinfo::Never => false,
+            Userinfo::Always => true,
+            // Only from an IdP that has the endpoint; an unverified email counts as missing.
+            Userinfo::Auto => {
+                let names = &provider.config.claims;
+                metadata.userinfo_endpoint.is_some()
+                    && (claim_at(claims, &names.groups).is_none()
+                        || claim_at(claims, &names.email).is_none())
+            }
+        };
+        let userinfo = if wanted {
+            self.fetch_userinfo(
+                provider,
+                &metadata,
+                tokens.access_token.as_deref(),
+                &identity.subject,
+            )
+            .await?
+        } else {
+            None
+        };
         let now = unix_now();
         let names = session::Names {
             idp,
@@ -192,7 +215,10 @@ impl Login {
         // how a session stores "none": an IdP's auth_time of 0 counts as 1, long ago.
         times.auth_time = auth_time.map(|t| t.max(1));
         self.set_token_times(&mut times, &kept, &tokens, now);
-        let session = Session::from_login(names, &kept, client, &self.cipher, times);
+        let mut session = Session::from_login(names, &kept, client, &self.cipher, times);
+        if userinfo.is_some() {
+            session = session.with_userinfo(userinfo.as_deref(), &self.cipher);
+        }
         let session_id = session::new_session_id();
         self.store
             .put(&session_id, &session, self.ttl(&session, now))
@@ -204,6 +230,47 @@ impl Login {
             subject: identity.subject,
             idp: idp.to_string(),
         })
+    }
+
+    /// The userinfo claims to keep (JSON, without `sub`), fetched now; by the IdP's
+    /// `userinfo_on_error`, a failure ends the login or leaves the claims out (logged and
+    /// counted either way).
+    pub(super) async fn fetch_userinfo(
+        &self,
+        provider: &Provider,
+        metadata: &oidc::Metadata,
+        access_token: Option<&str>,
+        subject: &str,
+    ) -> Result<Option<Vec<u8>>, LoginFailure> {
+        let idp = provider.config.name.as_str();
+        let count = |result: &str| {
+            self.metrics
+                .userinfo_requests_total
+                .with_label_values(&[idp, result])
+                .inc()
+        };
+        match provider.userinfo(metadata, access_token, subject).await {
+            Ok(mut claims) => {
+                count("success");
+                claims.remove("sub");
+                Ok(serde_json::to_vec(&claims).ok())
+            }
+            Err((label, detail)) => {
+                count(label);
+                match provider.config.userinfo_on_error {
+                    UserinfoOnError::Fail => Err(LoginFailure::new(
+                        idp,
+                        "userinfo_failed",
+                        502,
+                        format!("userinfo: {detail}"),
+                    )),
+                    UserinfoOnError::Continue => {
+                        tracing::warn!(target: "gatehouse::audit", idp, subject, reason = label, error = %detail, "userinfo failed; the session goes on with the ID token's claims");
+                        Ok(None)
+                    }
+                }
+            }
+        }
     }
 
     /// What a session keeps of a token response, over what it kept before: the access token

@@ -136,6 +136,23 @@ impl Login {
                 }
                 let kept = self.kept_tokens(before, &tokens);
                 let mut fresh = latest.with_tokens(&kept, &self.cipher);
+                // Claims from userinfo follow the refreshed tokens (groups change at the IdP).
+                let had = latest.userinfo_claims(&self.cipher).is_some();
+                if had || provider.config.userinfo == Userinfo::Always {
+                    let access = tokens.access_token.as_deref();
+                    match self
+                        .fetch_userinfo(provider, &metadata, access, latest.subject())
+                        .await
+                    {
+                        Ok(claims) => fresh = fresh.with_userinfo(claims.as_deref(), &self.cipher),
+                        Err(failure) => {
+                            count("failure");
+                            tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject(), reason = failure.reason, detail = %failure.detail, "userinfo after token refresh failed; session ended");
+                            self.store.delete(id).await?;
+                            return Ok(None);
+                        }
+                    }
+                }
                 let mut times = latest.times();
                 self.set_token_times(&mut times, &kept, &tokens, now);
                 times.touched_at = now;
@@ -175,7 +192,8 @@ impl Login {
             return None;
         }
         let claims = s.id_token_claims(&self.cipher)?;
-        let mut identity = provider.session_identity(&claims)?;
+        let userinfo = s.userinfo_claims(&self.cipher);
+        let mut identity = provider.session_identity(&claims, userinfo.as_deref())?;
         if identity.subject != s.subject() {
             return None;
         }

@@ -31,7 +31,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::authn::AuthFailure;
-use crate::config::{Config, IdpConfig, RouteConfig, SameSite, SessionConfig, StoreKind};
+use crate::config::{
+    Config, IdpConfig, RouteConfig, SameSite, SessionConfig, StoreKind, Userinfo, UserinfoOnError,
+};
 use crate::identity::{claim_at, string_list, AuthMethod, Identity};
 use crate::metrics::Metrics;
 use crate::session::fallback::FallbackStore;

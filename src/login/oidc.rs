@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use crate::authn::bearer::{self, BearerAuth};
 use crate::authn::fetch;
 use crate::authn::AuthFailure;
-use crate::config::{BearerConfig, ClientAuth, IdpConfig};
+use crate::config::{BearerConfig, ClientAuth, IdpConfig, Userinfo};
 use crate::identity::{AuthMethod, Identity};
 use crate::metrics::Metrics;
 
@@ -27,6 +27,7 @@ pub struct Metadata {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub end_session_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
     /// RFC 9207: the provider puts `iss` in authorization responses.
     pub iss_parameter_supported: bool,
 }
@@ -133,6 +134,16 @@ impl Provider {
             Some(_) => Some(endpoint("end_session_endpoint")?),
             None => None,
         };
+        let userinfo_endpoint = match text("userinfo_endpoint") {
+            Some(_) => Some(endpoint("userinfo_endpoint")?),
+            None if self.config.userinfo == Userinfo::Always => {
+                return Err(format!(
+                    "discovery at {url} has no userinfo_endpoint, and idp {:?} says userinfo = \"always\"",
+                    self.config.name
+                ));
+            }
+            None => None,
+        };
         if let Some(methods) = doc
             .get("code_challenge_methods_supported")
             .and_then(Value::as_array)
@@ -148,6 +159,7 @@ impl Provider {
             authorization_endpoint,
             token_endpoint,
             end_session_endpoint,
+            userinfo_endpoint,
             iss_parameter_supported: doc
                 .get("authorization_response_iss_parameter_supported")
                 .and_then(Value::as_bool)
@@ -340,6 +352,74 @@ impl Provider {
         })
     }
 
+    /// The claims of the userinfo endpoint (OIDC Core §5.3) for `subject`, asked with the
+    /// access token: a JSON object of at most [`USERINFO_MAX`] bytes whose `sub` is the
+    /// ID token's. The error is a bounded label (metrics) with the detail for the log.
+    pub async fn userinfo(
+        &self,
+        metadata: &Metadata,
+        access_token: Option<&str>,
+        subject: &str,
+    ) -> Result<Map<String, Value>, (&'static str, String)> {
+        let endpoint = metadata.userinfo_endpoint.as_deref().ok_or((
+            "no_endpoint",
+            "the IdP names no userinfo_endpoint".to_string(),
+        ))?;
+        let token = access_token.ok_or((
+            "no_access_token",
+            "the token endpoint sent no access token".to_string(),
+        ))?;
+        let response = self
+            .client
+            .get(endpoint)
+            .bearer_auth(token)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| ("unreachable", fetch::without_url(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err((
+                "error_status",
+                format!("userinfo endpoint answered {status}"),
+            ));
+        }
+        let json = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| {
+                t.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if !json {
+            // A signed or encrypted answer (application/jwt) would need keys this IdP's
+            // config does not name for it: refused rather than read unverified.
+            return Err((
+                "not_json",
+                "userinfo answer is not application/json".to_string(),
+            ));
+        }
+        let body = read_capped(response, USERINFO_MAX)
+            .await
+            .map_err(|detail| ("too_large", detail))?;
+        let claims: Map<String, Value> = serde_json::from_slice(&body).map_err(|_| {
+            (
+                "not_json",
+                "userinfo answer is not a JSON object".to_string(),
+            )
+        })?;
+        // OIDC Core §5.3.2: a userinfo `sub` other than the ID token's is not this user's.
+        match claims.get("sub").and_then(Value::as_str) {
+            Some(sub) if sub == subject => Ok(claims),
+            _ => Err((
+                "subject_mismatch",
+                "userinfo sub differs from the ID token's".to_string(),
+            )),
+        }
+    }
+
     /// Signature, issuer, algorithm, audience, times; the claims once they all pass.
     async fn verified_claims(&self, token: &str) -> Result<Identity, AuthFailure> {
         let parsed = bearer::parse(token)?;
@@ -359,8 +439,21 @@ impl Provider {
 
     /// The identity in an ID token this gateway validated at login (kept in a session,
     /// sealed): read by this IdP's claim names; its signature and times are not checked again.
-    pub fn session_identity(&self, id_token_claims: &[u8]) -> Option<Identity> {
-        let claims: Map<String, Value> = serde_json::from_slice(id_token_claims).ok()?;
+    /// Claims the login fetched from the userinfo endpoint fill in what the ID token lacks;
+    /// the ID token's own claims win.
+    pub fn session_identity(
+        &self,
+        id_token_claims: &[u8],
+        userinfo: Option<&[u8]>,
+    ) -> Option<Identity> {
+        let mut claims: Map<String, Value> = serde_json::from_slice(id_token_claims).ok()?;
+        if let Some(extra) =
+            userinfo.and_then(|u| serde_json::from_slice::<Map<String, Value>>(u).ok())
+        {
+            for (name, value) in extra {
+                claims.entry(name).or_insert(value);
+            }
+        }
         let config = &self.keys.issuers[0].config;
         bearer::identity_from_claims(claims, config, AuthMethod::Session).ok()
     }
@@ -448,12 +541,18 @@ impl Provider {
     }
 }
 
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    const MAX: usize = 256 * 1024;
+/// The most of a userinfo answer read: a user's claims with a few hundred groups fit.
+pub const USERINFO_MAX: usize = 64 * 1024;
+
+async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    read_capped(response, 256 * 1024).await
+}
+
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| fetch::without_url(&e))? {
-        if body.len() + chunk.len() > MAX {
-            return Err("token endpoint answer too large".to_string());
+        if body.len() + chunk.len() > max {
+            return Err(format!("answer larger than {max} bytes"));
         }
         body.extend_from_slice(&chunk);
     }

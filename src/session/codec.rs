@@ -466,6 +466,8 @@ pub(super) fn expand_token(data: &[u8], dictionary: &[u8]) -> Option<String> {
 /// Where a bundle keeps the login's client ([`put_client`]), after the three tokens: builds
 /// that read only the tokens pass over it.
 pub(super) const CLIENT: usize = 3;
+/// The claims a login fetched from the userinfo endpoint (JSON), after the client field.
+pub(super) const USERINFO: usize = 4;
 
 /// How much of a user agent a session keeps: enough to tell browsers and devices apart, and
 /// a bound on what a client's header costs the store.

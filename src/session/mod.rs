@@ -22,7 +22,7 @@ pub use codec::fuzz_token_codec;
 use codec::{
     bundle, bundle_entry, expand_token, names_start, put_client, put_field, put_name, put_times,
     read_client, read_layout, token_dictionary, token_payload, Layout, ACCESS_TOKEN, CLIENT,
-    FORMAT, ID_TOKEN, MAX_USER_AGENT,
+    FORMAT, ID_TOKEN, MAX_USER_AGENT, USERINFO,
 };
 pub use identity_cache::IdentityCache;
 
@@ -300,14 +300,46 @@ impl Session {
     /// The same session with other tokens (after a refresh): its identity is built anew; the
     /// login's client stays.
     pub fn with_tokens(&self, tokens: &Tokens, cipher: &TokenCipher) -> Session {
+        let old = self.open_bundle(cipher);
+        let userinfo = old
+            .as_deref()
+            .and_then(|b| bundle_entry(b, USERINFO).flatten());
+        self.resealed(tokens, userinfo, old.as_deref(), cipher)
+    }
+
+    /// The same session with `userinfo` (the claims a login or refresh fetched from the
+    /// userinfo endpoint, JSON) sealed beside its tokens; `None` drops what it had.
+    pub fn with_userinfo(&self, userinfo: Option<&[u8]>, cipher: &TokenCipher) -> Session {
+        let tokens = self.tokens(cipher).unwrap_or_default();
+        let old = self.open_bundle(cipher);
+        self.resealed(&tokens, userinfo, old.as_deref(), cipher)
+    }
+
+    /// The userinfo claims sealed in the session (JSON), if its login fetched any.
+    pub fn userinfo_claims(&self, cipher: &TokenCipher) -> Option<Vec<u8>> {
+        let bundle = self.open_bundle(cipher)?;
+        bundle_entry(&bundle, USERINFO)
+            .flatten()
+            .map(<[u8]>::to_vec)
+    }
+
+    fn resealed(
+        &self,
+        tokens: &Tokens,
+        userinfo: Option<&[u8]>,
+        old: Option<&[u8]>,
+        cipher: &TokenCipher,
+    ) -> Session {
         let (names_start, start) = (self.names_start(), self.layout().sealed);
         let mut packed = Vec::with_capacity(start + tokens.len() + 64);
         packed.extend_from_slice(&self.packed[..start]);
         let mut bundled = bundle(tokens, &self.token_dictionary());
-        if let Some(old) = self.open_bundle(cipher) {
-            if let Some(client) = bundle_entry(&old, CLIENT).flatten() {
-                put_field(&mut bundled, Some(client));
-            }
+        let client = old.and_then(|b| bundle_entry(b, CLIENT).flatten());
+        if client.is_some() || userinfo.is_some() {
+            put_field(&mut bundled, client);
+        }
+        if userinfo.is_some() {
+            put_field(&mut bundled, userinfo);
         }
         let sealed = cipher.seal(&bundled, &packed[names_start..start]);
         packed.extend_from_slice(&sealed);

@@ -17,6 +17,14 @@ pub fn provider_with_client(
     access_ttl: u64,
     extra: serde_json::Value,
 ) -> OidcProvider {
+    provider_configured(
+        client_for(ports, extra),
+        json!({ "accessTokenTTL": access_ttl }),
+    )
+}
+
+/// The confidential client of a gateway on `ports`, with `extra` metadata.
+pub fn client_for(ports: &[u16], extra: serde_json::Value) -> serde_json::Value {
     let url = |p: &u16, path: &str| format!("http://127.0.0.1:{p}{path}");
     let mut client = json!({
             "client_id": "gatehouse",
@@ -32,7 +40,16 @@ pub fn provider_with_client(
     if let (Some(client), Some(extra)) = (client.as_object_mut(), extra.as_object()) {
         client.extend(extra.clone());
     }
-    OidcProvider::start(json!({ "clients": [client], "accessTokenTTL": access_ttl }))
+    client
+}
+
+/// The provider with `client` and more provider settings (see tests/idp/provider.mjs).
+pub fn provider_configured(client: serde_json::Value, settings: serde_json::Value) -> OidcProvider {
+    let mut config = json!({ "clients": [client] });
+    if let (Some(config), Some(settings)) = (config.as_object_mut(), settings.as_object()) {
+        config.extend(settings.clone());
+    }
+    OidcProvider::start(config)
 }
 
 pub fn login_config(idp: &OidcProvider, upstream: &TestServer, session: &str) -> String {

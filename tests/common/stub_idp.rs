@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::keys::{jwks, TestKey};
-use super::{free_port, Handler, Reply, Request, TestServer};
+use super::{free_port, Gateway, Handler, Reply, Request, Response, TestServer};
 
 pub struct StubIdp {
     pub server: TestServer,
@@ -15,7 +15,7 @@ pub struct StubIdp {
 }
 
 /// Serves discovery (plus `extra` metadata) and the JWKS of an RS256 key `kid`; `token`
-/// answers the token endpoint.
+/// answers the token endpoint and `/userinfo` (by `req.target`).
 pub async fn start(
     kid: &str,
     extra: Value,
@@ -31,6 +31,9 @@ pub async fn start(
         "jwks_uri": format!("{issuer}/jwks"),
         "code_challenge_methods_supported": ["S256"],
     });
+    // `{issuer}` in `extra` is the stub's own URL (e.g. its userinfo endpoint).
+    let extra: Value = serde_json::from_str(&extra.to_string().replace("{issuer}", &issuer))
+        .expect("extra metadata");
     if let (Some(d), Some(extra)) = (discovery.as_object_mut(), extra.as_object()) {
         d.extend(extra.clone());
     }
@@ -39,7 +42,7 @@ pub async fn start(
         std::sync::Arc::new(move |req: &Request| match req.target.split('?').next() {
             Some("/.well-known/openid-configuration") => Reply::json(200, &discovery),
             Some("/jwks") => Reply::json(200, &keys),
-            Some("/token") => token(req),
+            Some("/token" | "/userinfo") => token(req),
             _ => Reply::json(404, &json!({})),
         });
     StubIdp {
@@ -47,4 +50,44 @@ pub async fn start(
         issuer,
         key,
     }
+}
+
+/// A started login: its state, nonce and the browser-binding cookie.
+pub struct Started {
+    pub state: String,
+    pub nonce: String,
+    pub binding: String,
+}
+
+pub fn start_login(gw: &Gateway, rd: &str) -> Started {
+    let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let r = gw.get(
+        &format!("/_gatehouse/login?rd={rd}"),
+        "Accept: text/html\r\n",
+    );
+    assert_eq!(r.status, 302, "{}", r.body);
+    let to = url::Url::parse(r.header("location").unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    let binding = r.headers["set-cookie"]
+        .iter()
+        .find(|c| c.starts_with("gatehouse_login="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    Started {
+        state: q["state"].clone(),
+        nonce: q["nonce"].clone(),
+        binding,
+    }
+}
+
+/// Calls the callback; returns the response.
+pub fn callback(gw: &Gateway, query: &str, cookie: Option<&str>) -> Response {
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    gw.get(
+        &format!("/_gatehouse/callback?{query}"),
+        &format!("Accept: text/html\r\n{cookie}"),
+    )
 }

@@ -6,7 +6,8 @@
 // FILE.json: { "clients": [oidc-provider client metadata...],
 //              "resources": { "<resource indicator>": { "scope": "...", "audience": "...", "accessTokenTTL": s } },
 //              "accessTokenTTL": s, "idTokenTTL": s, "refreshTokenTTL": s,
-//              "extraClaims": { "<account id>": { ...claims } } }   (a null claim is left out)
+//              "extraClaims": { "<account id>": { ...claims } },   (a null claim is left out)
+//              "conformIdTokenClaims": true }   (scope claims only from userinfo)
 // Prints `READY http://127.0.0.1:PORT` once it listens.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -52,7 +53,8 @@ const provider = new Provider(issuer, {
     profile: ['name', 'preferred_username'],
     groups: ['groups'],
   },
-  conformIdTokenClaims: false,
+  // true: the ID token of a code flow carries no scope claims; they come from userinfo.
+  conformIdTokenClaims: config.conformIdTokenClaims ?? false,
   // Outgoing calls (back-channel logout) go to gateways on loopback in these tests, which
   // oidc-provider's SSRF guard would refuse: use the plain fetch.
   fetch: (url, options) => fetch(url, { ...options, dispatcher: undefined }),

@@ -323,6 +323,45 @@ impl Lowerer<'_> {
                 }
                 Some(text)
             });
+            let userinfo = match c.userinfo.as_ref() {
+                None => Userinfo::Auto,
+                Some(v) => {
+                    match v.get_ref().as_str() {
+                        "auto" => Userinfo::Auto,
+                        "always" => Userinfo::Always,
+                        "never" => Userinfo::Never,
+                        other => {
+                            self.r.error(
+                            v.span(),
+                            format!("userinfo must be \"auto\", \"always\" or \"never\", not {other:?}"),
+                        );
+                            Userinfo::Auto
+                        }
+                    }
+                }
+            };
+            let userinfo_on_error = match c.userinfo_on_error.as_ref() {
+                None => UserinfoOnError::Fail,
+                Some(v) => {
+                    match v.get_ref().as_str() {
+                        "fail" => UserinfoOnError::Fail,
+                        "continue" => UserinfoOnError::Continue,
+                        other => {
+                            self.r.error(
+                            v.span(),
+                            format!("userinfo_on_error must be \"fail\" or \"continue\", not {other:?}"),
+                        );
+                            UserinfoOnError::Fail
+                        }
+                    }
+                }
+            };
+            if let (Some(v), Userinfo::Never) = (c.userinfo_on_error.as_ref(), userinfo) {
+                self.r.error(
+                    v.span(),
+                    "userinfo_on_error has no effect with userinfo = \"never\"; remove one",
+                );
+            }
             let Some(issuer) = issuer else { continue };
             out.push(IdpConfig {
                 name,
@@ -337,6 +376,8 @@ impl Lowerer<'_> {
                 leeway,
                 post_logout_redirect_uri,
                 qualify_subject: false,
+                userinfo,
+                userinfo_on_error,
             });
         }
         out
