@@ -379,13 +379,19 @@ impl LazyRedis {
                     return Err(why.to_string());
                 }
             };
+            // A cluster's client keeps a connection per node and mends them itself: one
+            // silent node must not cost the others theirs (nor a new slot map per call).
+            let cluster = matches!(conn, Conn::Cluster(_));
             match timeout_at(deadline, f(conn)).await {
                 Err(_) => {
-                    shared.drop_connection(number);
+                    if !cluster {
+                        shared.drop_connection(number);
+                    }
                     return Err("Redis did not answer in time".to_string());
                 }
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if reconnect_after(&e) => {
+                // A node that timed out is the cluster client's to mend (see above).
+                Ok(Err(e)) if reconnect_after(&e) && !(cluster && e.is_timeout()) => {
                     shared.drop_connection(number);
                     last = format!("Redis: {e}");
                 }
@@ -513,8 +519,10 @@ impl Shared {
             addr: ConnectionAddr::Tcp(host.clone(), *port),
             redis: self.login(),
         });
+        // The client waits for every seed before it reads the slot map: half the budget
+        // for that, so one silent seed still leaves time for the call that connects.
         let client = redis::cluster::ClusterClientBuilder::new(seeds)
-            .connection_timeout(timeout)
+            .connection_timeout(timeout / 2)
             .response_timeout(timeout)
             // MOVED, ASK and TRYAGAIN (a slot mid-migration) are retried within the
             // caller's own deadline, briefly apart.

@@ -4,6 +4,7 @@
 //! limit and the session admin API; then the slots of a live session and of the limit are
 //! moved to another primary while both gateways run (`ASK` while the slot migrates, `MOVED`
 //! after), and both keep working. They log in as an ACL user limited to `gatehouse:` keys.
+//! A stopped primary costs only its own slots, each call no more than the store's timeout.
 //! A bad cluster form is refused at its line.
 
 mod common;
@@ -472,4 +473,64 @@ fn a_bad_cluster_form_is_refused_at_its_line() {
         assert!(!out.status.success(), "{redis}: {said}");
         assert!(said.contains(says), "{redis}: {said}");
     }
+}
+
+/// Sends `signal` (STOP or CONT) to one node, by its own PID.
+fn signal(node: &Server, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(node.pid().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_primary_costs_only_its_own_slots_and_each_call_its_timeout() {
+    let cluster = Cluster::start();
+    let port = free_port();
+    let idp = provider_for(&[port], 600);
+    let app = TestServer::echo("app").await;
+    let table = format!(
+        "[redis]\ncluster = [\"{}\"]\nusername = \"gatehouse\"\npassword = \"pw-cluster\"",
+        cluster.seeds().join("\", \"")
+    );
+    // The session store's default timeout: 500 ms per call, connect included.
+    let gw = start(&config(&idp, &app, &table, ""), port);
+
+    // One session on a primary that does not hold `gatehouse:active` (written on use), and
+    // one on another primary.
+    let active = cluster.owner(cluster.keyslot("gatehouse:active"));
+    let (mut silent, mut other) = (None, None);
+    for i in 0..30 {
+        let id = log_in(gw.url("/app"), format!("user{i}")).await;
+        let on = cluster.owner(cluster.keyslot(&session_key(&id)));
+        match silent {
+            None if on != active => silent = Some((id, on)),
+            Some((_, s)) if on != s && other.is_none() => other = Some(id),
+            _ => {}
+        }
+        if silent.is_some() && other.is_some() {
+            break;
+        }
+    }
+    let ((silent, node), other) = (silent.expect("a session"), other.expect("another"));
+
+    signal(cluster.node(node), "STOP");
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..3 {
+        let asked = std::time::Instant::now();
+        assert_eq!(user_with(&gw, &silent), Err(503));
+        slowest = slowest.max(asked.elapsed());
+        assert!(user_with(&gw, &other).is_ok(), "{}", gw.log());
+    }
+    assert!(
+        slowest < std::time::Duration::from_millis(1500),
+        "{slowest:?}"
+    );
+    signal(cluster.node(node), "CONT");
+    wait_for("the resumed primary's session", 10, || {
+        user_with(&gw, &silent).is_ok()
+    });
+    eprintln!("a session on a stopped primary: 503 after at most {slowest:?}");
 }
