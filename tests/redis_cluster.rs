@@ -418,10 +418,11 @@ async fn two_gateways_share_sessions_limits_and_admin_on_a_cluster_through_a_res
     assert_eq!(user_with(&a, &ids[2]), Err(401));
 
     for log in [a.log(), b.log()] {
-        assert!(
-            !log.contains("CROSSSLOT") && !log.contains("NOPERM"),
-            "{log}"
-        );
+        // No call failed, through the resharding included (a cross-slot pipeline, a denied
+        // command or a redirection not followed would be logged here).
+        for error in ["store unavailable", "store error", "CROSSSLOT", "NOPERM"] {
+            assert!(!log.contains(error), "{error}: {log}");
+        }
         assert!(!log.contains("pw-cluster"), "{log}");
     }
 }
