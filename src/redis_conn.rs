@@ -12,6 +12,11 @@
 //! Connections are opened here (TCP, OpenSSL, Unix socket) and handed to the `redis` crate's
 //! multiplexed connection: its own TLS (native-tls) takes no CA file or client certificate,
 //! and its Sentinel client would open the master through that same TLS.
+//!
+//! A Redis Cluster is the crate's async cluster client ([`Conn::Cluster`]): it finds the
+//! slots' nodes from the seeds, routes each command by its key's slot and follows `MOVED`
+//! and `ASK`. It opens its node connections itself, so it is plain TCP only: TLS to a
+//! cluster is refused when the config is read (see [`RedisTarget::from_url`]).
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -22,8 +27,9 @@ use openssl::pkey::PKey;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
-use redis::aio::MultiplexedConnection;
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
 
@@ -61,7 +67,14 @@ pub enum Place {
         /// The Sentinels' own `requirepass` (they do not share the data nodes' users).
         password: Option<String>,
     },
+    /// A Redis Cluster, found through any of these seed nodes (database 0, plain TCP).
+    Cluster {
+        nodes: Vec<(String, u16)>,
+    },
 }
+
+/// Why a cluster cannot be reached over TLS (a config error, never a plain-TCP fallback).
+pub const CLUSTER_TLS: &str = "TLS to a Redis Cluster is not supported: the redis crate's cluster client opens its node connections itself, and its TLS (native-tls or rustls, not built in) cannot take the OpenSSL CA and client certificate of [redis] ca_file, cert_file and key_file";
 
 /// PEM as read from `ca_file`, `cert_file` and `key_file`. `ca: None`: the system's roots.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
@@ -88,10 +101,13 @@ impl RedisTarget {
     /// or `unix:///path` (`?db=N&user=U&pass=P`), and
     /// `redis+sentinel://[user:password@]host:port[,host:port...]/master[/db]` (`rediss+sentinel`:
     /// TLS to the Sentinels and the master). The `redis` crate reads all but the Sentinel
-    /// form.
+    /// form. `redis+cluster://[user:password@]host:port[,host:port...][/0]`: a Redis Cluster
+    /// through those seed nodes.
     pub fn from_url(url: &str) -> Result<RedisTarget, String> {
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
         match scheme {
+            "redis+cluster" | "valkey+cluster" => cluster_url(url),
+            "rediss+cluster" | "valkeys+cluster" => Err(CLUSTER_TLS.to_string()),
             "redis+sentinel" | "rediss+sentinel" | "valkey+sentinel" | "valkeys+sentinel" => {
                 sentinel_url(url, scheme.starts_with("rediss") || scheme.starts_with("valkeys"))
             }
@@ -134,7 +150,7 @@ impl RedisTarget {
                 })
             }
             _ => Err(
-                "the scheme must be redis, rediss, redis+unix, unix, redis+sentinel or rediss+sentinel"
+                "the scheme must be redis, rediss, redis+unix, unix, redis+sentinel, rediss+sentinel or redis+cluster"
                     .to_string(),
             ),
         }
@@ -143,28 +159,40 @@ impl RedisTarget {
 
 /// `host:port` of a Sentinel (IPv6 in brackets), 26379 when no port is given.
 pub fn sentinel_address(text: &str) -> Result<(String, u16), String> {
+    node_address(text, "sentinel", 26379)
+}
+
+/// `host:port` of a cluster seed node (IPv6 in brackets), 6379 when no port is given.
+pub fn cluster_address(text: &str) -> Result<(String, u16), String> {
+    node_address(text, "cluster node", 6379)
+}
+
+fn node_address(text: &str, what: &str, default_port: u16) -> Result<(String, u16), String> {
     let u = url::Url::parse(&format!("redis://{text}"))
-        .map_err(|e| format!("sentinel address {text:?}: {e}"))?;
+        .map_err(|e| format!("{what} address {text:?}: {e}"))?;
     let host = match u.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
         Some(url::Host::Ipv4(a)) => a.to_string(),
         Some(url::Host::Ipv6(a)) => a.to_string(),
-        None => return Err(format!("sentinel address {text:?} has no host")),
+        None => return Err(format!("{what} address {text:?} has no host")),
     };
     if !u.username().is_empty() || u.password().is_some() || !matches!(u.path(), "" | "/") {
-        return Err(format!("sentinel address {text:?} must be host:port"));
+        return Err(format!("{what} address {text:?} must be host:port"));
     }
-    Ok((host, u.port().unwrap_or(26379)))
+    Ok((host, u.port().unwrap_or(default_port)))
 }
 
-fn sentinel_url(url: &str, tls: bool) -> Result<RedisTarget, String> {
+/// A URL's `user:password@` (percent escapes decoded as the crate does), its hosts and the
+/// path after them.
+type Authority<'a> = (Option<String>, Option<String>, &'a str, &'a str);
+
+fn split_authority(url: &str) -> Result<Authority<'_>, String> {
     let rest = url.split_once("://").map_or("", |(_, r)| r);
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (userinfo, hosts) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
-    // The crate decodes a URL's user and password (percent escapes) the same way.
     let (username, password) = match userinfo {
         None => (None, None),
         Some(u) => {
@@ -174,6 +202,38 @@ fn sentinel_url(url: &str, tls: bool) -> Result<RedisTarget, String> {
             (info.redis.username, info.redis.password)
         }
     };
+    Ok((username, password, hosts, path))
+}
+
+fn cluster_url(url: &str) -> Result<RedisTarget, String> {
+    let (username, password, hosts, path) = split_authority(url)?;
+    let nodes = hosts
+        .split(',')
+        .map(cluster_address)
+        .collect::<Result<Vec<_>, _>>()?;
+    if path.contains(['?', '#']) {
+        return Err("a cluster URL is redis+cluster://host:7000,host2:7001/".into());
+    }
+    match path {
+        "" | "0" | "0/" => {}
+        _ => {
+            return Err(format!(
+                "a Redis Cluster has database 0 only, not {path:?}: redis+cluster://host:7000,host2:7001/"
+            ))
+        }
+    }
+    Ok(RedisTarget {
+        url: url.to_string(),
+        place: Place::Cluster { nodes },
+        tls: None,
+        db: 0,
+        username,
+        password,
+    })
+}
+
+fn sentinel_url(url: &str, tls: bool) -> Result<RedisTarget, String> {
+    let (username, password, hosts, path) = split_authority(url)?;
     let nodes = hosts
         .split(',')
         .map(sentinel_address)
@@ -269,7 +329,7 @@ pub struct LazyRedis {
 #[derive(Default)]
 struct State {
     /// The open connection, with a number that tells it from the one opened after it.
-    connection: Option<(u64, MultiplexedConnection)>,
+    connection: Option<(u64, Conn)>,
     opened: u64,
     /// Until when calls fail without trying (set by a failed connect), and why it failed.
     retry_at: Option<(Instant, String)>,
@@ -303,7 +363,7 @@ impl LazyRedis {
     /// Runs one command (or pipeline) within the timeout, connect included. After a dropped
     /// connection (Redis restarted) or an answer that the server is no longer the master (a
     /// failover) it is tried once more on a new connection, to the master of now.
-    pub async fn run<T, F>(&self, f: impl Fn(MultiplexedConnection) -> F) -> Result<T, String>
+    pub async fn run<T, F>(&self, f: impl Fn(Conn) -> F) -> Result<T, String>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
@@ -311,7 +371,7 @@ impl LazyRedis {
         let shared = &self.shared;
         let mut last = String::new();
         for _ in 0..2 {
-            let (number, conn) = match timeout_at(deadline, shared.connection()).await {
+            let (number, conn) = match timeout_at(deadline, shared.connection(self.timeout)).await {
                 Ok(open) => open?,
                 Err(_) => {
                     let why = "connecting to Redis timed out";
@@ -319,13 +379,19 @@ impl LazyRedis {
                     return Err(why.to_string());
                 }
             };
+            // A cluster's client keeps a connection per node and mends them itself: one
+            // silent node must not cost the others theirs (nor a new slot map per call).
+            let cluster = matches!(conn, Conn::Cluster(_));
             match timeout_at(deadline, f(conn)).await {
                 Err(_) => {
-                    shared.drop_connection(number);
+                    if !cluster {
+                        shared.drop_connection(number);
+                    }
                     return Err("Redis did not answer in time".to_string());
                 }
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if reconnect_after(&e) => {
+                // A node that timed out is the cluster client's to mend (see above).
+                Ok(Err(e)) if reconnect_after(&e) && !(cluster && e.is_timeout()) => {
                     shared.drop_connection(number);
                     last = format!("Redis: {e}");
                 }
@@ -352,7 +418,7 @@ impl Shared {
     }
 
     /// The open connection; an error while connects are held back; `None`: connect now.
-    fn open_connection(&self) -> Result<Option<(u64, MultiplexedConnection)>, String> {
+    fn open_connection(&self) -> Result<Option<(u64, Conn)>, String> {
         let state = self.state();
         if let Some(open) = &state.connection {
             return Ok(Some(open.clone()));
@@ -366,7 +432,7 @@ impl Shared {
     }
 
     /// The connection, opened on first use (and after one was dropped).
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), String> {
+    async fn connection(&self, timeout: Duration) -> Result<(u64, Conn), String> {
         if let Some(open) = self.open_connection()? {
             return Ok(open);
         }
@@ -376,7 +442,7 @@ impl Shared {
             return Ok(open);
         }
         let started = Instant::now();
-        match self.open().await {
+        match self.open(timeout).await {
             Ok(conn) => {
                 let mut state = self.state();
                 state.opened += 1;
@@ -420,8 +486,8 @@ impl Shared {
         }
     }
 
-    async fn open(&self) -> Result<MultiplexedConnection, String> {
-        match &self.target.place {
+    async fn open(&self, timeout: Duration) -> Result<Conn, String> {
+        let single = match &self.target.place {
             Place::Tcp { host, port } => self.open_node(host, *port, &self.login()).await,
             Place::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
@@ -434,7 +500,42 @@ impl Shared {
                 master,
                 password,
             } => self.open_master(nodes, master, password.clone()).await,
+            Place::Cluster { nodes } => return self.open_cluster(nodes, timeout).await,
+        };
+        single.map(Conn::Single)
+    }
+
+    /// The crate's cluster client through the seed nodes: it reads the slot map from the
+    /// first that answers and connects to each node as a command needs it.
+    async fn open_cluster(
+        &self,
+        nodes: &[(String, u16)],
+        timeout: Duration,
+    ) -> Result<Conn, String> {
+        if self.tls.is_some() {
+            return Err(CLUSTER_TLS.to_string());
         }
+        let seeds = nodes.iter().map(|(host, port)| ConnectionInfo {
+            addr: ConnectionAddr::Tcp(host.clone(), *port),
+            redis: self.login(),
+        });
+        // The client waits for every seed before it reads the slot map: half the budget
+        // for that, so one silent seed still leaves time for the call that connects.
+        let client = redis::cluster::ClusterClientBuilder::new(seeds)
+            .connection_timeout(timeout / 2)
+            .response_timeout(timeout)
+            // MOVED, ASK and TRYAGAIN (a slot mid-migration) are retried within the
+            // caller's own deadline, briefly apart.
+            .retries(8)
+            .min_retry_wait(5)
+            .max_retry_wait(200)
+            .build()
+            .map_err(|e| format!("Redis Cluster: {e}"))?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| format!("connecting to the Redis Cluster: {e}"))?;
+        Ok(Conn::Cluster(conn))
     }
 
     /// A TCP connection (TLS when the target says so) to `host:port`, logged in.
@@ -532,6 +633,46 @@ impl Shared {
     }
 }
 
+/// One connection to the target, whatever it is: what the stores send commands on.
+#[derive(Clone)]
+pub enum Conn {
+    /// A server, a Sentinel's master or a Unix socket.
+    Single(MultiplexedConnection),
+    /// Routed by key slot, following `MOVED` and `ASK`.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Whether `e` says the connection is gone or no longer to the master: a demoted master
 /// answers READONLY, and one cut off from its replicas (`min-replicas-to-write`) NOREPLICAS.
 fn reconnect_after(e: &redis::RedisError) -> bool {
@@ -607,6 +748,29 @@ mod tests {
             .unwrap()
             .tls
             .is_some());
+        let t =
+            RedisTarget::from_url("redis+cluster://u:p%40w@10.0.0.1:7000,[::1],n3:7002/").unwrap();
+        assert_eq!(
+            t.place,
+            Place::Cluster {
+                nodes: vec![
+                    ("10.0.0.1".into(), 7000),
+                    ("::1".into(), 6379),
+                    ("n3".into(), 7002)
+                ]
+            }
+        );
+        assert_eq!(
+            (
+                t.db,
+                t.username.as_deref(),
+                t.password.as_deref(),
+                t.tls.is_some()
+            ),
+            (0, Some("u"), Some("p@w"), false)
+        );
+        assert!(RedisTarget::from_url("valkey+cluster://n1:7000").is_ok());
+        assert!(RedisTarget::from_url("redis+cluster://n1:7000/0").is_ok());
     }
 
     #[test]
@@ -619,6 +783,16 @@ mod tests {
             ("redis+sentinel://s1:26379", "names its master"),
             ("redis+sentinel://s1:99999/m", "sentinel address"),
             ("redis+sentinel://s1/m/x", "database"),
+            ("redis+cluster://n1:7000/1", "database 0 only"),
+            (
+                "redis+cluster://n1:7000/?timeout=1",
+                "redis+cluster://host:7000",
+            ),
+            ("redis+cluster://n1:7000,n2:x/", "cluster node address"),
+            (
+                "rediss+cluster://n1:7000/",
+                "TLS to a Redis Cluster is not supported",
+            ),
         ] {
             let e = RedisTarget::from_url(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");

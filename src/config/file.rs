@@ -134,6 +134,7 @@ pub struct Redis {
     pub url_file: Option<S<String>>,
     pub sentinels: Option<S<Vec<S<String>>>>,
     pub master_name: Option<S<String>>,
+    pub cluster: Option<S<Vec<S<String>>>>,
     pub db: Option<S<i64>>,
     pub tls: Option<S<bool>>,
     pub username: Option<S<String>>,

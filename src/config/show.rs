@@ -46,10 +46,11 @@ const PLAIN_QUERY_PARAMS: [&str; 2] = ["db", "protocol"];
 /// every query value but the plain ones (`redis+unix:///s?pass=..`, `?password=`, API keys)
 /// and the fragment. One that does not parse is shown not at all.
 pub(super) fn redact_url(url: &str) -> String {
-    // A Sentinel URL names several hosts, which `url` does not parse: its userinfo goes.
+    // A Sentinel or cluster URL names several hosts, which `url` does not parse: its
+    // userinfo goes.
     if let Some((scheme, rest)) = url
         .split_once("://")
-        .filter(|(s, _)| s.ends_with("+sentinel"))
+        .filter(|(s, _)| s.ends_with("+sentinel") || s.ends_with("+cluster"))
     {
         let rest = match rest.split_once('/').unwrap_or((rest, "")) {
             (authority, path) if authority.contains('@') => {
@@ -92,7 +93,7 @@ pub(super) fn redact_url(url: &str) -> String {
 /// The parts of a URL that [`redact_url`] hides and that may be secrets (a user name is
 /// hidden in the URL, but as often as not it is also a cookie or client name).
 fn url_secrets(url: &str, found: &mut Vec<String>) {
-    if url.contains("+sentinel://") {
+    if url.contains("+sentinel://") || url.contains("+cluster://") {
         if let Ok(t) = crate::redis_conn::RedisTarget::from_url(url) {
             found.extend(t.password);
         }

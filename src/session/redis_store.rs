@@ -2,6 +2,13 @@
 //! indexes by (issuer, subject) and (issuer, IdP session id) as sets (so logout-everywhere is
 //! a set lookup, never a scan of the keyspace); any instance sharing the Redis sees every
 //! session.
+//!
+//! Cluster-safe: no script or pipeline names keys of two slots (a request knows only its
+//! cookie's id, so a session cannot share its user's slot). Writes that span keys are
+//! ordered instead of atomic: an index is written before its session and cleared after it,
+//! so a failure between the two leaves an index naming an ended session (skipped when read),
+//! never a live session no index ends. Multi-key reads and deletes (MGET, DEL) the cluster
+//! client splits by slot. docs/redis.md has the key layout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,19 +23,7 @@ pub struct RedisSessionStore {
     redis: LazyRedis,
     /// Index sets outlive every session they name.
     index_ttl: Duration,
-    /// [`UPDATE`], its digest computed once.
-    update: redis::Script,
 }
-
-/// Replaces a session only while it exists (SET XX) and moves its end in the live set, in
-/// one step: a logout on another instance is never undone by a request in flight here.
-const UPDATE: &str = r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-  return 1
-end
-return 0
-"#;
 
 /// Every live session's key, scored by when its TTL ends: `count` without a scan.
 const ACTIVE: &str = "gatehouse:active";
@@ -104,7 +99,6 @@ impl RedisSessionStore {
         Ok(RedisSessionStore {
             redis: LazyRedis::new(target, timeout)?,
             index_ttl: max_lifetime + Duration::from_secs(60),
-            update: redis::Script::new(UPDATE),
         })
     }
 
@@ -115,12 +109,15 @@ impl RedisSessionStore {
             .run(|mut c| {
                 let member = member.clone();
                 async move {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("DEL")
-                        .arg(format!("gatehouse:s:{member}"))
-                        .ignore();
-                    pipe.cmd("ZREM").arg(ACTIVE).arg(&member).ignore();
-                    pipe.query_async::<()>(&mut c).await
+                    redis::cmd("DEL")
+                        .arg(member_key(&member))
+                        .query_async::<()>(&mut c)
+                        .await?;
+                    redis::cmd("ZREM")
+                        .arg(ACTIVE)
+                        .arg(&member)
+                        .query_async::<()>(&mut c)
+                        .await
                 }
             })
             .await
@@ -152,11 +149,7 @@ impl RedisSessionStore {
             .redis
             .run(|mut c| {
                 let (index, legacy) = (index.clone(), legacy.clone());
-                async move {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("SMEMBERS").arg(index).cmd("SMEMBERS").arg(legacy);
-                    pipe.query_async(&mut c).await
-                }
+                async move { both_members(&mut c, &index, &legacy).await }
             })
             .await?;
         // A session without an issuer is this issuer's when its IdP is; one that is gone
@@ -195,22 +188,31 @@ impl RedisSessionStore {
                 let (keys, ended, members) = (keys.clone(), ended.clone(), members.clone());
                 let (index, legacy, unindexed) = (index.clone(), legacy.clone(), unindexed.clone());
                 async move {
-                    let mut pipe = redis::pipe();
-                    pipe.atomic();
+                    // Sessions first, their index entries after: see the module's note.
+                    let mut n = 0;
+                    if !keys.is_empty() {
+                        n = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
+                        redis::cmd("ZREM")
+                            .arg(ACTIVE)
+                            .arg(&ended)
+                            .query_async::<()>(&mut c)
+                            .await?;
+                    }
                     // Only what was read leaves the indexes: a session indexed meanwhile stays.
                     if !members.is_empty() {
-                        pipe.cmd("SREM").arg(&index).arg(&members).ignore();
+                        redis::cmd("SREM")
+                            .arg(&index)
+                            .arg(&members)
+                            .query_async::<()>(&mut c)
+                            .await?;
                     }
                     if !unindexed.is_empty() {
-                        pipe.cmd("SREM").arg(&legacy).arg(&unindexed).ignore();
+                        redis::cmd("SREM")
+                            .arg(&legacy)
+                            .arg(&unindexed)
+                            .query_async::<()>(&mut c)
+                            .await?;
                     }
-                    if keys.is_empty() {
-                        pipe.query_async::<()>(&mut c).await?;
-                        return Ok(0);
-                    }
-                    pipe.cmd("ZREM").arg(ACTIVE).arg(&ended).ignore();
-                    pipe.cmd("DEL").arg(&keys);
-                    let (n,): (usize,) = pipe.query_async(&mut c).await?;
                     Ok(n)
                 }
             })
@@ -232,11 +234,7 @@ impl RedisSessionStore {
             .redis
             .run(|mut c| {
                 let (index, legacy) = (index.clone(), legacy.clone());
-                async move {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("SMEMBERS").arg(index).cmd("SMEMBERS").arg(legacy);
-                    pipe.query_async(&mut c).await
-                }
+                async move { both_members(&mut c, &index, &legacy).await }
             })
             .await?;
         members.extend(legacy_members);
@@ -278,16 +276,32 @@ impl RedisSessionStore {
             .run(|mut c| {
                 let member = member.clone();
                 async move {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("DEL").arg(member_key(&member));
-                    pipe.cmd("ZREM").arg(ACTIVE).arg(&member).ignore();
-                    let (deleted,): (usize,) = pipe.query_async(&mut c).await?;
+                    let deleted: usize = redis::cmd("DEL")
+                        .arg(member_key(&member))
+                        .query_async(&mut c)
+                        .await?;
+                    redis::cmd("ZREM")
+                        .arg(ACTIVE)
+                        .arg(&member)
+                        .query_async::<()>(&mut c)
+                        .await?;
                     Ok(deleted == 1)
                 }
             })
             .await
             .map_err(StoreError::Unavailable)
     }
+}
+
+/// The members of an index and of its legacy twin: two keys, so two slots, so two commands.
+async fn both_members(
+    c: &mut impl redis::aio::ConnectionLike,
+    index: &str,
+    legacy: &str,
+) -> redis::RedisResult<(Vec<String>, Vec<String>)> {
+    let members = redis::cmd("SMEMBERS").arg(index).query_async(c).await?;
+    let legacy = redis::cmd("SMEMBERS").arg(legacy).query_async(c).await?;
+    Ok((members, legacy))
 }
 
 /// Whether the session is the one `name` names under `by`.
@@ -335,29 +349,28 @@ impl SessionStore for RedisSessionStore {
                 let (key, data, member) = (key.clone(), data.clone(), member.clone());
                 let (subject_index, sid_index) = (subject_index.clone(), sid_index.clone());
                 async move {
-                    let mut pipe = redis::pipe();
-                    pipe.atomic();
-                    pipe.cmd("SET")
+                    // The indexes before the session: see the module's note.
+                    for index in std::iter::once(&subject_index).chain(&sid_index) {
+                        // One key, so one slot: MULTI keeps the set from living without a TTL.
+                        let mut pipe = redis::pipe();
+                        pipe.atomic();
+                        pipe.cmd("SADD").arg(index).arg(&member).ignore();
+                        pipe.cmd("PEXPIRE").arg(index).arg(index_ms).ignore();
+                        pipe.query_async::<()>(&mut c).await?;
+                    }
+                    redis::cmd("SET")
                         .arg(&key)
                         .arg(data)
                         .arg("PX")
                         .arg(ttl_ms)
-                        .ignore();
-                    pipe.cmd("ZADD")
+                        .query_async::<()>(&mut c)
+                        .await?;
+                    redis::cmd("ZADD")
                         .arg(ACTIVE)
                         .arg(unix_ms() + ttl_ms)
                         .arg(&member)
-                        .ignore();
-                    pipe.cmd("SADD").arg(&subject_index).arg(&member).ignore();
-                    pipe.cmd("PEXPIRE")
-                        .arg(&subject_index)
-                        .arg(index_ms)
-                        .ignore();
-                    if let Some(sid_index) = &sid_index {
-                        pipe.cmd("SADD").arg(sid_index).arg(&member).ignore();
-                        pipe.cmd("PEXPIRE").arg(sid_index).arg(index_ms).ignore();
-                    }
-                    pipe.query_async::<()>(&mut c).await
+                        .query_async::<()>(&mut c)
+                        .await
                 }
             })
             .await
@@ -378,17 +391,28 @@ impl SessionStore for RedisSessionStore {
             .run(|mut c| {
                 let (key, data, member) = (key.clone(), data.clone(), member.clone());
                 async move {
-                    let replaced: i64 = self
-                        .update
-                        .key(&key)
-                        .key(ACTIVE)
+                    // Only while it exists (XX): a logout on another instance is never undone
+                    // by a request in flight here.
+                    let replaced: Option<String> = redis::cmd("SET")
+                        .arg(&key)
                         .arg(data)
+                        .arg("PX")
                         .arg(ttl_ms)
+                        .arg("XX")
+                        .query_async(&mut c)
+                        .await?;
+                    if replaced.is_none() {
+                        return Ok(false);
+                    }
+                    // XX again: a logout between the two commands (its ZREM) stays done.
+                    redis::cmd("ZADD")
+                        .arg(ACTIVE)
+                        .arg("XX")
                         .arg(unix_ms() + ttl_ms)
                         .arg(&member)
-                        .invoke_async(&mut c)
+                        .query_async::<()>(&mut c)
                         .await?;
-                    Ok(replaced == 1)
+                    Ok(true)
                 }
             })
             .await

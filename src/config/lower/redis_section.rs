@@ -4,7 +4,9 @@
 use std::ops::Range;
 
 use super::*;
-use crate::redis_conn::{sentinel_address, tls_connector, Place, RedisTarget, TlsMaterial};
+use crate::redis_conn::{
+    cluster_address, sentinel_address, tls_connector, Place, RedisTarget, TlsMaterial, CLUSTER_TLS,
+};
 
 /// `[redis]` lowered: its own target, and what a store's `redis_url` takes from it.
 #[derive(Default)]
@@ -42,6 +44,16 @@ impl Lowerer<'_> {
             ),
         };
         let target = match (url, &c.sentinels) {
+            (url, sentinels) if c.cluster.is_some() && (url.is_some() || sentinels.is_some()) => {
+                let at = c.cluster.as_ref().map_or(r.span(), S::span);
+                self.r
+                    .error(at, "[redis] takes one of url, sentinels or cluster");
+                None
+            }
+            (None, None) if c.cluster.is_some() => c
+                .cluster
+                .as_ref()
+                .and_then(|list| self.cluster_table(c, list)),
             (Some(_), Some(s)) => {
                 self.r
                     .error(s.span(), "[redis] takes url or sentinels, not both");
@@ -50,7 +62,7 @@ impl Lowerer<'_> {
             (None, None) => {
                 self.r.error(
                     r.span(),
-                    "[redis] needs url (or url_file), or sentinels with master_name",
+                    "[redis] needs url (or url_file), sentinels with master_name, or cluster",
                 );
                 None
             }
@@ -155,6 +167,55 @@ impl Lowerer<'_> {
         })
     }
 
+    /// `cluster = ["host:port", ...]`: the seed nodes of a Redis Cluster (database 0, no TLS).
+    fn cluster_table(&mut self, c: &file::Redis, list: &S<Vec<S<String>>>) -> Option<RedisTarget> {
+        let mut nodes = Vec::new();
+        for s in list.get_ref() {
+            let text = self.string(s)?;
+            match cluster_address(&text) {
+                Ok(a) => nodes.push(a),
+                Err(e) => self.r.error(s.span(), e),
+            }
+        }
+        if nodes.is_empty() {
+            self.r
+                .error(list.span(), "cluster lists at least one host:port");
+            return None;
+        }
+        let mut ok = true;
+        if let Some(m) = &c.master_name {
+            self.r.error(
+                m.span(),
+                "[redis] master_name goes with sentinels, not cluster",
+            );
+            ok = false;
+        }
+        if let Some(db) = c.db.as_ref().filter(|d| *d.get_ref() != 0) {
+            self.r
+                .error(db.span(), "a Redis Cluster has database 0 only");
+            ok = false;
+        }
+        if let Some(tls) = c.tls.as_ref().filter(|t| *t.get_ref()) {
+            self.r.error(tls.span(), CLUSTER_TLS);
+            ok = false;
+        }
+        let hosts: Vec<String> = nodes
+            .iter()
+            .map(|(h, p)| match h.contains(':') {
+                true => format!("[{h}]:{p}"),
+                false => format!("{h}:{p}"),
+            })
+            .collect();
+        ok.then(|| RedisTarget {
+            url: format!("redis+cluster://{}/", hosts.join(",")),
+            place: Place::Cluster { nodes },
+            tls: None,
+            db: 0,
+            username: None,
+            password: None,
+        })
+    }
+
     /// `ca_file`, `cert_file` and `key_file` as read now; `None` when none is set.
     fn tls_files(&mut self, c: &file::Redis) -> Option<(TlsMaterial, Range<usize>)> {
         let mut read = |v: &Option<S<String>>, what: &str| -> Option<Vec<u8>> {
@@ -191,6 +252,10 @@ impl Lowerer<'_> {
             match &mut t.tls {
                 Some(tls) => *tls = material.clone(),
                 None if !own => {}
+                None if matches!(t.place, Place::Cluster { .. }) => {
+                    self.r.error(span.clone(), CLUSTER_TLS);
+                    ok = false;
+                }
                 None => {
                     self.r.error(
                         span.clone(),
@@ -303,6 +368,30 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_table_is_both_stores_redis() {
+        let c = load(
+            "cluster = [\"10.0.0.1:7000\", \"[::1]:7001\", \"n3\"]\nusername = \"gatehouse\"\npassword = \"pw-s3cret\"",
+            "",
+        )
+        .unwrap();
+        let StoreKind::Redis(t) = &c.session.store else {
+            panic!("{:?}", c.session.store)
+        };
+        assert_eq!(c.rate_limit_store.kind, c.session.store);
+        assert_eq!(t.url, "redis+cluster://10.0.0.1:7000,[::1]:7001,n3:6379/");
+        assert!(matches!(&t.place, Place::Cluster { nodes } if nodes.len() == 3));
+        assert_eq!(
+            (t.username.as_deref(), t.password.as_deref()),
+            (Some("gatehouse"), Some("pw-s3cret"))
+        );
+        let shown = c.redacted_json().to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let c = load("url = \"redis+cluster://u:pw-s3cret@n1:7000,n2:7000/\"", "");
+        let shown = c.unwrap().redacted_json().to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
     fn a_stores_own_url_wins_and_takes_the_tls_files_of_redis() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
@@ -367,6 +456,31 @@ mod tests {
                 "sentinels = [\"s:0x\"]\nmaster_name = \"m\"",
                 "",
                 "gateway.toml:9:14: sentinel address \"s:0x\"",
+            ),
+            (
+                "cluster = [\"n1:7000\"]\ndb = 1",
+                "",
+                "gateway.toml:10:6: a Redis Cluster has database 0 only",
+            ),
+            (
+                "cluster = [\"n1:7000\"]\ntls = true",
+                "",
+                "gateway.toml:10:7: TLS to a Redis Cluster is not supported",
+            ),
+            (
+                "cluster = [\"n1:7000\"]\nca_file = \"/etc/hostname\"",
+                "",
+                "TLS to a Redis Cluster is not supported",
+            ),
+            (
+                "cluster = [\"n1:7000\"]\nsentinels = [\"s:26379\"]",
+                "",
+                "gateway.toml:9:11: [redis] takes one of url, sentinels or cluster",
+            ),
+            (
+                "cluster = []",
+                "",
+                "gateway.toml:9:11: cluster lists at least one host:port",
             ),
             (
                 "url = \"redis://h\"",
