@@ -102,6 +102,7 @@ pub struct Idp {
     pub post_logout_redirect_uri: Option<S<String>>,
     pub userinfo: Option<S<String>>,
     pub userinfo_on_error: Option<S<String>>,
+    pub par: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

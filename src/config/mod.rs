@@ -138,6 +138,9 @@ pub struct IdpConfig {
     pub qualify_subject: bool,
     pub userinfo: Userinfo,
     pub userinfo_on_error: UserinfoOnError,
+    /// RFC 9126: authorization requests pushed to the provider first (also when its
+    /// discovery says it requires them).
+    pub par: bool,
 }
 
 /// When a login asks the IdP's userinfo endpoint for claims (OIDC Core §5.3).

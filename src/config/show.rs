@@ -296,6 +296,7 @@ impl Config {
                     Userinfo::Always => "always",
                     Userinfo::Never => "never",
                 },
+                "par": i.par,
                 "userinfo_on_error": match i.userinfo_on_error {
                     UserinfoOnError::Fail => "fail",
                     UserinfoOnError::Continue => "continue",

@@ -59,15 +59,18 @@ impl Login {
             .put_once(&format!("login:{}", sha256_hex(&state)), &json, LOGIN_TTL)
             .await
             .map_err(|e| self.store_failure(idp, e))?;
-        let url = provider.authorization_url(
-            &metadata,
-            &self.redirect_uri,
-            &state,
-            &nonce,
-            &verifier,
-            &acr_values,
-            max_age,
-        );
+        let url = provider
+            .authorization_request(
+                &metadata,
+                &self.redirect_uri,
+                &state,
+                &nonce,
+                &verifier,
+                &acr_values,
+                max_age,
+            )
+            .await
+            .map_err(|e| LoginFailure::new(idp, e.label, 502, e.detail))?;
         Ok((url, set_cookie))
     }
 

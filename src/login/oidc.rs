@@ -28,6 +28,8 @@ pub struct Metadata {
     pub token_endpoint: String,
     pub end_session_endpoint: Option<String>,
     pub userinfo_endpoint: Option<String>,
+    /// RFC 9126: where authorization requests are pushed, when they are.
+    pub par_endpoint: Option<String>,
     /// RFC 9207: the provider puts `iss` in authorization responses.
     pub iss_parameter_supported: bool,
 }
@@ -144,6 +146,26 @@ impl Provider {
             }
             None => None,
         };
+        // RFC 9126: pushed when the config says so or the provider requires it.
+        let par_required = doc
+            .get("require_pushed_authorization_requests")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let par_endpoint = if self.config.par || par_required {
+            if text("pushed_authorization_request_endpoint").is_none() {
+                return Err(format!(
+                    "discovery at {url} has no pushed_authorization_request_endpoint, and {}",
+                    if par_required {
+                        "it requires pushed authorization requests".to_string()
+                    } else {
+                        format!("idp {:?} says par = true", self.config.name)
+                    }
+                ));
+            }
+            Some(endpoint("pushed_authorization_request_endpoint")?)
+        } else {
+            None
+        };
         if let Some(methods) = doc
             .get("code_challenge_methods_supported")
             .and_then(Value::as_array)
@@ -160,6 +182,7 @@ impl Provider {
             token_endpoint,
             end_session_endpoint,
             userinfo_endpoint,
+            par_endpoint,
             iss_parameter_supported: doc
                 .get("authorization_response_iss_parameter_supported")
                 .and_then(Value::as_bool)
@@ -212,7 +235,13 @@ impl Provider {
 
     /// The authorization request URL (code flow, PKCE S256, state, nonce).
     #[allow(clippy::too_many_arguments)]
-    pub fn authorization_url(
+    /// Where to send the browser to log in: the authorization endpoint with the request's
+    /// parameters (PKCE S256, `state`, `nonce`, the route's `acr_values` and `max_age`, the
+    /// IdP's extra parameters), or, with pushed authorization requests (RFC 9126), with only
+    /// `client_id` and the `request_uri` the provider gave for the parameters pushed to it
+    /// (authenticated as at the token endpoint).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn authorization_request(
         &self,
         metadata: &Metadata,
         redirect_uri: &str,
@@ -221,33 +250,112 @@ impl Provider {
         code_verifier: &str,
         acr_values: &[String],
         max_age: Option<Duration>,
-    ) -> String {
+    ) -> Result<String, TokenError> {
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes()));
-        let mut url = match url::Url::parse(&metadata.authorization_endpoint) {
-            Ok(u) => u,
-            Err(_) => return metadata.authorization_endpoint.clone(),
-        };
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", &self.config.client_id)
-                .append_pair("redirect_uri", redirect_uri)
-                .append_pair("scope", &self.config.scopes.join(" "))
-                .append_pair("state", state)
-                .append_pair("nonce", nonce)
-                .append_pair("code_challenge", &challenge)
-                .append_pair("code_challenge_method", "S256");
-            if !acr_values.is_empty() {
-                q.append_pair("acr_values", &acr_values.join(" "));
-            }
-            if let Some(age) = max_age {
-                q.append_pair("max_age", &age.as_secs().to_string());
-            }
-            for (k, v) in &self.config.extra_auth_params {
-                q.append_pair(k, v);
-            }
+        let scope = self.config.scopes.join(" ");
+        let acr = acr_values.join(" ");
+        let age = max_age.map(|a| a.as_secs().to_string());
+        let mut params: Vec<(&str, &str)> = vec![
+            ("response_type", "code"),
+            ("client_id", &self.config.client_id),
+            ("redirect_uri", redirect_uri),
+            ("scope", &scope),
+            ("state", state),
+            ("nonce", nonce),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ];
+        if !acr_values.is_empty() {
+            params.push(("acr_values", &acr));
         }
-        url.to_string()
+        if let Some(age) = &age {
+            params.push(("max_age", age));
+        }
+        for (k, v) in &self.config.extra_auth_params {
+            params.push((k, v));
+        }
+        let request_uri;
+        if let Some(endpoint) = &metadata.par_endpoint {
+            request_uri = self.push_authorization_request(endpoint, &params).await?;
+            params = vec![
+                ("client_id", &self.config.client_id),
+                ("request_uri", &request_uri),
+            ];
+        }
+        let mut url =
+            url::Url::parse(&metadata.authorization_endpoint).map_err(|_| TokenError {
+                label: "idp_unavailable",
+                detail: "authorization_endpoint is not a URL".to_string(),
+            })?;
+        url.query_pairs_mut().extend_pairs(params);
+        Ok(url.to_string())
+    }
+
+    /// RFC 9126 §2: the parameters pushed, the `request_uri` that stands for them.
+    async fn push_authorization_request(
+        &self,
+        endpoint: &str,
+        params: &[(&str, &str)],
+    ) -> Result<String, TokenError> {
+        let failed = |detail: String| TokenError {
+            label: "par_failed",
+            detail,
+        };
+        let (request, mut form) = self.client_authenticated(self.client.post(endpoint), params);
+        // client_id is a parameter of the request pushed, whatever authenticates the client.
+        if !form.iter().any(|(k, _)| *k == "client_id") {
+            form.push(("client_id", &self.config.client_id));
+        }
+        let response = request
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| failed(fetch::without_url(&e)))?;
+        let status = response.status();
+        let body = read_body(response).await.map_err(failed)?;
+        let json: Map<String, Value> = serde_json::from_slice(&body)
+            .map_err(|_| failed(format!("PAR endpoint answered {status} without JSON")))?;
+        if status != http::StatusCode::CREATED && status != http::StatusCode::OK {
+            let error = json.get("error").and_then(Value::as_str).unwrap_or("?");
+            return Err(failed(format!(
+                "PAR endpoint answered {status}: error={error:?}"
+            )));
+        }
+        json.get("request_uri")
+            .and_then(Value::as_str)
+            .filter(|u| !u.is_empty() && u.len() <= 2048)
+            .map(str::to_string)
+            .ok_or_else(|| failed("PAR answer without a request_uri".to_string()))
+    }
+
+    /// A request to the token or PAR endpoint, authenticated as `client_auth` says: Basic
+    /// credentials on the request, or `client_id` (and the secret) in the form.
+    fn client_authenticated<'a>(
+        &'a self,
+        mut request: reqwest::RequestBuilder,
+        params: &[(&'a str, &'a str)],
+    ) -> (reqwest::RequestBuilder, Vec<(&'a str, &'a str)>) {
+        let mut form: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| *k != "client_id")
+            .copied()
+            .collect();
+        match (&self.config.client_auth, &self.config.client_secret) {
+            (ClientAuth::Basic, Some(secret)) => {
+                // RFC 6749 §2.3.1: both parts form-encoded before the Basic encoding.
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                request = request.basic_auth(enc(&self.config.client_id), Some(enc(secret)));
+            }
+            (ClientAuth::Post, Some(secret)) => {
+                form.push(("client_id", &self.config.client_id));
+                form.push(("client_secret", secret));
+            }
+            _ => form.push(("client_id", &self.config.client_id)),
+        }
+        (request, form)
     }
 
     /// Exchanges an authorization code (with the PKCE verifier).
@@ -290,22 +398,8 @@ impl Provider {
         metadata: &Metadata,
         params: &[(&str, &str)],
     ) -> Result<Tokens, TokenError> {
-        let mut form: Vec<(&str, &str)> = params.to_vec();
-        let mut request = self.client.post(&metadata.token_endpoint);
-        match (&self.config.client_auth, &self.config.client_secret) {
-            (ClientAuth::Basic, Some(secret)) => {
-                // RFC 6749 §2.3.1: both parts form-encoded before the Basic encoding.
-                let enc = |s: &str| {
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                };
-                request = request.basic_auth(enc(&self.config.client_id), Some(enc(secret)));
-            }
-            (ClientAuth::Post, Some(secret)) => {
-                form.push(("client_id", &self.config.client_id));
-                form.push(("client_secret", secret));
-            }
-            _ => form.push(("client_id", &self.config.client_id)),
-        }
+        let (request, form) =
+            self.client_authenticated(self.client.post(&metadata.token_endpoint), params);
         let response = request
             .header(http::header::ACCEPT, "application/json")
             .form(&form)

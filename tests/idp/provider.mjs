@@ -7,7 +7,8 @@
 //              "resources": { "<resource indicator>": { "scope": "...", "audience": "...", "accessTokenTTL": s } },
 //              "accessTokenTTL": s, "idTokenTTL": s, "refreshTokenTTL": s,
 //              "extraClaims": { "<account id>": { ...claims } },   (a null claim is left out)
-//              "conformIdTokenClaims": true }   (scope claims only from userinfo)
+//              "conformIdTokenClaims": true,   (scope claims only from userinfo)
+//              "requirePar": true }   (pushed authorization requests required)
 // Prints `READY http://127.0.0.1:PORT` once it listens.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -78,6 +79,8 @@ const provider = new Provider(issuer, {
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: true },
+    // RFC 9126; "requirePar": true makes every client push (and discovery say so).
+    pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: config.requirePar ?? false },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => undefined,

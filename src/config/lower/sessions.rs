@@ -378,6 +378,7 @@ impl Lowerer<'_> {
                 qualify_subject: false,
                 userinfo,
                 userinfo_on_error,
+                par: c.par.as_ref().is_some_and(|p| *p.get_ref()),
             });
         }
         out
