@@ -271,6 +271,35 @@ pub fn sign_es256(key: &EcKey<openssl::pkey::Private>, signing_input: &[u8]) -> 
     Some(URL_SAFE_NO_PAD.encode(raw))
 }
 
+/// Signs `signing_input` as `alg` (RS256, PS256 with a salt as long as the digest, or
+/// ES256), base64url; `None` for another algorithm or a key of another family.
+pub fn sign(
+    key: &PKey<openssl::pkey::Private>,
+    alg: Algorithm,
+    signing_input: &[u8],
+) -> Option<String> {
+    let signature = match alg {
+        Algorithm::ES256 => return sign_es256(&key.ec_key().ok()?, signing_input),
+        Algorithm::RS256 | Algorithm::PS256 => {
+            key.rsa().ok()?;
+            let mut signer =
+                openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).ok()?;
+            if alg == Algorithm::PS256 {
+                signer.set_rsa_padding(Padding::PKCS1_PSS).ok()?;
+                signer
+                    .set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
+                    .ok()?;
+                signer
+                    .set_rsa_mgf1_md(openssl::hash::MessageDigest::sha256())
+                    .ok()?;
+            }
+            signer.sign_oneshot_to_vec(signing_input).ok()?
+        }
+        _ => return None,
+    };
+    Some(URL_SAFE_NO_PAD.encode(signature))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +321,30 @@ mod tests {
             serde_json::json!({"kty": "RSA", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())}),
         );
         (PKey::from_rsa(rsa).unwrap(), public)
+    }
+
+    #[test]
+    fn what_sign_makes_verifies_and_a_changed_bit_does_not() {
+        let (rsa, rsa_jwk) = rsa_pair(2048);
+        let (ec, ec_jwk) = ec_pair(Nid::X9_62_PRIME256V1, "P-256", 32);
+        let ec = PKey::from_ec_key(ec).unwrap();
+        let input = b"eyJhbGciOiJQUzI1NiJ9.eyJzdWIiOiJnaCJ9";
+        for (key, public, alg) in [
+            (&rsa, &rsa_jwk, Algorithm::RS256),
+            (&rsa, &rsa_jwk, Algorithm::PS256),
+            (&ec, &ec_jwk, Algorithm::ES256),
+        ] {
+            let public = PublicKey::from_jwk(public).unwrap();
+            let signature = sign(key, alg, input).unwrap();
+            assert!(public.verify(alg, input, &signature), "{alg:?}");
+            let mut changed = input.to_vec();
+            changed[10] ^= 1;
+            assert!(!public.verify(alg, &changed, &signature), "{alg:?}");
+        }
+        // A key of the other family, or an algorithm it does not sign, signs nothing.
+        assert!(sign(&rsa, Algorithm::ES256, input).is_none());
+        assert!(sign(&ec, Algorithm::RS256, input).is_none());
+        assert!(sign(&rsa, Algorithm::HS256, input).is_none());
     }
 
     fn ec_pair(nid: Nid, crv: &str, size: i32) -> (EcKey<Private>, Jwk) {

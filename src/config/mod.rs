@@ -118,6 +118,28 @@ pub enum ClientAuth {
     Post,
     /// A public client: PKCE only.
     None,
+    /// `private_key_jwt` (RFC 7523): a short-lived JWT signed with [`IdpConfig::client_key`].
+    PrivateKeyJwt,
+}
+
+/// The key a client signs its `private_key_jwt` assertions with.
+#[derive(Clone, PartialEq)]
+pub struct ClientKey {
+    pub path: PathBuf,
+    /// The PEM as read at load (a parsed key is no `PartialEq`; the provider parses it).
+    pub pem: Vec<u8>,
+    pub alg: jsonwebtoken::Algorithm,
+    pub kid: Option<String>,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("path", &self.path)
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One `[[idp]]`: an OpenID provider for browser login.
@@ -128,6 +150,8 @@ pub struct IdpConfig {
     pub client_id: String,
     pub client_secret: Option<String>,
     pub client_auth: ClientAuth,
+    /// With [`ClientAuth::PrivateKeyJwt`].
+    pub client_key: Option<ClientKey>,
     pub scopes: Vec<String>,
     pub claims: ClaimNames,
     pub extra_auth_params: Vec<(String, String)>,

@@ -4,6 +4,7 @@
 //! bearer issuers' own ([`KeyStore`]): cached keys, one rate-limited refetch for an unknown
 //! `kid`, the last good keys kept through an IdP outage, an algorithm allowlist.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,8 @@ pub struct Provider {
     keys: BearerAuth,
     client: reqwest::Client,
     discovering: tokio::sync::Mutex<Option<Instant>>,
+    /// The `private_key_jwt` key, parsed from the config's PEM.
+    client_key: Option<openssl::pkey::PKey<openssl::pkey::Private>>,
 }
 
 /// What a valid back-channel logout token says.
@@ -91,7 +94,12 @@ impl Provider {
             unknown_kid_refetch_interval: Duration::from_secs(10),
             qualify_subject: config.qualify_subject,
         };
+        let client_key = config
+            .client_key
+            .as_ref()
+            .and_then(|k| openssl::pkey::PKey::private_key_from_pem(&k.pem).ok());
         Provider {
+            client_key,
             keys: BearerAuth::without_keys(vec![bearer_config], metrics),
             config,
             metadata: ArcSwapOption::empty(),
@@ -301,10 +309,12 @@ impl Provider {
             label: "par_failed",
             detail,
         };
-        let (request, mut form) = self.client_authenticated(self.client.post(endpoint), params);
+        // RFC 9126 §2: the issuer is an audience every PAR endpoint accepts.
+        let (request, mut form) =
+            self.client_authenticated(self.client.post(endpoint), params, &self.config.issuer)?;
         // client_id is a parameter of the request pushed, whatever authenticates the client.
         if !form.iter().any(|(k, _)| *k == "client_id") {
-            form.push(("client_id", &self.config.client_id));
+            form.push(("client_id", Cow::Borrowed(self.config.client_id.as_str())));
         }
         let response = request
             .header(http::header::ACCEPT, "application/json")
@@ -330,17 +340,20 @@ impl Provider {
     }
 
     /// A request to the token or PAR endpoint, authenticated as `client_auth` says: Basic
-    /// credentials on the request, or `client_id` (and the secret) in the form.
+    /// credentials on the request, `client_id` and the secret in the form, or a
+    /// `private_key_jwt` assertion for `audience` (RFC 7523).
     fn client_authenticated<'a>(
         &'a self,
         mut request: reqwest::RequestBuilder,
         params: &[(&'a str, &'a str)],
-    ) -> (reqwest::RequestBuilder, Vec<(&'a str, &'a str)>) {
-        let mut form: Vec<(&str, &str)> = params
+        audience: &str,
+    ) -> Result<(reqwest::RequestBuilder, Form<'a>), TokenError> {
+        let mut form: Vec<(&str, Cow<str>)> = params
             .iter()
             .filter(|(k, _)| *k != "client_id")
-            .copied()
+            .map(|&(k, v)| (k, Cow::Borrowed(v)))
             .collect();
+        let client_id = Cow::Borrowed(self.config.client_id.as_str());
         match (&self.config.client_auth, &self.config.client_secret) {
             (ClientAuth::Basic, Some(secret)) => {
                 // RFC 6749 §2.3.1: both parts form-encoded before the Basic encoding.
@@ -350,12 +363,53 @@ impl Provider {
                 request = request.basic_auth(enc(&self.config.client_id), Some(enc(secret)));
             }
             (ClientAuth::Post, Some(secret)) => {
-                form.push(("client_id", &self.config.client_id));
-                form.push(("client_secret", secret));
+                form.push(("client_id", client_id));
+                form.push(("client_secret", Cow::Borrowed(secret)));
             }
-            _ => form.push(("client_id", &self.config.client_id)),
+            (ClientAuth::PrivateKeyJwt, _) => {
+                let assertion = self.client_assertion(audience).ok_or_else(|| TokenError {
+                    label: "client_assertion_failed",
+                    detail: "cannot sign the private_key_jwt assertion".to_string(),
+                })?;
+                form.push(("client_id", client_id));
+                form.push((
+                    "client_assertion_type",
+                    Cow::Borrowed("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ));
+                form.push(("client_assertion", Cow::Owned(assertion)));
+            }
+            _ => form.push(("client_id", client_id)),
         }
-        (request, form)
+        Ok((request, form))
+    }
+
+    /// RFC 7523 §3: `iss` and `sub` the client, `aud` who will read it, a fresh `jti`, a
+    /// one-minute `exp`; signed with the configured key.
+    fn client_assertion(&self, audience: &str) -> Option<String> {
+        let key = self.client_key.as_ref()?;
+        let config = self.config.client_key.as_ref()?;
+        let now = unix_now();
+        let mut jti = [0u8; 16];
+        openssl::rand::rand_bytes(&mut jti).ok()?;
+        let mut header = serde_json::json!({"alg": format!("{:?}", config.alg), "typ": "JWT"});
+        if let Some(kid) = &config.kid {
+            header["kid"] = Value::from(kid.as_str());
+        }
+        let claims = serde_json::json!({
+            "iss": self.config.client_id,
+            "sub": self.config.client_id,
+            "aud": audience,
+            "jti": URL_SAFE_NO_PAD.encode(jti),
+            "iat": now,
+            "exp": now + 60,
+        });
+        let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims.to_string(), &mut token);
+        let signature = crate::authn::signature::sign(key, config.alg, token.as_bytes())?;
+        token.push('.');
+        token.push_str(&signature);
+        Some(token)
     }
 
     /// Exchanges an authorization code (with the PKCE verifier).
@@ -398,8 +452,11 @@ impl Provider {
         metadata: &Metadata,
         params: &[(&str, &str)],
     ) -> Result<Tokens, TokenError> {
-        let (request, form) =
-            self.client_authenticated(self.client.post(&metadata.token_endpoint), params);
+        let (request, form) = self.client_authenticated(
+            self.client.post(&metadata.token_endpoint),
+            params,
+            &metadata.token_endpoint,
+        )?;
         let response = request
             .header(http::header::ACCEPT, "application/json")
             .form(&form)
@@ -634,6 +691,9 @@ impl Provider {
         })
     }
 }
+
+/// A form for the token or PAR endpoint: borrowed parameters, and a signed assertion.
+type Form<'a> = Vec<(&'a str, Cow<'a, str>)>;
 
 /// The most of a userinfo answer read: a user's claims with a few hundred groups fit.
 pub const USERINFO_MAX: usize = 64 * 1024;

@@ -217,6 +217,14 @@ impl Lowerer<'_> {
                     ("client_secret_basic", Some(_)) => ClientAuth::Basic,
                     ("client_secret_post", Some(_)) => ClientAuth::Post,
                     ("none", None) => ClientAuth::None,
+                    ("private_key_jwt", None) => ClientAuth::PrivateKeyJwt,
+                    ("private_key_jwt", Some(_)) => {
+                        self.r.error(
+                            v.span(),
+                            "client_auth \"private_key_jwt\" signs with client_key_file; remove client_secret",
+                        );
+                        ClientAuth::PrivateKeyJwt
+                    }
                     ("client_secret_basic" | "client_secret_post", None) => {
                         self.r
                             .error(v.span(), "this client_auth needs client_secret");
@@ -232,12 +240,13 @@ impl Lowerer<'_> {
                     (other, _) => {
                         self.r.error(
                             v.span(),
-                            format!("client_auth must be \"client_secret_basic\", \"client_secret_post\" or \"none\", not {other:?}"),
+                            format!("client_auth must be \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\" or \"none\", not {other:?}"),
                         );
                         ClientAuth::None
                     }
                 },
             };
+            let client_key = self.client_key(c, client_auth);
             let scopes: Vec<String> = match &c.scopes {
                 None => ["openid", "profile", "email"].map(String::from).to_vec(),
                 Some(list) => {
@@ -369,6 +378,7 @@ impl Lowerer<'_> {
                 client_id,
                 client_secret,
                 client_auth,
+                client_key,
                 scopes,
                 claims,
                 extra_auth_params,
@@ -382,5 +392,95 @@ impl Lowerer<'_> {
             });
         }
         out
+    }
+    /// The `private_key_jwt` signing key: a PEM RSA (2048 bits or more) or P-256 private key,
+    /// signing with `client_key_alg` (RS256 or PS256 for RSA, ES256 for P-256; by default
+    /// RS256 or ES256).
+    fn client_key(&mut self, c: &file::Idp, auth: ClientAuth) -> Option<ClientKey> {
+        use jsonwebtoken::Algorithm;
+        let Some(file) = c.client_key_file.as_ref() else {
+            if auth == ClientAuth::PrivateKeyJwt {
+                if let Some(v) = &c.client_auth {
+                    self.r.error(
+                        v.span(),
+                        "client_auth \"private_key_jwt\" needs client_key_file (a PEM private key)",
+                    );
+                }
+            }
+            for v in [&c.client_key_id, &c.client_key_alg].into_iter().flatten() {
+                self.r.error(
+                    v.span(),
+                    "this needs client_key_file and client_auth = \"private_key_jwt\"",
+                );
+            }
+            return None;
+        };
+        if auth != ClientAuth::PrivateKeyJwt {
+            self.r.error(
+                file.span(),
+                "client_key_file is for client_auth = \"private_key_jwt\"",
+            );
+            return None;
+        }
+        let path = self.readable_file(file, "client key")?;
+        let pem = std::fs::read(&path).unwrap_or_default();
+        let key = match pingora::tls::pkey::PKey::private_key_from_pem(&pem) {
+            Ok(key) => key,
+            Err(_) => {
+                self.r.error(
+                    file.span(),
+                    format!("client key {} is not a PEM private key", path.display()),
+                );
+                return None;
+            }
+        };
+        let rsa = key.rsa().ok().filter(|r| r.size() >= 256);
+        let p256 = key.ec_key().ok().and_then(|e| e.group().curve_name())
+            == Some(pingora::tls::nid::Nid::X9_62_PRIME256V1);
+        let allowed: &[Algorithm] = if rsa.is_some() {
+            &[Algorithm::RS256, Algorithm::PS256]
+        } else if p256 {
+            &[Algorithm::ES256]
+        } else {
+            self.r.error(
+                file.span(),
+                format!(
+                    "client key {} must be an RSA key of 2048 bits or more, or a P-256 key",
+                    path.display()
+                ),
+            );
+            return None;
+        };
+        let alg = match &c.client_key_alg {
+            None => allowed[0],
+            Some(v) => match v.get_ref().as_str() {
+                "RS256" => Algorithm::RS256,
+                "PS256" => Algorithm::PS256,
+                "ES256" => Algorithm::ES256,
+                other => {
+                    self.r.error(
+                        v.span(),
+                        format!("client_key_alg must be \"RS256\", \"PS256\" or \"ES256\", not {other:?}"),
+                    );
+                    return None;
+                }
+            },
+        };
+        if !allowed.contains(&alg) {
+            if let Some(v) = &c.client_key_alg {
+                self.r.error(
+                    v.span(),
+                    format!("{alg:?} does not fit the key in {}", path.display()),
+                );
+            }
+            return None;
+        }
+        let kid = c.client_key_id.as_ref().and_then(|v| self.string(v));
+        Some(ClientKey {
+            path,
+            pem,
+            alg,
+            kid,
+        })
     }
 }
