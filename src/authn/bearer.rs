@@ -130,10 +130,24 @@ impl BearerAuth {
 
     /// The issuers with empty key stores (keys come from `refresh` or `install`).
     pub fn without_keys(configs: Vec<BearerConfig>, metrics: Arc<Metrics>) -> Self {
-        let issuers: Vec<Arc<KeyStore>> = configs
+        let issuers = configs
             .into_iter()
             .map(|c| Arc::new(KeyStore::new(c, metrics.clone())))
             .collect();
+        BearerAuth::with_stores(issuers, metrics)
+    }
+
+    /// One issuer whose keys are fetched through `client` (an IdP's own TLS settings).
+    pub fn one_issuer(
+        config: BearerConfig,
+        metrics: Arc<Metrics>,
+        client: reqwest::Client,
+    ) -> Self {
+        let store = Arc::new(KeyStore::with_client(config, metrics.clone(), client));
+        BearerAuth::with_stores(vec![store], metrics)
+    }
+
+    fn with_stores(issuers: Vec<Arc<KeyStore>>, metrics: Arc<Metrics>) -> Self {
         let introspector = Introspector::new(&issuers);
         BearerAuth {
             cache: super::token_cache::TokenCache::new(CACHE_BYTES),

@@ -7,14 +7,31 @@ use serde_json::Value;
 const MAX_BODY: usize = 1024 * 1024;
 
 pub fn client() -> reqwest::Client {
+    builder().build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// [`client`] for one IdP: its own CA beside the system's, and the client certificate it
+/// authenticates the gateway by (`tls_client_auth`) on every connection.
+pub fn idp_client(tls: &crate::config::IdpTls) -> Result<reqwest::Client, String> {
+    let mut b = builder();
+    if let Some(ca) = &tls.ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| e.to_string())? {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if let Some((chain, key)) = &tls.client {
+        b = b.identity(reqwest::Identity::from_pkcs8_pem(chain, key).map_err(|e| e.to_string())?);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(3))
         // A key set or discovery document that redirects elsewhere is not trusted.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// A fetched JSON document and its `Cache-Control: max-age`, if any.

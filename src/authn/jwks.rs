@@ -127,6 +127,15 @@ pub struct KeyStore {
 
 impl KeyStore {
     pub fn new(config: BearerConfig, metrics: Arc<Metrics>) -> Self {
+        KeyStore::with_client(config, metrics, fetch::client())
+    }
+
+    /// A key store that fetches through `client` (an IdP's own TLS settings).
+    pub fn with_client(
+        config: BearerConfig,
+        metrics: Arc<Metrics>,
+        client: reqwest::Client,
+    ) -> Self {
         KeyStore {
             jwks_uri: ArcSwapOption::from(config.jwks_uri.clone().map(Arc::new)),
             config,
@@ -134,7 +143,7 @@ impl KeyStore {
             next_refresh: ArcSwap::from_pointee(Instant::now()),
             fetching: tokio::sync::Mutex::new(None),
             fetch_count: AtomicU64::new(0),
-            client: fetch::client(),
+            client,
             metrics,
         }
     }

@@ -120,6 +120,27 @@ pub enum ClientAuth {
     None,
     /// `private_key_jwt` (RFC 7523): a short-lived JWT signed with [`IdpConfig::client_key`].
     PrivateKeyJwt,
+    /// `tls_client_auth` (RFC 8705): the client certificate of [`IdpConfig::tls`] on the
+    /// connection.
+    TlsClientAuth,
+}
+
+/// TLS towards an IdP: a CA of its own for its certificate, and the client certificate
+/// presented on every connection to it (`tls_client_auth`). PEM as read at load.
+#[derive(Clone, PartialEq, Default)]
+pub struct IdpTls {
+    pub ca_pem: Option<Vec<u8>>,
+    /// Certificate chain, then the PKCS#8 private key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for IdpTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdpTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
 }
 
 /// The key a client signs its `private_key_jwt` assertions with.
@@ -152,6 +173,7 @@ pub struct IdpConfig {
     pub client_auth: ClientAuth,
     /// With [`ClientAuth::PrivateKeyJwt`].
     pub client_key: Option<ClientKey>,
+    pub tls: IdpTls,
     pub scopes: Vec<String>,
     pub claims: ClaimNames,
     pub extra_auth_params: Vec<(String, String)>,

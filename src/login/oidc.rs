@@ -98,12 +98,17 @@ impl Provider {
             .client_key
             .as_ref()
             .and_then(|k| openssl::pkey::PKey::private_key_from_pem(&k.pem).ok());
+        let client = fetch::idp_client(&config.tls).unwrap_or_else(|e| {
+            // Checked at load; a failure here leaves the IdP's TLS to the system's roots.
+            tracing::error!(idp = %config.name, error = %e, "cannot use the IdP's TLS settings");
+            fetch::client()
+        });
         Provider {
             client_key,
-            keys: BearerAuth::without_keys(vec![bearer_config], metrics),
+            keys: BearerAuth::one_issuer(bearer_config, metrics, client.clone()),
             config,
             metadata: ArcSwapOption::empty(),
-            client: fetch::client(),
+            client,
             discovering: tokio::sync::Mutex::new(None),
         }
     }
@@ -378,6 +383,8 @@ impl Provider {
                 ));
                 form.push(("client_assertion", Cow::Owned(assertion)));
             }
+            // None (a public client) and tls_client_auth (the certificate on the connection,
+            // RFC 8705 §2): the client names itself.
             _ => form.push(("client_id", client_id)),
         }
         Ok((request, form))

@@ -91,11 +91,21 @@ impl Browser {
 
     /// A browser that sends `User-Agent: <agent>` (none with `None`).
     pub fn with_user_agent(agent: Option<&str>) -> Browser {
-        let jar = Arc::new(Jar::default());
         let mut builder = reqwest::Client::builder();
         if let Some(agent) = agent {
             builder = builder.user_agent(agent);
         }
+        Browser::built(builder)
+    }
+
+    /// A browser that also trusts the CA in `ca_pem` (a test provider served over https).
+    pub fn trusting(ca_pem: &[u8]) -> Browser {
+        let ca = reqwest::Certificate::from_pem(ca_pem).expect("CA PEM");
+        Browser::built(reqwest::Client::builder().add_root_certificate(ca))
+    }
+
+    fn built(builder: reqwest::ClientBuilder) -> Browser {
+        let jar = Arc::new(Jar::default());
         let client = builder
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())

@@ -8,11 +8,13 @@
 //              "accessTokenTTL": s, "idTokenTTL": s, "refreshTokenTTL": s,
 //              "extraClaims": { "<account id>": { ...claims } },   (a null claim is left out)
 //              "conformIdTokenClaims": true,   (scope claims only from userinfo)
-//              "requirePar": true }   (pushed authorization requests required)
+//              "requirePar": true,   (pushed authorization requests required)
+//              "tls": { "key": f, "cert": f, "ca": f } }   (https; tls_client_auth by "ca")
 // Prints `READY http://127.0.0.1:PORT` once it listens.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import Provider from 'oidc-provider';
 
 function arg(name) {
@@ -26,7 +28,10 @@ if (!port) {
   process.exit(2);
 }
 const config = arg('config') ? JSON.parse(readFileSync(arg('config'), 'utf8')) : {};
-const issuer = `http://127.0.0.1:${port}`;
+// "tls": { "key", "cert", "ca" } (PEM files): served over https, asking every client for a
+// certificate (verified against "ca"), which tls_client_auth clients authenticate with.
+const tls = config.tls;
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 const resources = config.resources ?? {};
 
 function signingKey(kid, options) {
@@ -56,6 +61,8 @@ const provider = new Provider(issuer, {
   },
   // true: the ID token of a code flow carries no scope claims; they come from userinfo.
   conformIdTokenClaims: config.conformIdTokenClaims ?? false,
+  clientAuthMethods: ['client_secret_basic', 'client_secret_jwt', 'client_secret_post', 'private_key_jwt', 'none',
+    ...(tls ? ['tls_client_auth'] : [])],
   // Outgoing calls (back-channel logout) go to gateways on loopback in these tests, which
   // oidc-provider's SSRF guard would refuse: use the plain fetch.
   fetch: (url, options) => fetch(url, { ...options, dispatcher: undefined }),
@@ -79,6 +86,19 @@ const provider = new Provider(issuer, {
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: true },
+    mTLS: {
+      enabled: Boolean(tls),
+      tlsClientAuth: true,
+      getCertificate: (ctx) => {
+        const raw = ctx.socket.getPeerCertificate?.()?.raw;
+        return raw ? `-----BEGIN CERTIFICATE-----\n${raw.toString('base64')}\n-----END CERTIFICATE-----\n` : undefined;
+      },
+      certificateAuthorized: (ctx) => ctx.socket.authorized === true,
+      certificateSubjectMatches: (ctx, property, expected) => {
+        const subject = ctx.socket.getPeerCertificate?.()?.subject;
+        return property === 'tls_client_auth_subject_dn' && subject && `CN=${subject.CN}` === expected;
+      },
+    },
     // RFC 9126; "requirePar": true makes every client push (and discovery say so).
     pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: config.requirePar ?? false },
     resourceIndicators: {
@@ -124,7 +144,12 @@ provider.on('backchannel.error', (ctx, err, client) => console.error('backchanne
 provider.on('backchannel.success', (ctx, client) => console.error('backchannel.success', client.clientId));
 provider.on('end_session.error', (ctx, err) => console.error('end_session.error', err.message));
 
-const server = createServer(provider.callback());
+const server = tls
+  ? createTlsServer({
+    key: readFileSync(tls.key), cert: readFileSync(tls.cert), ca: readFileSync(tls.ca),
+    requestCert: true, rejectUnauthorized: false,
+  }, provider.callback())
+  : createServer(provider.callback());
 server.on('error', (err) => {
   console.error(`listen error: ${err.message}`);
   process.exit(1);

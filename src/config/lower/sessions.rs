@@ -218,6 +218,14 @@ impl Lowerer<'_> {
                     ("client_secret_post", Some(_)) => ClientAuth::Post,
                     ("none", None) => ClientAuth::None,
                     ("private_key_jwt", None) => ClientAuth::PrivateKeyJwt,
+                    ("tls_client_auth", None) => ClientAuth::TlsClientAuth,
+                    ("tls_client_auth", Some(_)) => {
+                        self.r.error(
+                            v.span(),
+                            "client_auth \"tls_client_auth\" presents tls_client_cert_file; remove client_secret",
+                        );
+                        ClientAuth::TlsClientAuth
+                    }
                     ("private_key_jwt", Some(_)) => {
                         self.r.error(
                             v.span(),
@@ -240,13 +248,14 @@ impl Lowerer<'_> {
                     (other, _) => {
                         self.r.error(
                             v.span(),
-                            format!("client_auth must be \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\" or \"none\", not {other:?}"),
+                            format!("client_auth must be \"client_secret_basic\", \"client_secret_post\", \"private_key_jwt\", \"tls_client_auth\" or \"none\", not {other:?}"),
                         );
                         ClientAuth::None
                     }
                 },
             };
             let client_key = self.client_key(c, client_auth);
+            let tls = self.idp_tls(c, client_auth);
             let scopes: Vec<String> = match &c.scopes {
                 None => ["openid", "profile", "email"].map(String::from).to_vec(),
                 Some(list) => {
@@ -379,6 +388,7 @@ impl Lowerer<'_> {
                 client_secret,
                 client_auth,
                 client_key,
+                tls,
                 scopes,
                 claims,
                 extra_auth_params,
@@ -482,5 +492,74 @@ impl Lowerer<'_> {
             alg,
             kid,
         })
+    }
+    /// The IdP's own CA (`tls_ca_file`) and the `tls_client_auth` certificate and key: each
+    /// file read and parsed now, the key checked against the certificate.
+    fn idp_tls(&mut self, c: &file::Idp, auth: ClientAuth) -> IdpTls {
+        use pingora::tls::pkey::PKey;
+        use pingora::tls::x509::X509;
+        let ca_pem = c.tls_ca_file.as_ref().and_then(|v| {
+            let path = self.pem_cert(v, "IdP CA")?;
+            std::fs::read(path).ok()
+        });
+        let client = match (&c.tls_client_cert_file, &c.tls_client_key_file) {
+            (None, None) => {
+                if auth == ClientAuth::TlsClientAuth {
+                    if let Some(v) = &c.client_auth {
+                        self.r.error(
+                            v.span(),
+                            "client_auth \"tls_client_auth\" needs tls_client_cert_file and tls_client_key_file",
+                        );
+                    }
+                }
+                None
+            }
+            (Some(cert), Some(key)) => {
+                if auth != ClientAuth::TlsClientAuth {
+                    self.r.error(
+                        cert.span(),
+                        "tls_client_cert_file is for client_auth = \"tls_client_auth\"",
+                    );
+                    None
+                } else {
+                    let cert_path = self.pem_cert(cert, "client certificate");
+                    let key_path = self.readable_file(key, "client certificate key");
+                    let pair = cert_path.zip(key_path).and_then(|(cp, kp)| {
+                        let cert_pem = std::fs::read(&cp).ok()?;
+                        let key_pem = std::fs::read(&kp).ok()?;
+                        let certificate = X509::from_pem(&cert_pem).ok()?;
+                        let Ok(private) = PKey::private_key_from_pem(&key_pem) else {
+                            self.r.error(
+                                key.span(),
+                                format!("{} is not a PEM private key", kp.display()),
+                            );
+                            return None;
+                        };
+                        let matches = certificate
+                            .public_key()
+                            .is_ok_and(|public| public.public_eq(&private));
+                        if !matches {
+                            self.r.error(
+                                key.span(),
+                                format!("{} is not the key of {}", kp.display(), cp.display()),
+                            );
+                            return None;
+                        }
+                        // native-tls takes the key as PKCS#8 only.
+                        let pkcs8 = private.private_key_to_pem_pkcs8().ok()?;
+                        Some((cert_pem, pkcs8))
+                    });
+                    pair
+                }
+            }
+            (Some(v), None) | (None, Some(v)) => {
+                self.r.error(
+                    v.span(),
+                    "tls_client_cert_file and tls_client_key_file go together",
+                );
+                None
+            }
+        };
+        IdpTls { ca_pem, client }
     }
 }
