@@ -109,6 +109,8 @@ pub struct Idp {
     pub userinfo: Option<S<String>>,
     pub userinfo_on_error: Option<S<String>>,
     pub par: Option<S<bool>>,
+    pub groups_source: Option<S<String>>,
+    pub graph_url: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -187,6 +187,9 @@ pub struct IdpConfig {
     /// RFC 9126: authorization requests pushed to the provider first (also when its
     /// discovery says it requires them).
     pub par: bool,
+    /// `groups_source = "graph"`: Microsoft Graph's base URL, asked for the groups of a user
+    /// whose Entra ID token had no room for them.
+    pub graph: Option<String>,
 }
 
 /// When a login asks the IdP's userinfo endpoint for claims (OIDC Core §5.3).

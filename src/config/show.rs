@@ -304,6 +304,8 @@ impl Config {
                     Userinfo::Never => "never",
                 },
                 "par": i.par,
+                "groups_source": if i.graph.is_some() { "graph" } else { "token" },
+                "graph_url": i.graph,
                 "userinfo_on_error": match i.userinfo_on_error {
                     UserinfoOnError::Fail => "fail",
                     UserinfoOnError::Continue => "continue",

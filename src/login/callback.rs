@@ -178,29 +178,15 @@ impl Login {
                 ));
             }
         }
-        // OIDC Core §5.3: claims the ID token lacks, from the userinfo endpoint.
-        let wanted = match provider.config.userinfo {
-            Userinfo::Never => false,
-            Userinfo::Always => true,
-            // Only from an IdP that has the endpoint; an unverified email counts as missing.
-            Userinfo::Auto => {
-                let names = &provider.config.claims;
-                metadata.userinfo_endpoint.is_some()
-                    && (claim_at(claims, &names.groups).is_none()
-                        || claim_at(claims, &names.email).is_none())
-            }
-        };
-        let userinfo = if wanted {
-            self.fetch_userinfo(
+        let extra = self
+            .extra_claims(
                 provider,
                 &metadata,
                 tokens.access_token.as_deref(),
                 &identity.subject,
+                claims,
             )
-            .await?
-        } else {
-            None
-        };
+            .await?;
         let now = unix_now();
         let names = session::Names {
             idp,
@@ -216,8 +202,8 @@ impl Login {
         times.auth_time = auth_time.map(|t| t.max(1));
         self.set_token_times(&mut times, &kept, &tokens, now);
         let mut session = Session::from_login(names, &kept, client, &self.cipher, times);
-        if userinfo.is_some() {
-            session = session.with_userinfo(userinfo.as_deref(), &self.cipher);
+        if extra.is_some() {
+            session = session.with_userinfo(extra.as_deref(), &self.cipher);
         }
         let session_id = session::new_session_id();
         self.store
@@ -232,16 +218,74 @@ impl Login {
         })
     }
 
-    /// The userinfo claims to keep (JSON, without `sub`), fetched now; by the IdP's
-    /// `userinfo_on_error`, a failure ends the login or leaves the claims out (logged and
-    /// counted either way).
-    pub(super) async fn fetch_userinfo(
+    /// Claims the ID token lacks, fetched now and kept in the session (JSON): the userinfo
+    /// endpoint's (OIDC Core §5.3) as the IdP's `userinfo` says, and with `groups_source =
+    /// "graph"` the groups Graph lists when the token had no room for them. `None`: nothing
+    /// to keep.
+    pub(super) async fn extra_claims(
         &self,
         provider: &Provider,
         metadata: &oidc::Metadata,
         access_token: Option<&str>,
         subject: &str,
+        id_claims: &serde_json::Map<String, Value>,
     ) -> Result<Option<Vec<u8>>, LoginFailure> {
+        let names = &provider.config.claims;
+        let wanted = match provider.config.userinfo {
+            Userinfo::Never => false,
+            Userinfo::Always => true,
+            // Only from an IdP that has the endpoint; an unverified email counts as missing.
+            Userinfo::Auto => {
+                metadata.userinfo_endpoint.is_some()
+                    && (claim_at(id_claims, &names.groups).is_none()
+                        || claim_at(id_claims, &names.email).is_none())
+            }
+        };
+        let mut extra = match wanted {
+            true => {
+                self.fetch_userinfo(provider, metadata, access_token, subject)
+                    .await?
+            }
+            false => None,
+        };
+        if let Some(base) = provider
+            .config
+            .graph
+            .as_deref()
+            .filter(|_| graph::overage(id_claims))
+        {
+            let idp = provider.config.name.as_str();
+            let groups = graph::transitive_groups(provider.http(), base, access_token)
+                .await
+                .map_err(|(label, detail)| {
+                    self.metrics.userinfo_requests_total.with_label_values(&[idp, "graph_failed"]).inc();
+                    tracing::warn!(target: "gatehouse::audit", idp, subject, reason = label, error = %detail, "Microsoft Graph groups failed; login refused");
+                    LoginFailure::new(idp, "graph_failed", 502, format!("Graph groups: {detail}"))
+                })?;
+            tracing::debug!(
+                idp,
+                subject,
+                groups = groups.len(),
+                "groups from Microsoft Graph"
+            );
+            // Under the name this IdP's groups are read by (a dotted path: its first part).
+            let name = names.groups.split('.').next().unwrap_or("groups");
+            extra
+                .get_or_insert_with(serde_json::Map::new)
+                .insert(name.to_string(), Value::from(groups));
+        }
+        Ok(extra.and_then(|claims| serde_json::to_vec(&claims).ok()))
+    }
+
+    /// The userinfo claims (without `sub`), fetched now; by the IdP's `userinfo_on_error`,
+    /// a failure ends the login or leaves the claims out (logged and counted either way).
+    async fn fetch_userinfo(
+        &self,
+        provider: &Provider,
+        metadata: &oidc::Metadata,
+        access_token: Option<&str>,
+        subject: &str,
+    ) -> Result<Option<serde_json::Map<String, Value>>, LoginFailure> {
         let idp = provider.config.name.as_str();
         let count = |result: &str| {
             self.metrics
@@ -253,7 +297,7 @@ impl Login {
             Ok(mut claims) => {
                 count("success");
                 claims.remove("sub");
-                Ok(serde_json::to_vec(&claims).ok())
+                Ok(Some(claims))
             }
             Err((label, detail)) => {
                 count(label);

@@ -136,21 +136,23 @@ impl Login {
                 }
                 let kept = self.kept_tokens(before, &tokens);
                 let mut fresh = latest.with_tokens(&kept, &self.cipher);
-                // Claims from userinfo follow the refreshed tokens (groups change at the IdP).
-                let had = latest.userinfo_claims(&self.cipher).is_some();
-                if had || provider.config.userinfo == Userinfo::Always {
-                    let access = tokens.access_token.as_deref();
-                    match self
-                        .fetch_userinfo(provider, &metadata, access, latest.subject())
-                        .await
-                    {
-                        Ok(claims) => fresh = fresh.with_userinfo(claims.as_deref(), &self.cipher),
-                        Err(failure) => {
-                            count("failure");
-                            tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject(), reason = failure.reason, detail = %failure.detail, "userinfo after token refresh failed; session ended");
-                            self.store.delete(id).await?;
-                            return Ok(None);
-                        }
+                // Claims from userinfo and Graph follow the refreshed tokens (groups change at
+                // the IdP), judged by the newest ID token.
+                let id_claims = fresh
+                    .id_token_claims(&self.cipher)
+                    .and_then(|c| serde_json::from_slice::<serde_json::Map<String, Value>>(&c).ok())
+                    .unwrap_or_default();
+                let access = tokens.access_token.as_deref();
+                match self
+                    .extra_claims(provider, &metadata, access, latest.subject(), &id_claims)
+                    .await
+                {
+                    Ok(extra) => fresh = fresh.with_userinfo(extra.as_deref(), &self.cipher),
+                    Err(failure) => {
+                        count("failure");
+                        tracing::warn!(target: "gatehouse::audit", idp, subject = %latest.subject(), reason = failure.reason, detail = %failure.detail, "claims after token refresh failed; session ended");
+                        self.store.delete(id).await?;
+                        return Ok(None);
                     }
                 }
                 let mut times = latest.times();

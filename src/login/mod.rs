@@ -15,6 +15,7 @@ mod callback;
 mod cookies;
 pub mod csrf;
 mod flow;
+mod graph;
 mod in_use;
 mod logout;
 pub mod oidc;

@@ -113,6 +113,11 @@ impl Provider {
         }
     }
 
+    /// The HTTP client of this IdP (its CA and client certificate): Graph is asked with it.
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     pub fn metadata(&self) -> Option<Arc<Metadata>> {
         self.metadata.load_full()
     }

@@ -43,6 +43,8 @@ pub async fn start(
             Some("/.well-known/openid-configuration") => Reply::json(200, &discovery),
             Some("/jwks") => Reply::json(200, &keys),
             Some("/token" | "/userinfo") => token(req),
+            // Microsoft Graph, for the Entra ID tests.
+            Some(p) if p.starts_with("/v1.0/") => token(req),
             _ => Reply::json(404, &json!({})),
         });
     StubIdp {

@@ -380,6 +380,7 @@ impl Lowerer<'_> {
                     "userinfo_on_error has no effect with userinfo = \"never\"; remove one",
                 );
             }
+            let graph = self.graph(c);
             let Some(issuer) = issuer else { continue };
             out.push(IdpConfig {
                 name,
@@ -399,6 +400,7 @@ impl Lowerer<'_> {
                 userinfo,
                 userinfo_on_error,
                 par: c.par.as_ref().is_some_and(|p| *p.get_ref()),
+                graph,
             });
         }
         out
@@ -561,5 +563,37 @@ impl Lowerer<'_> {
             }
         };
         IdpTls { ca_pem, client }
+    }
+    /// `groups_source = "token" | "graph"` and Graph's URL (`graph_url`, for a national cloud
+    /// or a test): https, or http on loopback.
+    fn graph(&mut self, c: &file::Idp) -> Option<String> {
+        let graph = match c.groups_source.as_ref() {
+            None => false,
+            Some(v) => match v.get_ref().as_str() {
+                "token" => false,
+                "graph" => true,
+                other => {
+                    self.r.error(
+                        v.span(),
+                        format!("groups_source must be \"token\" or \"graph\", not {other:?}"),
+                    );
+                    false
+                }
+            },
+        };
+        let Some(v) = c.graph_url.as_ref() else {
+            return graph.then(|| "https://graph.microsoft.com".to_string());
+        };
+        if !graph {
+            self.r
+                .error(v.span(), "graph_url is for groups_source = \"graph\"");
+            return None;
+        }
+        let text = self.string(v)?;
+        if let Err(e) = check_secure_url(&text) {
+            self.r.error(v.span(), format!("graph_url {text:?} {e}"));
+            return None;
+        }
+        Some(text)
     }
 }
