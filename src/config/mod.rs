@@ -34,6 +34,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub ext_authz: ExtAuthzConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// In file order; the route table decides precedence.
     pub routes: Vec<RouteConfig>,
@@ -306,6 +307,31 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// `[tracing]`: OpenTelemetry traces, exported over OTLP/HTTP; off without an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The full URL spans are POSTed to (`.../v1/traces`).
+    pub otlp_endpoint: Option<String>,
+    /// Of new traces (no sampled parent); a client's `traceparent` decides for its own.
+    pub sampling_ratio: f64,
+    pub service_name: String,
+    pub resource_attributes: BTreeMap<String, String>,
+    /// How long the exporter waits for more spans before it sends a batch.
+    pub batch_delay: Duration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            sampling_ratio: 1.0,
+            service_name: "gatehouse".to_string(),
+            resource_attributes: BTreeMap::new(),
+            batch_delay: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -518,6 +544,9 @@ impl Config {
         }
         if self.ext_authz != new.ext_authz {
             changed.push("ext_authz");
+        }
+        if self.tracing != new.tracing {
+            changed.push("tracing");
         }
         if self.log.format != new.log.format || self.log.level != new.log.level {
             changed.push("log");

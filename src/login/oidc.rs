@@ -112,7 +112,10 @@ impl Provider {
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        let doc = fetch::get_json(&self.client, &url).await?.body;
+        let doc =
+            crate::otel::outbound("oidc_discovery", &url, fetch::get_json(&self.client, &url))
+                .await?
+                .body;
         let text = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_string);
         let issuer = text("issuer").unwrap_or_default();
         if issuer != self.config.issuer {
@@ -273,7 +276,17 @@ impl Provider {
         .await
     }
 
+    /// A token endpoint call, a client span of the login's trace when tracing is on.
     async fn token_request(
+        &self,
+        metadata: &Metadata,
+        params: &[(&str, &str)],
+    ) -> Result<Tokens, TokenError> {
+        let call = self.token_call(metadata, params);
+        crate::otel::outbound("token_endpoint", &metadata.token_endpoint, call).await
+    }
+
+    async fn token_call(
         &self,
         metadata: &Metadata,
         params: &[(&str, &str)],
