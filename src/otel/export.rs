@@ -128,7 +128,7 @@ fn resource(config: &TracingConfig) -> Resource {
             .map(|(k, v)| KeyValue {
                 key: k,
                 value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(v)),
+                    value: Some(any_value::Value::String(v)),
                 }),
             })
             .collect(),
@@ -166,10 +166,10 @@ fn encode(resource: &Resource, batch: Vec<Finished>) -> Vec<u8> {
                         key: k.to_string(),
                         value: Some(AnyValue {
                             value: Some(match v {
-                                Value::Str(s) => any_value::Value::StringValue(s),
-                                Value::Static(s) => any_value::Value::StringValue(s.to_string()),
-                                Value::Int(i) => any_value::Value::IntValue(i),
-                                Value::Bool(b) => any_value::Value::BoolValue(b),
+                                Value::Str(s) => any_value::Value::String(s),
+                                Value::Static(s) => any_value::Value::String(s.to_string()),
+                                Value::Int(i) => any_value::Value::Int(i),
+                                Value::Bool(b) => any_value::Value::Bool(b),
                             }),
                         }),
                     })
@@ -298,10 +298,10 @@ mod any_value {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
         #[prost(string, tag = "1")]
-        StringValue(String),
+        String(String),
         #[prost(bool, tag = "2")]
-        BoolValue(bool),
+        Bool(bool),
         #[prost(int64, tag = "3")]
-        IntValue(i64),
+        Int(i64),
     }
 }

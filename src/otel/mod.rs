@@ -261,7 +261,7 @@ impl RequestTrace {
 
     /// Ends the upstream span (when the upstream was asked) and the request span, and
     /// hands the trace to the exporter.
-    pub fn finish(mut self: Box<Self>, s: &Summary<'_>) {
+    pub fn finish(mut self, s: &Summary<'_>) {
         if !self.sampled {
             return;
         }
