@@ -45,7 +45,7 @@ pub(super) fn authorize(
         decision.reason(),
         subject,
     );
-    if let Some(t) = r.judged.trace.as_deref_mut() {
+    if let Some(t) = r.judged.trace.as_deref_mut().filter(|t| t.sampled) {
         t.attr("gatehouse.policy.rule", decision.reason().to_string());
         t.attr("gatehouse.policy.decision", outcome);
     }

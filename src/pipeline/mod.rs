@@ -197,7 +197,7 @@ impl Pipeline<'_> {
     pub async fn decide(&self, facts: &RequestFacts<'_>, judged: &mut Judged) -> Verdict {
         // A front that already traces the request (forward-auth inside a proxied one) keeps
         // its trace; with tracing off this is one load of the (unset) tracer.
-        if judged.trace.is_none() {
+        if judged.trace.is_none() && otel::enabled() {
             judged.trace = RequestTrace::start(facts.headers);
         }
         let mut r = Request {
@@ -234,7 +234,7 @@ impl Pipeline<'_> {
                 return Err(endpoint::dispatch(self, r, target).await);
             }
         };
-        if let Some(t) = r.judged.trace.as_deref_mut() {
+        if let Some(t) = r.judged.trace.as_deref_mut().filter(|t| t.sampled) {
             t.attr("gatehouse.route", route.name.clone());
             t.attr("url.path", r.judged.path.clone());
         }
