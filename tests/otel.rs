@@ -466,6 +466,38 @@ async fn allowed_denied_and_continued_requests_export_their_span_trees() {
     assert_eq!(authn.attrs["gatehouse.auth.method"], "none");
     assert!(tree.iter().all(|g| g.name != "policy"));
 
+    // A key the JWKS does not hold yet: the refetch the bearer check awaits is a client
+    // span under the authenticate stage.
+    let stranger = TestKey::rsa("k2", Algorithm::RS256).sign(&json!({
+        "iss": s.issuer, "aud": "crm-api", "sub": "eve", "exp": now() + 600,
+    }));
+    let refetched = s.gw.get(
+        "/customers/7",
+        &format!("Authorization: Bearer {stranger}\r\n"),
+    );
+    assert_eq!(refetched.status, 401);
+    let request_id = refetched.header("x-request-id").unwrap().to_string();
+    let spans = receiver
+        .wait_for("refetch trace", |all| {
+            all.iter()
+                .any(|g| g.attrs.get("gatehouse.request_id") == Some(&request_id))
+        })
+        .await;
+    let root = spans
+        .iter()
+        .find(|g| g.attrs.get("gatehouse.request_id") == Some(&request_id))
+        .unwrap();
+    let tree = of_trace(&spans, &root.trace_id);
+    let authn = named(&tree, "authenticate");
+    let fetch = named(&tree, "jwks_fetch");
+    assert_eq!(
+        fetch.parent, authn.span_id,
+        "the refetch is the stage's child"
+    );
+    assert_eq!(fetch.kind, CLIENT);
+    assert_eq!(fetch.attrs["url.full"], format!("{}/jwks", s.issuer));
+    assert_eq!(authn.attrs["gatehouse.auth.cache_hit"], "false");
+
     // A client's trace continues: same trace id, the request span a child of the client's
     // span, a new span id upstream, tracestate passed on.
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -636,10 +668,25 @@ fn check(text: &str) -> (bool, String) {
 #[test]
 fn tracing_config_errors_name_their_line() {
     let base = "[server]\nlisten = [\"127.0.0.1:18080\"]\n\n[upstream.app]\nservers = [\"127.0.0.1:18081\"]\n\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"app\"\nauth = [\"none\"]\n\n[tracing]\n";
-    let (ok, out) = check(&format!(
-        "{base}otlp_endpoint = \"http://127.0.0.1:4318\"\nsampling_ratio = 0.5\n"
-    ));
+    let good = format!("{base}otlp_endpoint = \"http://127.0.0.1:4318\"\nsampling_ratio = 0.5\n");
+    let (ok, out) = check(&good);
     assert!(ok, "{out}");
+    // A collector's base URL gets OTLP/HTTP's path; defaults are shown.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.toml"), &good).unwrap();
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["config", "show", "-c"])
+        .arg(dir.path().join("gateway.toml"))
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(
+        shown["tracing"],
+        json!({
+            "otlp_endpoint": "http://127.0.0.1:4318/v1/traces", "sampling_ratio": 0.5,
+            "service_name": "gatehouse", "resource_attributes": {}, "batch_delay": "5s",
+        })
+    );
     let cases = [
         ("otlp_endpoint = \"not a url\"", "gateway.toml:14:17: tracing.otlp_endpoint \"not a url\" is not a URL"),
         ("otlp_endpoint = \"ftp://collector:4318\"", "gateway.toml:14:17: tracing.otlp_endpoint \"ftp://collector:4318\" must be an http:// or https:// URL"),
