@@ -269,6 +269,10 @@ impl Setup {
 /// A bearer route with the crm policy, an echo upstream, and `tracing` as the [tracing]
 /// section (none when empty).
 async fn setup(tracing: &str) -> Setup {
+    setup_with(tracing, "").await
+}
+
+async fn setup_with(tracing: &str, server_extra: &str) -> Setup {
     let key = TestKey::rsa("k1", Algorithm::RS256);
     let body = jwks(&[&key]);
     let jwks_server =
@@ -294,7 +298,7 @@ upstream = "app"
 auth = ["bearer"]
 policy = "policies/crm.toml"
 "#,
-        base_config(""),
+        base_config(server_extra),
         upstream_block("app", &[app.addr], ""),
     );
     let gw = Gateway::start_in(dir, &config);
@@ -574,6 +578,40 @@ async fn allowed_denied_and_continued_requests_export_their_span_trees() {
             && l.contains(&format!("\"trace_id\":\"{client_trace}\""))),
         "{log}"
     );
+}
+
+/// A trusted proxy's forward-auth question: the forwarded request's stages are children
+/// of the question's request span, one trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_decisions_are_part_of_the_questions_trace() {
+    let receiver = Receiver::start().await;
+    let s = setup_with(&traced(&receiver), "trusted_proxies = [\"127.0.0.1/32\"]").await;
+    let bob = s.token("bob", &["sales"]);
+    let client_trace = "0af7651916cd43dd8448eb211c80319c";
+    let asked = s.gw.get(
+        "/_gatehouse/auth",
+        &format!(
+            "X-Forwarded-Method: GET\r\nX-Forwarded-Uri: /admin/users\r\nX-Forwarded-Host: 127.0.0.1\r\nAuthorization: Bearer {bob}\r\ntraceparent: 00-{client_trace}-b7ad6b7169203331-01\r\n"
+        ),
+    );
+    assert_eq!(asked.status, 403, "{}", asked.body);
+    let spans = receiver
+        .wait_for("forward-auth trace", |all| {
+            all.iter()
+                .any(|g| g.trace_id == client_trace && g.kind == SERVER)
+        })
+        .await;
+    let tree = of_trace(&spans, client_trace);
+    let root = named(&tree, "GET crm");
+    assert_eq!(root.parent, "b7ad6b7169203331");
+    assert_eq!(root.attrs["gatehouse.route"], "crm");
+    assert_eq!(root.attrs["url.path"], "/admin/users");
+    assert_eq!(root.attrs["http.response.status_code"], "403");
+    let policy = named(&tree, "policy");
+    assert_eq!(policy.parent, root.span_id);
+    assert_eq!(policy.attrs["gatehouse.policy.rule"], "admin area");
+    assert_eq!(named(&tree, "authenticate").parent, root.span_id);
+    assert!(tree.iter().all(|g| g.name != "upstream"));
 }
 
 /// Malformed trace context from a client never reaches the upstream as it was sent: the
