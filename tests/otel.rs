@@ -273,6 +273,11 @@ async fn setup(tracing: &str) -> Setup {
 }
 
 async fn setup_with(tracing: &str, server_extra: &str) -> Setup {
+    setup_full(tracing, server_extra, "").await
+}
+
+/// `route_extra` goes into the route's table, and may end it to add sections.
+async fn setup_full(tracing: &str, server_extra: &str, route_extra: &str) -> Setup {
     let key = TestKey::rsa("k1", Algorithm::RS256);
     let body = jwks(&[&key]);
     let jwks_server =
@@ -297,6 +302,7 @@ path = "/"
 upstream = "app"
 auth = ["bearer"]
 policy = "policies/crm.toml"
+{route_extra}
 "#,
         base_config(server_extra),
         upstream_block("app", &[app.addr], ""),
@@ -612,6 +618,39 @@ async fn forward_auth_decisions_are_part_of_the_questions_trace() {
     assert_eq!(policy.attrs["gatehouse.policy.rule"], "admin area");
     assert_eq!(named(&tree, "authenticate").parent, root.span_id);
     assert!(tree.iter().all(|g| g.name != "upstream"));
+}
+
+/// A Redis rate-limit store's check is a client span under the rate-limit stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_rate_limit_check_is_the_stages_child() {
+    let receiver = Receiver::start().await;
+    let redis = common::redis::Redis::start();
+    let s = setup_full(
+        &traced(&receiver),
+        "",
+        &format!(
+            "rate_limit = [\"per-ip\"]\n\n[[rate_limit]]\nname = \"per-ip\"\nkey = \"client_ip\"\nlimit = \"100/minute\"\n\n[rate_limit_store]\nkind = \"redis\"\nredis_url = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .await;
+    let auth = format!("Authorization: Bearer {}\r\n", s.token("bob", &["sales"]));
+    let r = s.gw.get("/customers/7", &auth);
+    assert_eq!(r.status, 200, "{}", s.gw.log());
+    let (trace, _, _) = upstream_traceparent(&r.echoed());
+    let spans = receiver
+        .wait_for("rate-limited trace", |all| {
+            all.iter().any(|g| g.trace_id == trace && g.kind == SERVER)
+        })
+        .await;
+    let tree = of_trace(&spans, &trace);
+    let stage = named(&tree, "rate_limit");
+    let check = named(&tree, "redis");
+    assert_eq!(check.parent, stage.span_id);
+    assert_eq!(check.kind, CLIENT);
+    assert_eq!(check.attrs["db.system.name"], "redis");
+    assert_eq!(check.attrs["db.operation.name"], "EVALSHA");
+    assert!(!check.error);
 }
 
 /// Malformed trace context from a client never reaches the upstream as it was sent: the

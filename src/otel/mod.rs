@@ -394,19 +394,51 @@ pub async fn outbound<T, E>(
     url: &str,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
+    if !enabled() {
+        return fut.await;
+    }
+    let attributes = || vec![("url.full", Value::Str(loggable(url)))];
+    client_span(name, attributes, true, fut).await
+}
+
+/// Runs one Redis command as a client span of the stage awaiting it (never a trace of its
+/// own: background Redis work is not traced).
+pub async fn redis<T, E>(
+    operation: &'static str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    if !enabled() {
+        return fut.await;
+    }
+    let attributes = || {
+        vec![
+            ("db.system.name", Value::Static("redis")),
+            ("db.operation.name", Value::Static(operation)),
+        ]
+    };
+    client_span("redis", attributes, false, fut).await
+}
+
+async fn client_span<T, E>(
+    name: &'static str,
+    attributes: impl FnOnce() -> Vec<(&'static str, Value)>,
+    may_be_root: bool,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     let Some(tracer) = TRACER.get() else {
         return fut.await;
     };
     let parent = CURRENT.try_with(|s| (s.trace_id, s.parent)).ok();
     let (trace_id, parent) = match parent {
         Some(p) => p,
-        None => {
+        None if may_be_root => {
             let id = TraceId::random();
             if !tracer.samples(&id) {
                 return fut.await;
             }
             (id, SpanId::ZERO)
         }
+        None => return fut.await,
     };
     let start = now();
     let result = fut.await;
@@ -417,7 +449,7 @@ pub async fn outbound<T, E>(
         kind: SpanKind::Client,
         start,
         end: now(),
-        attributes: vec![("url.full", Value::Str(loggable(url)))],
+        attributes: attributes(),
         error: result.is_err(),
     };
     tracer.sender.send(Finished {

@@ -275,7 +275,11 @@ impl Pipeline<'_> {
         result?;
         // Last: only requests that would be served count against a limit.
         let mark = r.mark();
-        let result = rate_limit::enforce(self, r, route).await;
+        // A Redis store's check is the stage's child.
+        let scope = r.judged.trace.as_deref().and_then(|t| t.scope(mark));
+        let result = otel::within(scope, rate_limit::enforce(self, r, route))
+            .await
+            .0;
         r.end(mark, "rate_limit", result.is_err());
         result?;
         // The identity headers are set by the front, on every attempt at the upstream.
