@@ -160,7 +160,10 @@ impl ProxyHttp for GatehouseProxy {
                 // The login's calls to the IdP are children of the request's span.
                 let scope = ctx.judged.trace.as_deref().and_then(|t| t.request_scope());
                 let serve = endpoints::serve(pipeline, &ctx.judged, endpoint, &mut req);
-                Box::pin(otel::within(scope, serve)).await.0
+                match scope {
+                    None => Box::pin(serve).await,
+                    Some(scope) => Box::pin(otel::within(scope, serve)).await.0,
+                }
             }
         };
         self.send(session, ctx, &rt, answer).await?;

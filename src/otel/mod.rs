@@ -364,20 +364,12 @@ tokio::task_local! {
     static CURRENT: Scope;
 }
 
-/// Runs `fut` with `scope` (when there is one) as the parent of its outbound calls; the
-/// scope comes back with what it learned.
-pub async fn within<T>(scope: Option<Scope>, fut: impl Future<Output = T>) -> (T, Option<Scope>) {
-    match scope {
-        None => (fut.await, None),
-        Some(scope) => {
-            let (value, scope) = {
-                let mut scoped = std::pin::pin!(CURRENT.scope(scope, fut));
-                let value = (&mut scoped).await;
-                (value, scoped.as_mut().take_value())
-            };
-            (value, scope)
-        }
-    }
+/// Runs `fut` with `scope` as the parent of its outbound calls; the scope comes back with
+/// what it learned.
+pub async fn within<T>(scope: Scope, fut: impl Future<Output = T>) -> (T, Option<Scope>) {
+    let mut scoped = std::pin::pin!(CURRENT.scope(scope, fut));
+    let value = (&mut scoped).await;
+    (value, scoped.as_mut().take_value())
 }
 
 /// The bearer check says whether the token came from its cache.

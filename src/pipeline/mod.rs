@@ -247,9 +247,14 @@ impl Pipeline<'_> {
             lockout::check(self, r, route).inspect_err(|_| r.end(mark, "authenticate", true))?;
             // Session, bearer token or API key, as the route lists them; browsers may be sent
             // to log in. Outbound calls it awaits (JWKS, introspection) are its children.
-            let scope = r.judged.trace.as_deref().and_then(|t| t.scope(mark));
-            let (result, scope) =
-                otel::within(scope, authenticate::authenticate(self, r, route)).await;
+            // Untraced, the stage is awaited as it is: wrapping would move its future.
+            let (result, scope) = match r.judged.trace.as_deref().and_then(|t| t.scope(mark)) {
+                None => (authenticate::authenticate(self, r, route).await, None),
+                Some(scope) => {
+                    let traced = authenticate::authenticate(self, r, route);
+                    Box::pin(otel::within(scope, traced)).await
+                }
+            };
             if let Some(t) = r.judged.trace.as_deref_mut() {
                 t.attr(
                     "gatehouse.auth.method",
@@ -276,10 +281,13 @@ impl Pipeline<'_> {
         // Last: only requests that would be served count against a limit.
         let mark = r.mark();
         // A Redis store's check is the stage's child.
-        let scope = r.judged.trace.as_deref().and_then(|t| t.scope(mark));
-        let result = otel::within(scope, rate_limit::enforce(self, r, route))
-            .await
-            .0;
+        let result = match r.judged.trace.as_deref().and_then(|t| t.scope(mark)) {
+            None => rate_limit::enforce(self, r, route).await,
+            Some(scope) => {
+                let traced = rate_limit::enforce(self, r, route);
+                Box::pin(otel::within(scope, traced)).await.0
+            }
+        };
         r.end(mark, "rate_limit", result.is_err());
         result?;
         // The identity headers are set by the front, on every attempt at the upstream.
