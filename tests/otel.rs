@@ -168,6 +168,32 @@ impl Receiver {
         Receiver { port, got, task }
     }
 
+    /// An OTLP/gRPC receiver: HTTP/2 without TLS (prior knowledge), as a collector's 4317.
+    async fn start_grpc() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Received::default()));
+        let shared = got.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req| grpc_export(req, shared.clone()));
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        Receiver { port, got, task }
+    }
+
     /// Waits (at most 10 s) until `done` holds for the spans received so far.
     async fn wait_for(&self, what: &str, done: impl Fn(&[Got]) -> bool) -> Vec<Got> {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -215,38 +241,69 @@ async fn serve(mut stream: tokio::net::TcpStream, got: &Mutex<Received>) -> std:
         }
         let body: Vec<u8> = buf.drain(..head_len + length).skip(head_len).collect();
         assert_eq!(path, "/v1/traces");
-        let request = <otlp::ExportTraceServiceRequest as prost::Message>::decode(&body[..])
-            .expect("an ExportTraceServiceRequest");
-        {
-            let mut got = got.lock().unwrap();
-            got.posts += 1;
-            for rs in request.resource_spans {
-                if let Some(r) = &rs.resource {
-                    got.resource = attrs(&r.attributes);
-                }
-                for ss in rs.scope_spans {
-                    for s in ss.spans {
-                        got.spans.push(Got {
-                            trace_id: hex(&s.trace_id),
-                            span_id: hex(&s.span_id),
-                            parent: hex(&s.parent_span_id),
-                            trace_state: s.trace_state.clone(),
-                            name: s.name.clone(),
-                            kind: s.kind,
-                            attrs: attrs(&s.attributes),
-                            error: s.status.as_ref().is_some_and(|st| st.code == 2),
-                            start: s.start_time_unix_nano,
-                            end: s.end_time_unix_nano,
-                        });
-                    }
-                }
-            }
-        }
+        record(got, &body);
         stream
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
             .await?;
     }
     Ok(())
+}
+
+/// Decodes one `ExportTraceServiceRequest` into `got`.
+fn record(got: &Mutex<Received>, body: &[u8]) {
+    let request = <otlp::ExportTraceServiceRequest as prost::Message>::decode(body)
+        .expect("an ExportTraceServiceRequest");
+    {
+        let mut got = got.lock().unwrap();
+        got.posts += 1;
+        for rs in request.resource_spans {
+            if let Some(r) = &rs.resource {
+                got.resource = attrs(&r.attributes);
+            }
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    got.spans.push(Got {
+                        trace_id: hex(&s.trace_id),
+                        span_id: hex(&s.span_id),
+                        parent: hex(&s.parent_span_id),
+                        trace_state: s.trace_state.clone(),
+                        name: s.name.clone(),
+                        kind: s.kind,
+                        attrs: attrs(&s.attributes),
+                        error: s.status.as_ref().is_some_and(|st| st.code == 2),
+                        start: s.start_time_unix_nano,
+                        end: s.end_time_unix_nano,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One gRPC `TraceService/Export` call: the length-prefixed message decoded, answered with
+/// status 0 (a trailers-only answer).
+async fn grpc_export(
+    req: hyper::Request<hyper::body::Incoming>,
+    got: Arc<Mutex<Received>>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    assert_eq!(
+        req.uri().path(),
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    );
+    assert_eq!(req.headers()["content-type"], "application/grpc");
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body[0], 0, "not compressed");
+    let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    assert_eq!(body.len(), 5 + length, "one message");
+    record(&got, &body[5..]);
+    let answer = hyper::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .header("grpc-status", "0")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    Ok(answer)
 }
 
 struct Setup {
@@ -586,6 +643,34 @@ async fn allowed_denied_and_continued_requests_export_their_span_trees() {
     );
 }
 
+/// `protocol = "grpc"`: the same spans reach a gRPC receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_export_reaches_a_grpc_receiver() {
+    let receiver = Receiver::start_grpc().await;
+    let tracing = format!(
+        "[tracing]\notlp_endpoint = \"http://127.0.0.1:{}\"\nprotocol = \"grpc\"\nbatch_delay = \"100ms\"\n",
+        receiver.port
+    );
+    let s = setup(&tracing).await;
+    let auth = format!("Authorization: Bearer {}\r\n", s.token("bob", &["sales"]));
+    let r = s.gw.get("/customers/7", &auth);
+    assert_eq!(r.status, 200, "{}", s.gw.log());
+    let (trace, upstream_span, _) = upstream_traceparent(&r.echoed());
+    let spans = receiver
+        .wait_for("gRPC-exported trace", |all| {
+            all.iter().any(|g| g.trace_id == trace && g.kind == SERVER)
+        })
+        .await;
+    let tree = of_trace(&spans, &trace);
+    let root = named(&tree, "GET crm");
+    assert_eq!(named(&tree, "upstream").span_id, upstream_span);
+    assert_eq!(named(&tree, "policy").parent, root.span_id);
+    assert_eq!(
+        receiver.got.lock().unwrap().resource["service.name"],
+        "gatehouse"
+    );
+}
+
 /// A trusted proxy's forward-auth question: the forwarded request's stages are children
 /// of the question's request span, one trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -760,7 +845,7 @@ fn tracing_config_errors_name_their_line() {
     assert_eq!(
         shown["tracing"],
         json!({
-            "otlp_endpoint": "http://127.0.0.1:4318/v1/traces", "sampling_ratio": 0.5,
+            "otlp_endpoint": "http://127.0.0.1:4318/v1/traces", "protocol": "http/protobuf", "sampling_ratio": 0.5,
             "service_name": "gatehouse", "resource_attributes": {}, "batch_delay": "5s",
         })
     );
@@ -770,8 +855,9 @@ fn tracing_config_errors_name_their_line() {
         ("otlp_endpoint = \"http://u:p@collector:4318\"", "must not hold credentials"),
         ("sampling_ratio = 1.5", "gateway.toml:14:18: tracing.sampling_ratio must be between 0 and 1, not 1.5"),
         ("sampling_ratio = -0.1", "gateway.toml:14:18: tracing.sampling_ratio must be between 0 and 1"),
-        ("protocol = \"http/json\"", "gateway.toml:14:12: tracing.protocol must be \"http/protobuf\""),
-        ("protocol = \"grpc\"", "gateway.toml:14:12: tracing.protocol \"grpc\" is not supported"),
+        ("protocol = \"http/json\"", "gateway.toml:14:12: tracing.protocol must be \"http/protobuf\" or \"grpc\""),
+        ("protocol = \"grpc\"\notlp_endpoint = \"https://collector:4317\"", "gateway.toml:15:17: tracing.otlp_endpoint \"https://collector:4317\" must be an http:// URL with protocol \"grpc\""),
+        ("protocol = \"grpc\"\notlp_endpoint = \"http://collector:4317/v1/traces\"", "must have no path with protocol \"grpc\""),
         ("service_name = \"\"", "gateway.toml:14:16: tracing.service_name is empty"),
         ("batch_delay = \"0s\"", "gateway.toml:14:15: tracing.batch_delay must be more than 0s"),
         ("resource_attributes = { \"service.name\" = \"x\" }", "gateway.toml:14:25: tracing.resource_attributes: set service.name with tracing.service_name"),

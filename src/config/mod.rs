@@ -310,8 +310,10 @@ pub enum LogFormat {
 /// `[tracing]`: OpenTelemetry traces, exported over OTLP/HTTP; off without an endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TracingConfig {
-    /// The full URL spans are POSTed to (`.../v1/traces`).
+    /// Where spans go: OTLP/HTTP's full URL (`.../v1/traces`), or the gRPC collector's
+    /// base URL.
     pub otlp_endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
     /// Of new traces (no sampled parent); a client's `traceparent` decides for its own.
     pub sampling_ratio: f64,
     pub service_name: String,
@@ -320,10 +322,19 @@ pub struct TracingConfig {
     pub batch_delay: Duration,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`: POST of the protobuf to the endpoint.
+    HttpProtobuf,
+    /// `grpc`: `TraceService/Export` over HTTP/2 (cleartext, prior knowledge).
+    Grpc,
+}
+
 impl Default for TracingConfig {
     fn default() -> Self {
         TracingConfig {
             otlp_endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
             sampling_ratio: 1.0,
             service_name: "gatehouse".to_string(),
             resource_attributes: BTreeMap::new(),

@@ -249,6 +249,7 @@ impl Config {
             },
             "tracing": {
                 "otlp_endpoint": self.tracing.otlp_endpoint.as_deref().map(redact_url),
+                "protocol": match self.tracing.protocol { OtlpProtocol::HttpProtobuf => "http/protobuf", OtlpProtocol::Grpc => "grpc" },
                 "sampling_ratio": self.tracing.sampling_ratio,
                 "service_name": self.tracing.service_name,
                 "resource_attributes": self.tracing.resource_attributes,

@@ -10,7 +10,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::{Finished, SpanKind, Value};
-use crate::config::TracingConfig;
+use crate::config::{OtlpProtocol, TracingConfig};
 
 /// Traces waiting for the exporter; beyond this, new ones are dropped.
 const QUEUE: usize = 2048;
@@ -35,12 +35,21 @@ impl Sender {
 pub fn start(endpoint: &str, config: &TracingConfig) -> Result<Sender, String> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::builder()
-        .timeout(EXPORT_TIMEOUT)
+    let grpc = config.protocol == OtlpProtocol::Grpc;
+    let mut client = reqwest::Client::builder().timeout(EXPORT_TIMEOUT);
+    if grpc {
+        client = client.http2_prior_knowledge();
+    }
+    let client = client
         .build()
         .map_err(|e| format!("tracing: cannot build the OTLP client: {e}"))?;
+    let url = match grpc {
+        true => format!("{}/{GRPC_EXPORT}", endpoint.trim_end_matches('/')),
+        false => endpoint.to_string(),
+    };
     let exporter = Exporter {
-        url: endpoint.to_string(),
+        grpc,
+        url,
         client,
         resource: resource(config),
         delay: config.batch_delay,
@@ -57,7 +66,11 @@ pub fn start(endpoint: &str, config: &TracingConfig) -> Result<Sender, String> {
     Ok(Sender { tx, dropped })
 }
 
+/// The OTLP trace service's method, as gRPC names it.
+const GRPC_EXPORT: &str = "opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
 struct Exporter {
+    grpc: bool,
     url: String,
     client: reqwest::Client,
     resource: Resource,
@@ -99,15 +112,34 @@ impl Exporter {
             );
         }
         let body = encode(&self.resource, batch);
-        let sent = self
-            .client
-            .post(&self.url)
-            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(body)
-            .send()
-            .await;
-        match sent {
-            Ok(resp) if resp.status().is_success() => {}
+        let request = match self.grpc {
+            // One uncompressed length-prefixed message (gRPC over HTTP/2).
+            true => {
+                let mut framed = Vec::with_capacity(body.len() + 5);
+                framed.push(0);
+                framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&body);
+                self.client
+                    .post(&self.url)
+                    .header(http::header::CONTENT_TYPE, "application/grpc")
+                    .header(http::header::TE, "trailers")
+                    .body(framed)
+            }
+            false => self
+                .client
+                .post(&self.url)
+                .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+                .body(body),
+        };
+        match request.send().await {
+            // A refusal in gRPC comes as a trailers-only answer: its status among the headers.
+            Ok(resp) if resp.status().is_success() => {
+                let status = resp.headers().get("grpc-status").map(|v| v.as_bytes());
+                if self.grpc && status.is_some_and(|s| s != b"0") {
+                    let status = String::from_utf8_lossy(status.unwrap_or_default()).into_owned();
+                    tracing::warn!(grpc_status = %status, "tracing: the OTLP endpoint refused spans");
+                }
+            }
             Ok(resp) => {
                 tracing::warn!(
                     status = resp.status().as_u16(),

@@ -258,13 +258,12 @@ impl Lowerer<'_> {
         if let Some(p) = &t.protocol {
             match p.get_ref().as_str() {
                 "http/protobuf" => {}
-                "grpc" => self.r.error(
-                    p.span(),
-                    "tracing.protocol \"grpc\" is not supported yet: use \"http/protobuf\" (OTLP/HTTP, port 4318 on a collector)",
-                ),
+                "grpc" => out.protocol = OtlpProtocol::Grpc,
                 other => self.r.error(
                     p.span(),
-                    format!("tracing.protocol must be \"http/protobuf\", not {other:?}"),
+                    format!(
+                        "tracing.protocol must be \"http/protobuf\" or \"grpc\", not {other:?}"
+                    ),
                 ),
             }
         }
@@ -306,14 +305,17 @@ impl Lowerer<'_> {
             }
         }
         if let Some(e) = &t.otlp_endpoint {
-            out.otlp_endpoint = self.string(e).and_then(|text| match otlp_url(&text) {
-                Ok(url) => Some(url),
-                Err(why) => {
-                    self.r
-                        .error(e.span(), format!("tracing.otlp_endpoint {text:?} {why}"));
-                    None
-                }
-            });
+            let protocol = out.protocol;
+            out.otlp_endpoint = self
+                .string(e)
+                .and_then(|text| match otlp_url(&text, protocol) {
+                    Ok(url) => Some(url),
+                    Err(why) => {
+                        self.r
+                            .error(e.span(), format!("tracing.otlp_endpoint {text:?} {why}"));
+                        None
+                    }
+                });
         }
         out
     }
@@ -397,8 +399,9 @@ impl Lowerer<'_> {
 }
 
 /// The URL spans are POSTed to: a collector's base URL gets OTLP/HTTP's `/v1/traces` (as
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` does); a URL with a path is taken as it is.
-fn otlp_url(text: &str) -> Result<String, String> {
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` does); a URL with a path is taken as it is. gRPC: the
+/// collector's `http://` base URL (HTTP/2 without TLS).
+fn otlp_url(text: &str, protocol: OtlpProtocol) -> Result<String, String> {
     let mut url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".to_string());
@@ -411,6 +414,15 @@ fn otlp_url(text: &str) -> Result<String, String> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must have no query or fragment".to_string());
+    }
+    if protocol == OtlpProtocol::Grpc {
+        if url.scheme() != "http" {
+            return Err("must be an http:// URL with protocol \"grpc\" (gRPC over TLS is not supported yet: use \"http/protobuf\" with https://)".to_string());
+        }
+        if url.path() != "/" {
+            return Err("must have no path with protocol \"grpc\"".to_string());
+        }
+        return Ok(url.to_string());
     }
     if url.path() == "/" {
         url.set_path("/v1/traces");
