@@ -33,6 +33,7 @@ pub mod inspect;
 pub mod login;
 pub mod metrics;
 pub mod normalize;
+pub mod otel;
 pub mod pipeline;
 pub mod random_keys;
 pub mod ratelimit;

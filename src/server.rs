@@ -53,6 +53,7 @@ pub fn run(
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let metrics = Arc::new(Metrics::new());
+    crate::otel::init(&config.tracing)?;
     let server_config = config.server.clone();
     let admin_listen = config.admin.listen;
     let grpc_listen = config.ext_authz.grpc_listen;

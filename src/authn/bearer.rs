@@ -200,6 +200,7 @@ impl BearerAuth {
             None => &self.metrics.token_cache_misses,
         };
         counter.inc();
+        crate::otel::note_cache_hit(hit.is_some());
         if let Some(identity) = hit {
             return Ok(identity);
         }

@@ -88,7 +88,8 @@ impl Introspector {
         }
         let mut unavailable = false;
         for (config, endpoint) in &self.endpoints {
-            match self.ask(token, config, endpoint).await {
+            let asked = self.ask(token, config, endpoint);
+            match crate::otel::outbound("introspection", &endpoint.endpoint, asked).await {
                 Ok(Some(identity)) => {
                     let until = identity
                         .expires_at

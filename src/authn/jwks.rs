@@ -243,7 +243,8 @@ impl KeyStore {
                 u
             }
         };
-        let fetched = fetch::get_json(&self.client, &uri).await?;
+        let fetched =
+            crate::otel::outbound("jwks_fetch", &uri, fetch::get_json(&self.client, &uri)).await?;
         let shown = fetch::loggable(&uri);
         let set: JwkSet = serde_json::from_value(fetched.body)
             .map_err(|e| format!("{shown}: not a JWKS: {e}"))?;
@@ -263,7 +264,10 @@ impl KeyStore {
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        let doc = fetch::get_json(&self.client, &url).await?.body;
+        let doc =
+            crate::otel::outbound("oidc_discovery", &url, fetch::get_json(&self.client, &url))
+                .await?
+                .body;
         let issuer = doc
             .get("issuer")
             .and_then(|v| v.as_str())

@@ -21,6 +21,7 @@ pub struct File {
     pub admin: Option<Admin>,
     pub ext_authz: Option<ExtAuthz>,
     pub log: Option<Log>,
+    pub tracing: Option<S<Tracing>>,
     #[serde(default)]
     pub upstream: BTreeMap<S<String>, S<Upstream>>,
     #[serde(default)]
@@ -213,6 +214,19 @@ pub struct Admin {
 pub struct ExtAuthz {
     pub grpc_listen: Option<S<String>>,
     pub grpc_tls: Option<S<GrpcTls>>,
+}
+
+/// `[tracing]`: OpenTelemetry traces over OTLP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    pub otlp_endpoint: Option<S<String>>,
+    pub protocol: Option<S<String>>,
+    pub sampling_ratio: Option<S<f64>>,
+    pub service_name: Option<S<String>>,
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<S<String>, S<String>>,
+    pub batch_delay: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub ext_authz: ExtAuthzConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// In file order; the route table decides precedence.
     pub routes: Vec<RouteConfig>,
@@ -378,6 +379,42 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// `[tracing]`: OpenTelemetry traces, exported over OTLP/HTTP; off without an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans go: OTLP/HTTP's full URL (`.../v1/traces`), or the gRPC collector's
+    /// base URL.
+    pub otlp_endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    /// Of new traces (no sampled parent); a client's `traceparent` decides for its own.
+    pub sampling_ratio: f64,
+    pub service_name: String,
+    pub resource_attributes: BTreeMap<String, String>,
+    /// How long the exporter waits for more spans before it sends a batch.
+    pub batch_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`: POST of the protobuf to the endpoint.
+    HttpProtobuf,
+    /// `grpc`: `TraceService/Export` over HTTP/2 (cleartext, prior knowledge).
+    Grpc,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            sampling_ratio: 1.0,
+            service_name: "gatehouse".to_string(),
+            resource_attributes: BTreeMap::new(),
+            batch_delay: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -590,6 +627,9 @@ impl Config {
         }
         if self.ext_authz != new.ext_authz {
             changed.push("ext_authz");
+        }
+        if self.tracing != new.tracing {
+            changed.push("tracing");
         }
         if self.log.format != new.log.format || self.log.level != new.log.level {
             changed.push("log");

@@ -248,6 +248,14 @@ impl Config {
                 "audit": self.log.audit,
                 "access_log": self.log.access_log,
             },
+            "tracing": {
+                "otlp_endpoint": self.tracing.otlp_endpoint.as_deref().map(redact_url),
+                "protocol": match self.tracing.protocol { OtlpProtocol::HttpProtobuf => "http/protobuf", OtlpProtocol::Grpc => "grpc" },
+                "sampling_ratio": self.tracing.sampling_ratio,
+                "service_name": self.tracing.service_name,
+                "resource_attributes": self.tracing.resource_attributes,
+                "batch_delay": secs(self.tracing.batch_delay),
+            },
             "upstream": upstreams,
             "route": routes,
             "session": {

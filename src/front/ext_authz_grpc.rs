@@ -318,6 +318,23 @@ impl Authorization for Check {
             }
         };
         self.record(&rt, &judged, &check, status, started);
+        if let Some(trace) = judged.trace.take() {
+            let route = judged.route.map_or(crate::metrics::NO_ROUTE, |i| {
+                rt.config.routes[i].name.as_str()
+            });
+            trace.finish(&crate::otel::Summary {
+                front: "ext_authz_grpc",
+                method: http_request(&check).map_or("", |h| h.method.as_str()),
+                route,
+                path: &judged.path,
+                status,
+                request_id: &judged.request_id,
+                client_ip: judged.client_ip,
+                refusal: None,
+                upstream_server: None,
+                upstream_error: false,
+            });
+        }
         Ok(tonic::Response::new(response))
     }
 }
@@ -355,6 +372,7 @@ impl Check {
             tracing::info!(
                 target: "gatehouse::access",
                 request_id = %judged.request_id,
+                trace_id = %crate::otel::LogTraceId(judged.trace.as_deref()),
                 client_ip = %judged.client_ip.map(|i| i.to_string()).unwrap_or_default(),
                 method = %method,
                 host = %judged.host,

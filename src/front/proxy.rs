@@ -27,6 +27,8 @@ use crate::config::{RouteConfig, SecurityHeadersConfig};
 use crate::endpoints::{self, EndpointRequest};
 use crate::gateway::{Gateway, InFlight, Runtime};
 use crate::metrics::NO_ROUTE;
+use crate::otel::propagation::{TRACEPARENT, TRACESTATE};
+use crate::otel::{self, LogTraceId, Summary};
 use crate::pipeline::upstream::{self, Connection};
 use crate::pipeline::{Answer, Body, Endpoint, Front, Judged, Pipeline, RequestFacts, Verdict};
 use crate::{cors, forwarded, respond};
@@ -159,7 +161,13 @@ impl ProxyHttp for GatehouseProxy {
             }
             Verdict::Endpoint(endpoint) => {
                 let mut req = Downstream(session);
-                Box::pin(endpoints::serve(pipeline, &ctx.judged, endpoint, &mut req)).await
+                // The login's calls to the IdP are children of the request's span.
+                let scope = ctx.judged.trace.as_deref().and_then(|t| t.request_scope());
+                let serve = endpoints::serve(pipeline, &ctx.judged, endpoint, &mut req);
+                match scope {
+                    None => Box::pin(serve).await,
+                    Some(scope) => Box::pin(otel::within(scope, serve)).await.0,
+                }
             }
         };
         self.send(session, ctx, &rt, answer).await?;
@@ -204,6 +212,20 @@ impl ProxyHttp for GatehouseProxy {
         // the judged target.
         if let Some(target) = &ctx.judged.rewrite {
             upstream_request.set_uri(target.clone());
+        }
+        // Traced: the upstream continues this trace under the gateway's upstream span; the
+        // client's own trace headers (valid or not) never pass as they came. Untraced: they
+        // pass untouched, as through Envoy or nginx without tracing.
+        if let Some(trace) = ctx.judged.trace.as_deref_mut() {
+            if trace.upstream_start == 0 {
+                trace.upstream_start = otel::now();
+            }
+            upstream_request.remove_header(&TRACEPARENT);
+            upstream_request.remove_header(&TRACESTATE);
+            upstream_request.insert_header(TRACEPARENT, trace.upstream_traceparent())?;
+            if let Some(state) = &trace.trace_state {
+                upstream_request.insert_header(TRACESTATE, state.clone())?;
+            }
         }
         let Some(rt) = &ctx.runtime else {
             return Ok(());
@@ -361,6 +383,7 @@ impl ProxyHttp for GatehouseProxy {
                 m.observe(&self.gateway.metrics, status, elapsed);
             }
         }
+        let trace = ctx.judged.trace.take();
         let route = ctx.route_label();
         let access_log = ctx
             .runtime
@@ -372,6 +395,7 @@ impl ProxyHttp for GatehouseProxy {
             tracing::info!(
                 target: "gatehouse::access",
                 request_id = %judged.request_id,
+                trace_id = %LogTraceId(trace.as_deref()),
                 client_ip = %judged.client_ip.map(|i| i.to_string()).unwrap_or_default(),
                 method = %req.method,
                 host = %judged.host,
@@ -385,6 +409,22 @@ impl ProxyHttp for GatehouseProxy {
                 error = %e.map(|e| e.etype().as_str()).unwrap_or(""),
                 "request"
             );
+        }
+        if let Some(trace) = trace {
+            let judged = &ctx.judged;
+            let method = session.req_header().method.as_str();
+            trace.finish(&Summary {
+                front: Front::Proxy.label(),
+                method,
+                route,
+                path: &judged.path,
+                status,
+                request_id: &judged.request_id,
+                client_ip: judged.client_ip,
+                refusal: ctx.refusal,
+                upstream_server: ctx.current_server,
+                upstream_error: e.is_some_and(|e| e.esource() == &ErrorSource::Upstream),
+            });
         }
     }
 }
@@ -417,8 +457,15 @@ impl GatehouseProxy {
                 Err(answer) => return answer,
             };
         let facts = forwarded.facts(&req.headers, ctx.conn.peer, &ctx.judged.request_id);
-        let mut judged = Judged::default();
+        // The decision about the forwarded request is part of this request's trace.
+        let mut judged = Judged {
+            trace: ctx.judged.trace.take(),
+            ..Judged::default()
+        };
         let verdict = pipeline.decide(&facts, &mut judged).await;
+        if judged.route.is_none() {
+            ctx.judged.trace = judged.trace.take();
+        }
         let method = forwarded.method.clone();
         ctx.dropped_headers += judged.remove_headers.len();
         if judged.route.is_some() {
@@ -446,6 +493,8 @@ impl GatehouseProxy {
     ) -> Answer {
         let prefix = pipeline.rt.config.server.reserved_prefix.as_str();
         let req = session.req_header();
+        // The decision about Envoy's request is part of this request's trace.
+        let trace = ctx.judged.trace.take();
         let facts = match ext_authz_http::facts(
             &ctx.judged,
             &req.method,
@@ -455,10 +504,19 @@ impl GatehouseProxy {
             prefix,
         ) {
             Ok(facts) => facts,
-            Err(answer) => return answer,
+            Err(answer) => {
+                ctx.judged.trace = trace;
+                return answer;
+            }
         };
-        let mut judged = Judged::default();
+        let mut judged = Judged {
+            trace,
+            ..Judged::default()
+        };
         let verdict = pipeline.decide(&facts, &mut judged).await;
+        if judged.route.is_none() {
+            ctx.judged.trace = judged.trace.take();
+        }
         let mut answer = ext_authz_http::answer(pipeline.rt, &mut judged, verdict, &req.headers);
         // Envoy's questions carry no body: its connection serves the next one, whatever the
         // answer to this one.

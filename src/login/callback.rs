@@ -255,7 +255,8 @@ impl Login {
             .filter(|_| graph::overage(id_claims))
         {
             let idp = provider.config.name.as_str();
-            let groups = graph::transitive_groups(provider.http(), base, access_token)
+            let call = graph::transitive_groups(provider.http(), base, access_token);
+            let groups = crate::otel::outbound("graph", base, call)
                 .await
                 .map_err(|(label, detail)| {
                     self.metrics.userinfo_requests_total.with_label_values(&[idp, "graph_failed"]).inc();
@@ -293,7 +294,9 @@ impl Login {
                 .with_label_values(&[idp, result])
                 .inc()
         };
-        match provider.userinfo(metadata, access_token, subject).await {
+        let endpoint = metadata.userinfo_endpoint.as_deref().unwrap_or_default();
+        let call = provider.userinfo(metadata, access_token, subject);
+        match crate::otel::outbound("userinfo", endpoint, call).await {
             Ok(mut claims) => {
                 count("success");
                 claims.remove("sub");

@@ -133,7 +133,10 @@ impl Provider {
             "{}/.well-known/openid-configuration",
             self.config.issuer.trim_end_matches('/')
         );
-        let doc = fetch::get_json(&self.client, &url).await?.body;
+        let doc =
+            crate::otel::outbound("oidc_discovery", &url, fetch::get_json(&self.client, &url))
+                .await?
+                .body;
         let text = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_string);
         let issuer = text("issuer").unwrap_or_default();
         if issuer != self.config.issuer {
@@ -294,7 +297,8 @@ impl Provider {
         }
         let request_uri;
         if let Some(endpoint) = &metadata.par_endpoint {
-            request_uri = self.push_authorization_request(endpoint, &params).await?;
+            let push = self.push_authorization_request(endpoint, &params);
+            request_uri = crate::otel::outbound("par_endpoint", endpoint, push).await?;
             params = vec![
                 ("client_id", &self.config.client_id),
                 ("request_uri", &request_uri),
@@ -459,7 +463,17 @@ impl Provider {
         .await
     }
 
+    /// A token endpoint call, a client span of the login's trace when tracing is on.
     async fn token_request(
+        &self,
+        metadata: &Metadata,
+        params: &[(&str, &str)],
+    ) -> Result<Tokens, TokenError> {
+        let call = self.token_call(metadata, params);
+        crate::otel::outbound("token_endpoint", &metadata.token_endpoint, call).await
+    }
+
+    async fn token_call(
         &self,
         metadata: &Metadata,
         params: &[(&str, &str)],

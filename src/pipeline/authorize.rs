@@ -11,7 +11,7 @@ use crate::identity::AuthMethod;
 
 pub(super) fn authorize(
     p: &Pipeline<'_>,
-    r: &Request<'_>,
+    r: &mut Request<'_>,
     route: &RouteConfig,
 ) -> Result<(), Answer> {
     let Some(policy) = &route.policy else {
@@ -45,6 +45,11 @@ pub(super) fn authorize(
         decision.reason(),
         subject,
     );
+    if let Some(t) = r.judged.trace.as_deref_mut().filter(|t| t.sampled) {
+        t.attr("gatehouse.policy.rule", decision.reason().to_string());
+        t.attr("gatehouse.policy.decision", outcome);
+    }
+    let judged = &r.judged;
     if outcome != "deny" {
         return Ok(());
     }

@@ -40,6 +40,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use crate::gateway::Runtime;
 use crate::identity::{AuthMethod, Identity};
 use crate::metrics::Metrics;
+use crate::otel::{self, RequestTrace};
 
 pub use answer::{Answer, Body};
 pub use endpoint::{ext_authz_target, Endpoint};
@@ -128,6 +129,8 @@ pub struct Judged {
     pub session: Option<Arc<crate::session::Session>>,
     /// `RateLimit-Policy` and `RateLimit` for the response, when configured.
     pub rate_headers: Option<(String, String)>,
+    /// The request's trace, when tracing is on (`[tracing]`); None costs nothing.
+    pub trace: Option<Box<RequestTrace>>,
 }
 
 impl Judged {
@@ -172,10 +175,31 @@ struct Request<'a> {
     judged: &'a mut Judged,
 }
 
+impl Request<'_> {
+    /// The start of a stage span; None (and nothing recorded) unless the request is sampled.
+    #[inline]
+    fn mark(&self) -> Option<otel::Mark> {
+        self.judged.trace.as_deref().and_then(RequestTrace::mark)
+    }
+
+    /// Ends the stage span begun at `mark`.
+    #[inline]
+    fn end(&mut self, mark: Option<otel::Mark>, name: &'static str, error: bool) {
+        if let Some(t) = self.judged.trace.as_deref_mut() {
+            t.end(mark, name, error);
+        }
+    }
+}
+
 impl Pipeline<'_> {
     /// Runs every stage on one request: what they learn goes into `judged` (a new one, as
     /// `Judged::default()` makes it), what to do is returned.
     pub async fn decide(&self, facts: &RequestFacts<'_>, judged: &mut Judged) -> Verdict {
+        // A front that already traces the request (forward-auth inside a proxied one) keeps
+        // its trace; with tracing off this is one load of the (unset) tracer.
+        if judged.trace.is_none() && otel::enabled() {
+            judged.trace = RequestTrace::start(facts.headers);
+        }
         let mut r = Request {
             facts,
             headers: Cow::Borrowed(facts.headers),
@@ -187,35 +211,85 @@ impl Pipeline<'_> {
         }
     }
 
-    /// The life of a request, in order; the first stage that answers ends it.
+    /// The life of a request, in order; the first stage that answers ends it. With tracing
+    /// on, each stage is a span of the request's trace.
     async fn stages(&self, r: &mut Request<'_>) -> Result<(), Verdict> {
         // First: every answer and log line after it names the client and the request id.
         client::identify(self, r);
+        let mark = r.mark();
         // Method and host before the path: nothing more is read of a request not for us.
-        let path_start = admit::admit(self, r)?;
+        let path_start = admit::admit(self, r).inspect_err(|_| r.end(mark, "route", true))?;
         // One normalized path decides the route, the policy, and what goes upstream.
-        let routed = route::route(self, r, path_start)?;
+        let routed =
+            route::route(self, r, path_start).inspect_err(|_| r.end(mark, "route", true))?;
         // What the upstream may see depends on the route; every stage after sees only that.
         strip::strip_headers(self, r, routed.route());
         let route = match routed {
             // The method or path an opted-in override names is what the app acts on: judged.
-            Routed::Route(route, target) => strip::judge_overrides(self, r, route, target)?,
+            Routed::Route(route, target) => strip::judge_overrides(self, r, route, target)
+                .inspect_err(|_| r.end(mark, "route", true))?,
             // The gateway's own endpoints are never proxied, whatever route covers them.
-            Routed::Reserved(target) => return Err(endpoint::dispatch(self, r, target).await),
+            Routed::Reserved(target) => {
+                r.end(mark, "route", false);
+                return Err(endpoint::dispatch(self, r, target).await);
+            }
         };
+        if let Some(t) = r.judged.trace.as_deref_mut().filter(|t| t.sampled) {
+            t.attr("gatehouse.route", route.name.clone());
+            t.attr("url.path", r.judged.path.clone());
+        }
+        r.end(mark, "route", false);
         // A preflight carries no credentials: answered before authentication (Fetch standard).
         preflight::answer(self, r, route)?;
         if !route.auth.contains(&AuthMethod::None) {
+            let mark = r.mark();
             // A locked-out client's credentials are not even looked at.
-            lockout::check(self, r, route)?;
+            lockout::check(self, r, route).inspect_err(|_| r.end(mark, "authenticate", true))?;
             // Session, bearer token or API key, as the route lists them; browsers may be sent
-            // to log in.
-            authenticate::authenticate(self, r, route).await?;
+            // to log in. Outbound calls it awaits (JWKS, introspection) are its children.
+            // Untraced, the stage is awaited as it is: wrapping would move its future.
+            let (result, scope) = match r.judged.trace.as_deref().and_then(|t| t.scope(mark)) {
+                None => (authenticate::authenticate(self, r, route).await, None),
+                Some(scope) => {
+                    let traced = authenticate::authenticate(self, r, route);
+                    Box::pin(otel::within(scope, traced)).await
+                }
+            };
+            if let Some(t) = r.judged.trace.as_deref_mut() {
+                t.attr(
+                    "gatehouse.auth.method",
+                    r.judged
+                        .identity
+                        .as_ref()
+                        .map_or("none", |i| i.method.as_str()),
+                );
+                if let Some(hit) = scope.and_then(|s| s.cache_hit.get()) {
+                    t.attr("gatehouse.auth.cache_hit", hit);
+                }
+                if let Err(answer) = &result {
+                    t.attr("gatehouse.refusal", answer.refusal.unwrap_or(""));
+                }
+            }
+            r.end(mark, "authenticate", result.is_err());
+            result?;
         }
         // Who (now known) may do what (the judged method and path).
-        authorize::authorize(self, r, route)?;
+        let mark = r.mark();
+        let result = authorize::authorize(self, r, route);
+        r.end(mark, "policy", result.is_err());
+        result?;
         // Last: only requests that would be served count against a limit.
-        rate_limit::enforce(self, r, route).await?;
+        let mark = r.mark();
+        // A Redis store's check is the stage's child.
+        let result = match r.judged.trace.as_deref().and_then(|t| t.scope(mark)) {
+            None => rate_limit::enforce(self, r, route).await,
+            Some(scope) => {
+                let traced = rate_limit::enforce(self, r, route);
+                Box::pin(otel::within(scope, traced)).await.0
+            }
+        };
+        r.end(mark, "rate_limit", result.is_err());
+        result?;
         // The identity headers are set by the front, on every attempt at the upstream.
         Ok(())
     }

@@ -5,6 +5,7 @@
 use super::{Pipeline, Request};
 use crate::identity::AuthMethod;
 use crate::metrics::NO_ROUTE;
+use crate::otel::LogTraceId;
 
 pub(super) fn decision(
     p: &Pipeline<'_>,
@@ -33,6 +34,7 @@ pub(super) fn decision(
         tracing::info!(
             target: "gatehouse::audit",
             request_id = %judged.request_id,
+            trace_id = %LogTraceId(judged.trace.as_deref()),
             front = r.facts.front.label(),
             route,
             subject = subject.unwrap_or(""),

@@ -51,14 +51,12 @@ impl RedisStore {
             (rate.interval / 1000).max(1),
             (rate.tolerance / 1000).max(1),
         );
-        let v: Vec<i64> = self
-            .redis
-            .run(|mut c| {
-                let mut invocation = self.script.key(key);
-                invocation.arg(interval).arg(tolerance);
-                async move { invocation.invoke_async(&mut c).await }
-            })
-            .await?;
+        let check = self.redis.run(|mut c| {
+            let mut invocation = self.script.key(key);
+            invocation.arg(interval).arg(tolerance);
+            async move { invocation.invoke_async(&mut c).await }
+        });
+        let v: Vec<i64> = crate::otel::redis("EVALSHA", check).await?;
         let micros = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64 * 1000;
         Ok(Decision {
             allowed: v.first() == Some(&1),

@@ -316,12 +316,11 @@ fn named(by: Indexed, session: &Session, name: &str) -> bool {
 impl SessionStore for RedisSessionStore {
     async fn get(&self, session_id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         let key = session_key(session_id);
-        let data: Option<Vec<u8>> = self
-            .redis
-            .run(|mut c| {
-                let key = key.clone();
-                async move { redis::cmd("GET").arg(key).query_async(&mut c).await }
-            })
+        let get = self.redis.run(|mut c| {
+            let key = key.clone();
+            async move { redis::cmd("GET").arg(key).query_async(&mut c).await }
+        });
+        let data: Option<Vec<u8>> = crate::otel::redis("GET", get)
             .await
             .map_err(StoreError::Unavailable)?;
         // Something this version cannot read (an older format) is no session: its

@@ -66,6 +66,7 @@ impl Lowerer<'_> {
         let admin = self.admin(f.admin.as_ref());
         let ext_authz = self.ext_authz(f.ext_authz.as_ref(), &server, &admin);
         let log = self.log(f.log.as_ref());
+        let tracing = self.tracing(f.tracing.as_ref());
         let mut upstreams = BTreeMap::new();
         for (name, up) in &f.upstream {
             if let Some(u) = self.upstream(name, up) {
@@ -129,6 +130,7 @@ impl Lowerer<'_> {
             admin,
             ext_authz,
             log,
+            tracing,
             upstreams,
             routes,
             headers,

@@ -1,4 +1,5 @@
-//! `[server]`, `[admin]`, `[log]` and `[dev_idp]`: listeners, TLS, trusted proxies and logging.
+//! `[server]`, `[admin]`, `[log]`, `[tracing]` and `[dev_idp]`: listeners, TLS, trusted proxies,
+//! logging and traces.
 
 use super::*;
 
@@ -248,6 +249,77 @@ impl Lowerer<'_> {
         }
     }
 
+    /// `[tracing]`: off without `otlp_endpoint`; the other keys are checked either way.
+    pub(super) fn tracing(&mut self, t: Option<&S<file::Tracing>>) -> TracingConfig {
+        let mut out = TracingConfig::default();
+        let Some(t) = t.map(|t| t.get_ref()) else {
+            return out;
+        };
+        if let Some(p) = &t.protocol {
+            match p.get_ref().as_str() {
+                "http/protobuf" => {}
+                "grpc" => out.protocol = OtlpProtocol::Grpc,
+                other => self.r.error(
+                    p.span(),
+                    format!(
+                        "tracing.protocol must be \"http/protobuf\" or \"grpc\", not {other:?}"
+                    ),
+                ),
+            }
+        }
+        if let Some(r) = &t.sampling_ratio {
+            let ratio = *r.get_ref();
+            if (0.0..=1.0).contains(&ratio) {
+                out.sampling_ratio = ratio;
+            } else {
+                self.r.error(
+                    r.span(),
+                    format!("tracing.sampling_ratio must be between 0 and 1, not {ratio}"),
+                );
+            }
+        }
+        if let Some(name) = &t.service_name {
+            match self.string(name) {
+                Some(n) if !n.trim().is_empty() => out.service_name = n,
+                Some(_) => self.r.error(name.span(), "tracing.service_name is empty"),
+                None => {}
+            }
+        }
+        for (key, value) in &t.resource_attributes {
+            if key.get_ref() == "service.name" {
+                self.r.error(
+                    key.span(),
+                    "tracing.resource_attributes: set service.name with tracing.service_name",
+                );
+                continue;
+            }
+            if let Some(v) = self.string(value) {
+                out.resource_attributes.insert(key.get_ref().clone(), v);
+            }
+        }
+        out.batch_delay = self.duration(t.batch_delay.as_ref(), out.batch_delay);
+        if out.batch_delay.is_zero() {
+            if let Some(d) = &t.batch_delay {
+                self.r
+                    .error(d.span(), "tracing.batch_delay must be more than 0s");
+            }
+        }
+        if let Some(e) = &t.otlp_endpoint {
+            let protocol = out.protocol;
+            out.otlp_endpoint = self
+                .string(e)
+                .and_then(|text| match otlp_url(&text, protocol) {
+                    Ok(url) => Some(url),
+                    Err(why) => {
+                        self.r
+                            .error(e.span(), format!("tracing.otlp_endpoint {text:?} {why}"));
+                        None
+                    }
+                });
+        }
+        out
+    }
+
     pub(super) fn log(&mut self, l: Option<&file::Log>) -> LogConfig {
         let format = match l.and_then(|l| l.format.as_ref()) {
             None => LogFormat::Json,
@@ -324,4 +396,36 @@ impl Lowerer<'_> {
             access_token_ttl,
         }
     }
+}
+
+/// The URL spans are POSTed to: a collector's base URL gets OTLP/HTTP's `/v1/traces` (as
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` does); a URL with a path is taken as it is. gRPC: the
+/// collector's `http://` base URL (HTTP/2 without TLS).
+fn otlp_url(text: &str, protocol: OtlpProtocol) -> Result<String, String> {
+    let mut url = url::Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".to_string());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".to_string());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not hold credentials".to_string());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must have no query or fragment".to_string());
+    }
+    if protocol == OtlpProtocol::Grpc {
+        if url.scheme() != "http" {
+            return Err("must be an http:// URL with protocol \"grpc\" (gRPC over TLS is not supported yet: use \"http/protobuf\" with https://)".to_string());
+        }
+        if url.path() != "/" {
+            return Err("must have no path with protocol \"grpc\"".to_string());
+        }
+        return Ok(url.to_string());
+    }
+    if url.path() == "/" {
+        url.set_path("/v1/traces");
+    }
+    Ok(url.to_string())
 }
