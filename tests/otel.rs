@@ -249,10 +249,56 @@ async fn serve(mut stream: tokio::net::TcpStream, got: &Mutex<Received>) -> std:
     Ok(())
 }
 
-/// Decodes one `ExportTraceServiceRequest` into `got`.
+/// Decodes one `ExportTraceServiceRequest` into `got`, and checks it against the OTLP
+/// schema's own generated types (opentelemetry-proto), which share no code with the
+/// gateway's exporter: same spans, same ids and parents, same names and kinds, the
+/// resource's `service.name` where the schema puts it.
 fn record(got: &Mutex<Received>, body: &[u8]) {
     let request = <otlp::ExportTraceServiceRequest as prost::Message>::decode(body)
         .expect("an ExportTraceServiceRequest");
+    let official = <opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as prost::Message>::decode(body)
+        .expect("an ExportTraceServiceRequest by the OTLP schema");
+    let ours: Vec<(String, String, String, String, i32)> = request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()))
+        .map(|s| {
+            (
+                hex(&s.trace_id),
+                hex(&s.span_id),
+                hex(&s.parent_span_id),
+                s.name.clone(),
+                s.kind,
+            )
+        })
+        .collect();
+    let theirs: Vec<(String, String, String, String, i32)> = official
+        .resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()))
+        .map(|s| {
+            (
+                hex(&s.trace_id),
+                hex(&s.span_id),
+                hex(&s.parent_span_id),
+                s.name.clone(),
+                s.kind,
+            )
+        })
+        .collect();
+    assert_eq!(ours, theirs, "the OTLP schema reads the spans otherwise");
+    for rs in &official.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"));
+        assert!(service.is_some(), "no service.name in the resource");
+        for span in rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()) {
+            assert_eq!(span.trace_id.len(), 16);
+            assert_eq!(span.span_id.len(), 8);
+            assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+        }
+    }
     {
         let mut got = got.lock().unwrap();
         got.posts += 1;
