@@ -915,3 +915,56 @@ fn tracing_config_errors_name_their_line() {
         assert!(out.contains(expected), "{line}: {out}");
     }
 }
+
+/// Pingora re-sends the client's header on a retry: the upstream that finally answers
+/// still gets the gateway's `traceparent`, once, in the client's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_carries_the_traceparent_to_the_upstream_that_answers() {
+    let receiver = Receiver::start().await;
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // A second upstream whose first server refuses connections: round robin sends every
+    // other request there first, and Pingora retries it on the live one.
+    let probe = EchoServer::echo("probe").await;
+    let s = setup_full(
+        &traced(&receiver),
+        "",
+        &format!(
+            "\n[upstream.flaky]\nservers = [\"{dead}\", \"{}\"]\n\n[[route]]\nname = \"flaky\"\npath = \"/flaky/\"\nupstream = \"flaky\"\nauth = [\"none\"]\n",
+            probe.addr
+        ),
+    )
+    .await;
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let r = s.gw.get(
+            &format!("/flaky/{i}"),
+            &format!("traceparent: 00-{client_trace}-00f067aa0ba902b7-01\r\n"),
+        );
+        assert_eq!(r.status, 200, "{r:?}\n{}", s.gw.log());
+        let (trace, span, flags) = upstream_traceparent(&r.echoed());
+        assert_eq!(trace, client_trace);
+        assert_eq!(flags, "01");
+        sent.push(span);
+    }
+    let metrics = s.gw.admin("/metrics").body;
+    assert!(
+        metrics.contains(
+            "gatehouse_upstream_errors_total{kind=\"connect_refused\",upstream=\"flaky\"}"
+        ),
+        "no request was retried: {metrics}"
+    );
+    let spans = receiver
+        .wait_for("four upstream spans", |spans| {
+            spans.iter().filter(|s| s.name == "upstream").count() >= 4
+        })
+        .await;
+    for span in &sent {
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.name == "upstream" && &s.span_id == span),
+            "the upstream's parent {span} is no exported upstream span: {spans:#?}"
+        );
+    }
+}
