@@ -241,13 +241,47 @@ impl Login {
                         || claim_at(id_claims, &names.email).is_none())
             }
         };
+        // OIDC Core §5.3.2: userinfo's `sub` is the ID token's `sub` (not the subject claim
+        // this IdP's config reads, which may be `oid`).
+        let sub = id_claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or(subject);
         let mut extra = match wanted {
             true => {
-                self.fetch_userinfo(provider, metadata, access_token, subject)
+                self.fetch_userinfo(provider, metadata, access_token, sub)
                     .await?
             }
             false => None,
         };
+        if let Some(extra) = &mut extra {
+            // Only claims about the person: nothing that says how, when or for whom the
+            // tokens were issued, and no `email_verified` for another source's email.
+            for protocol in [
+                "iss",
+                "aud",
+                "azp",
+                "exp",
+                "iat",
+                "nbf",
+                "nonce",
+                "jti",
+                "auth_time",
+                "acr",
+                "amr",
+                "sid",
+                "cnf",
+                "at_hash",
+                "c_hash",
+                "_claim_names",
+                "_claim_sources",
+            ] {
+                extra.remove(protocol);
+            }
+            if id_claims.contains_key("email") {
+                extra.remove("email_verified");
+            }
+        }
         if let Some(base) = provider
             .config
             .graph
@@ -256,7 +290,15 @@ impl Login {
         {
             let idp = provider.config.name.as_str();
             let call = graph::transitive_groups(provider.http(), base, access_token);
-            let groups = crate::otel::outbound("graph", base, call)
+            let bounded = async {
+                // Within the refresh lock's 10 s, whatever the pages and retries.
+                tokio::time::timeout(graph::DEADLINE, call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(("timeout", format!("Graph took over {:?}", graph::DEADLINE)))
+                    })
+            };
+            let groups = crate::otel::outbound("graph", base, bounded)
                 .await
                 .map_err(|(label, detail)| {
                     self.metrics.userinfo_requests_total.with_label_values(&[idp, "graph_failed"]).inc();

@@ -11,6 +11,10 @@ use crate::authn::fetch;
 
 /// Pages followed at most (999 groups each).
 const MAX_PAGES: usize = 20;
+/// Groups kept at most: they are sealed in the session and sent in a header.
+const MAX_GROUPS: usize = 5_000;
+/// The whole fetch, every page and wait included: under the refresh lock's 10 s.
+pub const DEADLINE: Duration = Duration::from_secs(8);
 /// The most of one page read.
 const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
 /// Tries of one page when Graph says it is throttling or busy (429, 503, 504).
@@ -54,6 +58,9 @@ pub async fn transitive_groups(
                 .filter_map(|g| g.get("id").and_then(Value::as_str))
                 .map(str::to_string),
         );
+        if groups.len() > MAX_GROUPS {
+            return Err(("too_many", format!("more than {MAX_GROUPS} groups")));
+        }
         match page.get("@odata.nextLink").and_then(Value::as_str) {
             None => return Ok(groups),
             // The next page is Graph's too: a link elsewhere would take the token with it.
