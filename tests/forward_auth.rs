@@ -364,6 +364,13 @@ async fn ingress_nginx_annotations_let_no_forged_identity_path_or_address_throug
             .unwrap_or_else(|| panic!("no answer\n{}", gw.log()));
         assert_eq!(r.status, 403, "{}\n{}", r.body, gw.log());
     }
+    // An absolute-form request line routes by its own host while X-Original-URL carries the
+    // Host header's: the two must agree.
+    let sent = "GET http://127.0.0.1/from-two/page HTTP/1.1\r\nHost: other.example\r\nX-Api-Key: reporting-key-0123456789\r\nConnection: close\r\n\r\n";
+    let r = request_from(two, ingress.port, sent)
+        .await
+        .unwrap_or_else(|| panic!("no answer\n{}", gw.log()));
+    assert_eq!(r.status, 403, "{}\n{}", r.body, gw.log());
     assert_eq!(app.hit_count(), hits, "the app was reached");
 }
 
@@ -380,16 +387,34 @@ async fn a_question_without_its_request_is_refused() {
             "X-Forwarded-Uri: http://127.0.0.1/page\r\nX-Forwarded-Method: GET\r\n",
         ),
         (
-            "?headers=x-original",
+            "?headers=x-original&host=127.0.0.1",
             "X-Forwarded-Uri: /page\r\nX-Forwarded-Method: GET\r\nX-Original-Method: GET\r\n",
         ),
         (
-            "?headers=x-original",
+            "?headers=x-original&host=127.0.0.1",
             "X-Original-URL: /page\r\nX-Original-Method: GET\r\n",
         ),
         (
-            "?headers=x-original",
+            "?headers=x-original&host=127.0.0.1",
             "X-Original-URL: http://127.0.0.1/page\r\n",
+        ),
+        // The host nginx routed by is not the one the client's Host header named, or unsaid.
+        (
+            "?headers=x-original&host=other.example",
+            "X-Original-URL: http://127.0.0.1/page\r\nX-Original-Method: GET\r\n",
+        ),
+        (
+            "?headers=x-original",
+            "X-Original-URL: http://127.0.0.1/page\r\nX-Original-Method: GET\r\n",
+        ),
+        // A misspelt mode, and ingress-nginx asking without the mode: no X-Forwarded-* read.
+        (
+            "?headers=X-Original",
+            "X-Forwarded-Uri: /page\r\nX-Forwarded-Method: GET\r\n",
+        ),
+        (
+            "",
+            "X-Forwarded-Uri: /page\r\nX-Forwarded-Method: GET\r\nX-Sent-From: nginx-ingress-controller\r\n",
         ),
     ] {
         let r = gw.get(
@@ -399,7 +424,7 @@ async fn a_question_without_its_request_is_refused() {
         assert_eq!(r.status, 403, "{query} {headers}: {}", r.body);
     }
     let ok = gw.get(
-        "/_gatehouse/auth?headers=x-original",
+        "/_gatehouse/auth?headers=x-original&host=127.0.0.1",
         "X-Original-URL: http://127.0.0.1/page\r\nX-Original-Method: GET\r\nX-Api-Key: reporting-key-0123456789\r\n",
     );
     assert_eq!(ok.status, 200, "{}\n{}", ok.body, gw.log());

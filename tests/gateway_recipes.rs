@@ -105,9 +105,15 @@ fn ingress_nginx_copies_every_identity_name_and_asks_with_x_original() {
     }
     let url = annotation("auth-url");
     assert!(
-        url.ends_with("/_gatehouse/auth?headers=x-original"),
+        url.ends_with("/_gatehouse/auth?headers=x-original&host=$host"),
         "{url}"
     );
+    // The public Ingress routes browser endpoints only, never the question path.
+    assert!(
+        !yaml.contains("path: /_gatehouse/\n"),
+        "the whole prefix is public"
+    );
+    assert!(!yaml.contains("path: /_gatehouse/auth"));
     assert!(config["server"]["trusted_proxies"]
         .as_array()
         .is_some_and(|a| !a.is_empty()));

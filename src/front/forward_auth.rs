@@ -40,14 +40,33 @@ pub fn read<'a>(
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // Only the header set the operator named in the auth URL is read: a proxy passes the
     // client's own headers on to the question, so a client can send the other set.
-    let original = crate::endpoints::query_param(query, "headers").as_deref() == Some("x-original");
+    let original = match crate::endpoints::query_param(query, "headers").as_deref() {
+        None => false,
+        Some("x-original") => true,
+        // A misspelt mode must not fall back to headers a client can send.
+        Some(_) => return Err(missing("a known headers= mode")),
+    };
     let (method, target, authority) = if original {
         // ingress-nginx: `X-Original-Method` and `X-Original-URL` (scheme://host/path?query),
         // both set by the controller over the client's.
         let Some((authority, target)) = text("x-original-url").and_then(split_url) else {
             return Err(missing("X-Original-URL"));
         };
+        // X-Original-URL's host is the client's Host header; the auth URL's `host=$host` is
+        // the host nginx routed by (an absolute-form request line can make them differ).
+        let routed = crate::endpoints::query_param(query, "host");
+        let same = |a: &str, b: &str| {
+            crate::pipeline::host_without_port(a)
+                .zip(crate::pipeline::host_without_port(b))
+                .is_some_and(|(a, b)| a == b)
+        };
+        if !routed.as_deref().is_some_and(|h| same(h, authority)) {
+            return Err(missing("host=$host naming the host of X-Original-URL"));
+        }
         (text("x-original-method"), Some(target), Some(authority))
+    } else if text("x-sent-from") == Some("nginx-ingress-controller") {
+        // ingress-nginx passes the client's X-Forwarded-* on: only its own headers will do.
+        return Err(missing("headers=x-original from ingress-nginx"));
     } else {
         let host = text("x-forwarded-host").or_else(|| text("host"));
         (text("x-forwarded-method"), text("x-forwarded-uri"), host)
