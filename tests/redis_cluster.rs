@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 const SECRET: &str = "secret = \"shared-secret-of-both-gateways-0123456789\"";
 /// What docs/redis.md grants the gateway's ACL user on a cluster.
-const ACL_COMMANDS: &str = "+ping +select +get +set +del +getdel +mget +pexpire +sadd +srem +smembers +zadd +zrem +zcard +zremrangebyscore +multi +exec +evalsha +eval +script|load +time +cluster|slots +asking";
+const ACL_COMMANDS: &str = "+ping +select +get +set +del +getdel +mget +pexpire +sadd +srem +sismember +smembers +zadd +zrem +zcard +zremrangebyscore +multi +exec +evalsha +eval +script|load +time +cluster|slots +asking";
 const TOKEN: &str = "admin-token-0123456789abcdef0123456789abcdef";
 
 /// Three cluster-enabled primaries holding all 16384 slots between them.

@@ -169,7 +169,7 @@ async fn tls_with_a_client_certificate() {
 
 /// The commands the gateway sends (sessions, login states, the refresh lock, rate limits),
 /// and nothing else: what `docs/redis.md` tells operators to grant.
-const ACL_COMMANDS: &str = "+ping +select +get +set +del +getdel +mget +pexpire +sadd +srem +smembers +zadd +zrem +zcard +zremrangebyscore +multi +exec +evalsha +eval +script|load +time";
+const ACL_COMMANDS: &str = "+ping +select +get +set +del +getdel +mget +pexpire +sadd +srem +sismember +smembers +zadd +zrem +zcard +zremrangebyscore +multi +exec +evalsha +eval +script|load +time";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_user_limited_to_the_gateways_prefix_is_enough() {

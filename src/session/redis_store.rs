@@ -7,7 +7,10 @@
 //! cookie's id, so a session cannot share its user's slot). Writes that span keys are
 //! ordered instead of atomic: an index is written before its session and cleared after it,
 //! so a failure between the two leaves an index naming an ended session (skipped when read),
-//! never a live session no index ends. Multi-key reads and deletes (MGET, DEL) the cluster
+//! never a live session no index ends; a login checks its index entries after storing its
+//! session (a revocation that read the index in between removed them: the session is
+//! deleted), and a revocation deletes its sessions again after clearing their entries.
+//! Multi-key reads and deletes (MGET, DEL) the cluster
 //! client splits by slot. docs/redis.md has the key layout.
 
 use std::sync::Arc;
@@ -213,6 +216,14 @@ impl RedisSessionStore {
                             .query_async::<()>(&mut c)
                             .await?;
                     }
+                    // A login that indexed its session before this read and stored it after
+                    // the first DEL: ended now (the login's own check catches the other order).
+                    if !keys.is_empty() {
+                        redis::cmd("DEL")
+                            .arg(&keys)
+                            .query_async::<()>(&mut c)
+                            .await?;
+                    }
                     Ok(n)
                 }
             })
@@ -364,6 +375,18 @@ impl SessionStore for RedisSessionStore {
                         .arg(ttl_ms)
                         .query_async::<()>(&mut c)
                         .await?;
+                    // A revocation that read the index between the two writes removed the
+                    // entry but found no session to end: this session then ends here.
+                    for index in std::iter::once(&subject_index).chain(&sid_index) {
+                        let still: bool = redis::cmd("SISMEMBER")
+                            .arg(index)
+                            .arg(&member)
+                            .query_async(&mut c)
+                            .await?;
+                        if !still {
+                            return redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await;
+                        }
+                    }
                     redis::cmd("ZADD")
                         .arg(ACTIVE)
                         .arg(unix_ms() + ttl_ms)
