@@ -458,7 +458,8 @@ const CLIENT: i32 = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_denied_and_continued_requests_export_their_span_trees() {
     let receiver = Receiver::start().await;
-    let s = setup(&traced(&receiver)).await;
+    // The test client stands for a trusted proxy: its trace is continued.
+    let s = setup_with(&traced(&receiver), "trusted_proxies = [\"127.0.0.1/32\"]").await;
     let bob = s.token("bob", &["sales"]);
     let auth = format!("Authorization: Bearer {bob}\r\n");
 
@@ -927,7 +928,7 @@ async fn a_retried_request_carries_the_traceparent_to_the_upstream_that_answers(
     let probe = EchoServer::echo("probe").await;
     let s = setup_full(
         &traced(&receiver),
-        "",
+        "trusted_proxies = [\"127.0.0.1/32\"]",
         &format!(
             "\n[upstream.flaky]\nservers = [\"{dead}\", \"{}\"]\n\n[[route]]\nname = \"flaky\"\npath = \"/flaky/\"\nupstream = \"flaky\"\nauth = [\"none\"]\n",
             probe.addr
@@ -967,4 +968,44 @@ async fn a_retried_request_carries_the_traceparent_to_the_upstream_that_answers(
             "the upstream's parent {span} is no exported upstream span: {spans:#?}"
         );
     }
+}
+
+/// A client that is not a trusted proxy picks neither the trace id (of the log lines and
+/// the export) nor the sampling: its `traceparent` and `tracestate` start a new trace and
+/// go no further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_clients_trace_is_not_continued() {
+    let receiver = Receiver::start().await;
+    let s = setup(&traced(&receiver)).await;
+    let auth = format!("Authorization: Bearer {}\r\n", s.token("bob", &["sales"]));
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let echoed = s
+        .gw
+        .get(
+            "/customers/7",
+            &format!("{auth}traceparent: 00-{client_trace}-00f067aa0ba902b7-00\r\ntracestate: vendor=abc\r\n"),
+        )
+        .echoed();
+    let (trace, _, flags) = upstream_traceparent(&echoed);
+    assert_ne!(trace, client_trace, "the client's trace id was taken");
+    assert_eq!(
+        flags, "01",
+        "the client's unsampled flag decided (ratio 1 samples all)"
+    );
+    assert!(
+        echoed.all("tracestate").is_empty(),
+        "{:?}",
+        echoed.all("tracestate")
+    );
+    let spans = receiver
+        .wait_for("the request's own trace", |all| {
+            all.iter().any(|g| g.trace_id == trace)
+        })
+        .await;
+    assert!(spans.iter().all(|g| g.trace_id != client_trace));
+    let log = s.gw.log();
+    assert!(
+        !log.contains(client_trace),
+        "the client's trace id is in the log"
+    );
 }

@@ -174,11 +174,12 @@ pub struct Mark {
 }
 
 impl RequestTrace {
-    /// A trace for a request with these headers, when tracing is on: the client's valid
-    /// `traceparent` is continued (its sampled flag decides), else a new trace begins.
-    pub fn start(headers: &HeaderMap) -> Option<Box<RequestTrace>> {
+    /// A trace for a request with these headers, when tracing is on: a trusted peer's valid
+    /// `traceparent` is continued (its sampled flag decides), else a new trace begins (and
+    /// the client's `traceparent` and `tracestate` go no further).
+    pub fn start(headers: &HeaderMap, continue_incoming: bool) -> Option<Box<RequestTrace>> {
         let tracer = TRACER.get()?;
-        let incoming = propagation::incoming(headers);
+        let incoming = propagation::incoming(headers).filter(|_| continue_incoming);
         let (trace_id, parent, sampled, trace_state) = match incoming {
             Some((tp, state)) => (tp.trace_id, tp.span_id, tp.sampled(), state),
             None => {

@@ -131,7 +131,14 @@ pub fn incoming(headers: &HeaderMap) -> Option<(Traceparent, Option<HeaderValue>
     let parent = Traceparent::parse(first.as_bytes())?;
     let mut states = headers.get_all(&TRACESTATE).iter();
     let state = match (states.next(), states.next()) {
-        (Some(s), None) if s.len() <= MAX_TRACESTATE && !s.is_empty() => Some(s.clone()),
+        // Printable ASCII only (the W3C list syntax's characters): nothing else goes on.
+        (Some(s), None)
+            if s.len() <= MAX_TRACESTATE
+                && !s.is_empty()
+                && s.as_bytes().iter().all(|b| (0x20..0x7f).contains(b)) =>
+        {
+            Some(s.clone())
+        }
         _ => None,
     };
     Some((parent, state))

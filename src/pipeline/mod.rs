@@ -198,7 +198,12 @@ impl Pipeline<'_> {
         // A front that already traces the request (forward-auth inside a proxied one) keeps
         // its trace; with tracing off this is one load of the (unset) tracer.
         if judged.trace.is_none() && otel::enabled() {
-            judged.trace = RequestTrace::start(facts.headers);
+            // Only a trusted proxy's trace is continued: a client's would pick the trace id
+            // of the log lines and override the sampling ratio.
+            let trusted = facts.peer.is_some_and(|peer| {
+                crate::forwarded::is_trusted(peer, &self.rt.config.server.trusted_proxies)
+            });
+            judged.trace = RequestTrace::start(facts.headers, trusted);
         }
         let mut r = Request {
             facts,
