@@ -140,10 +140,26 @@ fn sign_in_page(
             action = esc(&format!("{}/login", p.rt.config.server.reserved_prefix)),
         ),
     );
-    let csp = respond::csp_with_image_sources(
+    // The form's GET is answered with a redirect to the chosen provider, and browsers apply
+    // `form-action` to that redirect too.
+    let mut csp = respond::csp_with_image_sources(
         &p.rt.config.security_headers.content_security_policy,
         &logo_origins,
     );
+    let mut form_targets: Vec<String> = Vec::new();
+    for i in candidates {
+        let Some(provider) = login.providers.get(*i) else {
+            continue;
+        };
+        let endpoint = provider
+            .metadata()
+            .map(|m| csrf::origin_of(&m.authorization_endpoint))
+            .unwrap_or_else(|| csrf::origin_of(&provider.config.issuer));
+        if !form_targets.contains(&endpoint) {
+            csp = respond::csp_with_form_target(&csp, &endpoint);
+            form_targets.push(endpoint);
+        }
+    }
     Answer::content(
         StatusCode::OK,
         Some(("text/html; charset=utf-8", html.into_bytes())),
