@@ -66,6 +66,14 @@ path = "/partners/"
 upstream = "app"
 auth = ["session"]
 idp = ["partners"]
+
+[[route]]
+name = "fresh"
+path = "/fresh/"
+upstream = "app"
+auth = ["session"]
+idp = ["corp", "partners"]
+max_auth_age = "1s"
 "#,
         base_config("public_url = \"http://127.0.0.1:{port}\"\nallowed_hosts = [\"127.0.0.1\"]"),
         corp.issuer,
@@ -271,6 +279,17 @@ async fn hints_skip_the_page_and_sessions_stay_with_their_provider() {
         .location()
         .unwrap_or_default()
         .starts_with(&format!("{}/auth?", corp.issuer)));
+
+    // A step-up on a route with both goes back to the session's own provider, not the page.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let step_up = browser.get(&gw.url("/fresh/a")).await;
+    assert_eq!(step_up.status, 302);
+    let location = step_up.location().unwrap_or_default();
+    assert!(
+        location.starts_with(&format!("{}/auth?", partners.issuer))
+            && location.contains("max_age=1"),
+        "{location}"
+    );
 
     // Choosing on the page remembers it; the provider it starts is the one chosen.
     let chosen = browser

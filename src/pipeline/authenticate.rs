@@ -49,7 +49,7 @@ pub(super) async fn authenticate(
         lockout::count_failure(p, r);
     }
     if route.auth.contains(&AuthMethod::Session) && failure == AuthFailure::Missing {
-        if let Some(answer) = Box::pin(login_redirect(p, r, route)).await {
+        if let Some(answer) = Box::pin(login_redirect(p, r, route, None)).await {
             return Err(answer);
         }
     }
@@ -127,7 +127,9 @@ async fn session(
             "step_up_required",
             Some(s.subject()),
         );
-        if let Some(answer) = login_redirect(p, r, route).await {
+        // A step-up goes back to the provider the session came from, not to the page.
+        let again = right_idp.then(|| s.idp().to_string());
+        if let Some(answer) = login_redirect(p, r, route, again.as_deref()).await {
             return Err(answer);
         }
         let metadata = resource_metadata::challenge_param(p, r, route);
@@ -145,7 +147,14 @@ async fn session(
 
 /// A browser navigation without a (good enough) session goes to the IdP: the redirect (or
 /// why it cannot start); None for requests that get a 401 instead.
-async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) -> Option<Answer> {
+///
+/// `again`: the provider of the session that was not good enough (step-up).
+async fn login_redirect(
+    p: &Pipeline<'_>,
+    r: &Request<'_>,
+    route: &RouteConfig,
+    again: Option<&str>,
+) -> Option<Answer> {
     let login = p.rt.login.as_ref()?;
     let facts = r.facts;
     let front_redirects = match facts.front {
@@ -166,7 +175,9 @@ async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) 
     let hints = Hints::from_query(facts.query);
     let provider = match route.idps.as_slice() {
         [one] => login.providers.get(*one),
-        several => login.provider_for_hints(several, &hints),
+        several => again
+            .and_then(|name| login.provider(name))
+            .or_else(|| login.provider_for_hints(several, &hints)),
     };
     let Some(provider) = provider else {
         // Several providers and no hint naming one: the sign-in page chooses.
