@@ -74,6 +74,14 @@ upstream = "app"
 auth = ["session"]
 idp = ["corp", "partners"]
 max_auth_age = "1s"
+
+[[route]]
+name = "guests"
+path = "/guests/"
+upstream = "app"
+auth = ["session"]
+idp = ["corp", "partners"]
+domain_hint = "Partners.example"
 "#,
         base_config("public_url = \"http://127.0.0.1:{port}\"\nallowed_hosts = [\"127.0.0.1\"]"),
         corp.issuer,
@@ -238,6 +246,21 @@ async fn hints_skip_the_page_and_sessions_stay_with_their_provider() {
             && location.contains("domain_hint=corp.example"),
         "{location}"
     );
+    // A route's domain_hint does the same when the request names no domain.
+    let by_route = browser.get(&gw.url("/guests/a")).await;
+    let location = by_route.location().unwrap_or_default();
+    assert!(
+        location.starts_with(&format!("{}/auth?", partners.issuer))
+            && location.contains("domain_hint=partners.example"),
+        "{location}"
+    );
+    let overridden = browser
+        .get(&gw.url("/guests/a?login_hint=ann@corp.example"))
+        .await;
+    assert!(overridden
+        .location()
+        .unwrap_or_default()
+        .starts_with(&format!("{}/auth?", corp.issuer)));
     let unclaimed = browser
         .get(&gw.url("/?login_hint=eve@elsewhere.example"))
         .await;
@@ -378,6 +401,12 @@ fn idp_lists_and_sign_in_settings_are_checked_with_their_line() {
             "idp = [\"corp\", \"partners\"]",
             "idp_domains = [\"corp.example\"]",
             "already in idp \"corp\"",
+        ),
+        (
+            "",
+            "idp = [\"corp\", \"partners\"]\ndomain_hint = \"a b\"",
+            "domain_hint = \"a b\"",
+            "must be an email domain",
         ),
         (
             "idp_domains = [\"not a domain\"]",

@@ -268,6 +268,7 @@ pub struct Route {
     pub security_headers: Option<bool>,
     pub path_checks: Option<PathChecks>,
     pub idp: Option<S<IdpNames>>,
+    pub domain_hint: Option<S<String>>,
     pub policy: Option<S<String>>,
     pub rate_limit: Option<S<Vec<S<String>>>>,
     pub pass_access_token: Option<bool>,

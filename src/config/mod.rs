@@ -431,6 +431,9 @@ pub struct RouteConfig {
     /// Indices into `Config::idps` for session routes: the provider, or (several) those a
     /// sign-in page offers; a session from any of them is accepted.
     pub idps: Vec<usize>,
+    /// The email domain of this route's users (lowercase), when the request names none:
+    /// sent as `domain_hint` and matched against `idp_domains`.
+    pub domain_hint: Option<String>,
     /// Step-up: the session's `acr` must be one of these (sent as `acr_values` on login).
     pub acr_values: Vec<String>,
     /// Step-up: the login (`auth_time`) must be at most this old (sent as `max_age`).
@@ -458,6 +461,7 @@ impl RouteConfig {
             rate_limits: Vec::new(),
             policy: None,
             idps: Vec::new(),
+            domain_hint: None,
             acr_values: Vec::new(),
             max_auth_age: None,
             underscores_in_headers: false,

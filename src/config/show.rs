@@ -197,6 +197,7 @@ impl Config {
                     "pass_access_token": r.pass_access_token,
                     "underscores_in_headers": r.underscores_in_headers,
                     "request_overrides": r.overrides.iter().map(|o| o.name()).collect::<Vec<_>>(),
+                    "domain_hint": r.domain_hint,
                     "idp": match r.idps.as_slice() {
                         [] => Value::Null,
                         [one] => json!(self.idps[*one].name),

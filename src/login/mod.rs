@@ -517,6 +517,7 @@ auth = ["session"]
             rate_limits: Vec::new(),
             policy: None,
             idps: vec![0],
+            domain_hint: None,
             acr_values: vec!["gold".into()],
             max_auth_age: Some(Duration::from_secs(300)),
             underscores_in_headers: false,

@@ -172,7 +172,10 @@ async fn login_redirect(
         None => r.judged.path.clone(),
     };
     let rd = login.return_target(Some(&rd));
-    let hints = Hints::from_query(facts.query);
+    let mut hints = Hints::from_query(facts.query);
+    if hints.domain().is_none() {
+        hints.domain_hint = route.domain_hint.clone();
+    }
     let provider = match route.idps.as_slice() {
         [one] => login.providers.get(*one),
         several => again

@@ -247,6 +247,23 @@ impl Lowerer<'_> {
                 }
                 (None, false) => Vec::new(),
             };
+            let domain_hint = route.domain_hint.as_ref().and_then(|v| {
+                let text = self.string(v)?.to_ascii_lowercase();
+                if !session {
+                    self.r.error(
+                        v.span(),
+                        "`domain_hint` is only used on routes with auth = [\"session\"]",
+                    );
+                } else if !valid_host(&text) || text.parse::<std::net::IpAddr>().is_ok() {
+                    self.r.error(
+                        v.span(),
+                        format!(
+                            "domain_hint {text:?} must be an email domain such as \"example.com\""
+                        ),
+                    );
+                }
+                Some(text)
+            });
             let acr_values: Vec<String> = route
                 .acr_values
                 .iter()
@@ -305,6 +322,7 @@ impl Lowerer<'_> {
                 rate_limits: Vec::new(),
                 policy,
                 idps,
+                domain_hint,
                 acr_values,
                 max_auth_age,
             });
