@@ -49,7 +49,8 @@ fn hint(status: StatusCode) -> &'static str {
 }
 
 /// The look of every page the gateway writes (and of the demo's): one inline style sheet,
-/// admitted by the default CSP's `style-src 'unsafe-inline'`; no scripts, fonts or images.
+/// admitted by the default CSP's `style-src 'unsafe-inline'`; no scripts or fonts, and
+/// images only the sign-in page's configured logos.
 pub const PAGE_STYLE: &str = concat!(
     "body{margin:0;padding:0 1em;background:#f3f4f6;color:#1f2937;font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,\"DejaVu Sans\",sans-serif}",
     "main{max-width:36em;margin:3em auto;padding:1.75em 2.25em;background:#fff;border:1px solid #e5e7eb;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.06)}",
@@ -62,6 +63,8 @@ pub const PAGE_STYLE: &str = concat!(
     "button{font:inherit;font-weight:600;padding:.5em 1.25em;border:1px solid #1d4ed8;border-radius:8px;background:#1d4ed8;color:#fff;cursor:pointer}",
     "button:hover{background:#1e40af}",
     "ul.choices{list-style:none;padding:0}ul.choices li{display:flex;align-items:center;gap:1em;margin:.6em 0}ul.choices button{min-width:8em}",
+    "ul.choices button{display:inline-flex;align-items:center;gap:.6em}ul.choices img{width:1.5em;height:1.5em;object-fit:contain;background:#fff;border-radius:4px}",
+    "button:focus-visible{outline:3px solid #f59e0b;outline-offset:2px}",
     "table{width:100%;border-collapse:collapse;font-size:.9em}td{text-align:left;vertical-align:top;padding:.35em .6em;border-bottom:1px solid #e5e7eb}",
     "td:first-child code{white-space:nowrap;word-break:normal}tr.identity td{background:#ecfdf5}",
 );
@@ -103,6 +106,41 @@ pub fn csp_with_form_target(csp: &str, origin: &str) -> String {
         .filter(|d| !d.is_empty())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `csp` allowing images from `origins` too: added to its `img-src` directive, or (none) a
+/// new `img-src` of just them (which leaves `default-src` as it was for everything else).
+pub fn csp_with_image_sources(csp: &str, origins: &[String]) -> String {
+    if origins.is_empty() {
+        return csp.to_string();
+    }
+    let sources = origins.join(" ");
+    let mut found = false;
+    let mut directives: Vec<String> = csp
+        .split(';')
+        .map(|directive| {
+            let d = directive.trim();
+            let is_img = d
+                .split_ascii_whitespace()
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("img-src"));
+            if !is_img {
+                d.to_string()
+            } else {
+                found = true;
+                if d.contains("'none'") {
+                    format!("img-src {sources}")
+                } else {
+                    format!("{d} {sources}")
+                }
+            }
+        })
+        .filter(|d| !d.is_empty())
+        .collect();
+    if !found {
+        directives.push(format!("img-src {sources}"));
+    }
+    directives.join("; ")
 }
 
 /// The security headers of one config, as ready-made header values: plain and TLS lists.
@@ -217,6 +255,28 @@ mod tests {
             HeaderValue::from_static("XMLHttpRequest"),
         );
         assert!(!wants_html(&r));
+    }
+
+    #[test]
+    fn logo_origins_join_or_add_img_src() {
+        let default = "default-src 'none'; style-src 'unsafe-inline'";
+        let logos = vec![
+            "https://cdn.example".to_string(),
+            "https://x.example".to_string(),
+        ];
+        assert_eq!(
+            csp_with_image_sources(default, &logos),
+            "default-src 'none'; style-src 'unsafe-inline'; img-src https://cdn.example https://x.example"
+        );
+        assert_eq!(
+            csp_with_image_sources("img-src 'none'; default-src 'self'", &logos[..1]),
+            "img-src https://cdn.example; default-src 'self'"
+        );
+        assert_eq!(
+            csp_with_image_sources("IMG-SRC 'self';", &logos[..1]),
+            "IMG-SRC 'self' https://cdn.example"
+        );
+        assert_eq!(csp_with_image_sources(default, &[]), default);
     }
 
     #[test]

@@ -112,6 +112,17 @@ pub struct Idp {
     pub par: Option<S<bool>>,
     pub groups_source: Option<S<String>>,
     pub graph_url: Option<S<String>>,
+    pub display_name: Option<S<String>>,
+    pub logo_url: Option<S<String>>,
+    pub idp_domains: Option<S<Vec<S<String>>>>,
+}
+
+/// A route's `idp`: one provider's name, or the list a sign-in page offers.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum IdpNames {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,7 +283,8 @@ pub struct Route {
     pub cors: Option<S<Cors>>,
     pub security_headers: Option<bool>,
     pub path_checks: Option<PathChecks>,
-    pub idp: Option<S<String>>,
+    pub idp: Option<S<IdpNames>>,
+    pub domain_hint: Option<S<String>>,
     pub policy: Option<S<String>>,
     pub rate_limit: Option<S<Vec<S<String>>>>,
     pub pass_access_token: Option<bool>,

@@ -191,6 +191,12 @@ pub struct IdpConfig {
     /// `groups_source = "graph"`: Microsoft Graph's base URL, asked for the groups of a user
     /// whose Entra ID token had no room for them.
     pub graph: Option<String>,
+    /// The sign-in page's label for this provider (by default its name).
+    pub display_name: String,
+    /// An image beside the label on the sign-in page (absolute http(s) URL).
+    pub logo_url: Option<String>,
+    /// Email domains (lowercase) whose `login_hint` goes straight to this provider.
+    pub domains: Vec<String>,
 }
 
 /// When a login asks the IdP's userinfo endpoint for claims (OIDC Core §5.3).
@@ -462,8 +468,12 @@ pub struct RouteConfig {
     pub rate_limits: Vec<usize>,
     /// The authorization policy (`policy = "policies/x.toml"`), compiled.
     pub policy: Option<std::sync::Arc<crate::authz::Policy>>,
-    /// Index into `Config::idps` for session routes.
-    pub idp: Option<usize>,
+    /// Indices into `Config::idps` for session routes: the provider, or (several) those a
+    /// sign-in page offers; a session from any of them is accepted.
+    pub idps: Vec<usize>,
+    /// The email domain of this route's users (lowercase), when the request names none:
+    /// sent as `domain_hint` and matched against `idp_domains`.
+    pub domain_hint: Option<String>,
     /// Step-up: the session's `acr` must be one of these (sent as `acr_values` on login).
     pub acr_values: Vec<String>,
     /// Step-up: the login (`auth_time`) must be at most this old (sent as `max_age`).
@@ -490,7 +500,8 @@ impl RouteConfig {
             pass_access_token: false,
             rate_limits: Vec::new(),
             policy: None,
-            idp: None,
+            idps: Vec::new(),
+            domain_hint: None,
             acr_values: Vec::new(),
             max_auth_age: None,
             underscores_in_headers: false,

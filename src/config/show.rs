@@ -197,7 +197,12 @@ impl Config {
                     "pass_access_token": r.pass_access_token,
                     "underscores_in_headers": r.underscores_in_headers,
                     "request_overrides": r.overrides.iter().map(|o| o.name()).collect::<Vec<_>>(),
-                    "idp": r.idp.map(|i| self.idps[i].name.clone()),
+                    "domain_hint": r.domain_hint,
+                    "idp": match r.idps.as_slice() {
+                        [] => Value::Null,
+                        [one] => json!(self.idps[*one].name),
+                        many => json!(many.iter().map(|i| &self.idps[*i].name).collect::<Vec<_>>()),
+                    },
                     "acr_values": r.acr_values,
                     "max_auth_age": r.max_auth_age.map(secs),
                     "policy": r.policy.as_ref().map(|p| p.source.display().to_string()),
@@ -314,6 +319,9 @@ impl Config {
                 "par": i.par,
                 "groups_source": if i.graph.is_some() { "graph" } else { "token" },
                 "graph_url": i.graph,
+                "display_name": i.display_name,
+                "logo_url": i.logo_url.as_deref().map(redact_url),
+                "idp_domains": i.domains,
                 "userinfo_on_error": match i.userinfo_on_error {
                     UserinfoOnError::Fail => "fail",
                     UserinfoOnError::Continue => "continue",

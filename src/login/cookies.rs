@@ -8,6 +8,8 @@ use super::*;
 pub struct Cookies {
     pub session: String,
     pub binding: String,
+    /// The provider last chosen on the sign-in page (not a secret: it orders the page).
+    pub choice: String,
     pub secure: bool,
     same_site: &'static str,
 }
@@ -20,6 +22,7 @@ impl Cookies {
         Cookies {
             session: format!("{prefix}{}", config.cookie_name),
             binding: format!("{prefix}{}_login", config.cookie_name),
+            choice: format!("{prefix}{}_idp", config.cookie_name),
             secure,
             same_site: match config.same_site {
                 SameSite::Lax => "Lax",
@@ -66,9 +69,20 @@ impl Cookies {
         )
     }
 
+    /// The remembered choice of provider: a year, Lax (it is read on top-level navigations).
+    pub fn set_choice(&self, idp: &str) -> String {
+        format!(
+            "{}={idp}{}",
+            self.choice,
+            self.attributes("Lax", Some(CHOICE_TTL.as_secs()))
+        )
+    }
+
     /// Whether a cookie name (as the request's bytes) is one of the gateway's.
     pub fn is_ours(&self, name: &[u8]) -> bool {
-        name == self.session.as_bytes() || name == self.binding.as_bytes()
+        name == self.session.as_bytes()
+            || name == self.binding.as_bytes()
+            || name == self.choice.as_bytes()
     }
 }
 
@@ -121,11 +135,15 @@ mod tests {
             .starts_with("__Host-gatehouse_login=b;"));
         assert!(tls.set_binding("b").contains("Max-Age=600"));
         assert!(tls.clear_session().contains("Max-Age=0"));
+        let choice = tls.set_choice("partners");
+        assert!(choice
+            .starts_with("__Host-gatehouse_idp=partners; Path=/; HttpOnly; SameSite=Lax; Secure"));
+        assert!(choice.contains("Max-Age=31536000"));
         let plain = Cookies::new(&session_config(), false);
         assert!(plain.set_session("abc").starts_with("gatehouse=abc;"));
         assert!(!plain.set_session("abc").contains("Secure"));
         assert!(plain.is_ours(b"gatehouse") && plain.is_ours(b"gatehouse_login"));
-        assert!(!plain.is_ours(b"gatehouse2"));
+        assert!(plain.is_ours(b"gatehouse_idp") && !plain.is_ours(b"gatehouse2"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ impl Login {
         rd: &str,
         binding_cookie: Option<&str>,
         route: Option<&RouteConfig>,
+        hints: &Hints,
     ) -> Result<(String, Option<String>), LoginFailure> {
         let idp = &provider.config.name;
         let metadata = provider.ensure_discovered().await.ok_or_else(|| {
@@ -68,6 +69,7 @@ impl Login {
                 &verifier,
                 &acr_values,
                 max_age,
+                hints,
             )
             .await
             .map_err(|e| LoginFailure::new(idp, e.label, 502, e.detail))?;

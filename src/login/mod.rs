@@ -48,6 +48,9 @@ use oidc::{unix_now, Provider};
 /// How long a login may take between the redirect to the IdP and the callback.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 
+/// How long the sign-in page remembers the provider last chosen.
+pub const CHOICE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How long a used logout token's `jti` is kept at most (until the token's `exp` when sooner;
 /// providers make them live a few minutes).
 const LOGOUT_TOKEN_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -106,6 +109,45 @@ impl LoginFailure {
             detail: detail.into(),
             status,
         }
+    }
+}
+
+/// `login_hint` and `domain_hint` (OIDC Core §3.1.2.1; Entra ID's `domain_hint`) from the
+/// request that started a login: passed on to the IdP, and matched against `idp_domains`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Hints {
+    pub login_hint: Option<String>,
+    pub domain_hint: Option<String>,
+}
+
+impl Hints {
+    /// The hints of a query string; a hint too long or holding control characters is dropped.
+    pub fn from_query(query: Option<&str>) -> Hints {
+        let mut hints = Hints::default();
+        let Some(query) = query else { return hints };
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let slot = match k.as_ref() {
+                "login_hint" => &mut hints.login_hint,
+                "domain_hint" => &mut hints.domain_hint,
+                _ => continue,
+            };
+            let usable = !v.is_empty() && v.len() <= 256 && !v.chars().any(char::is_control);
+            if slot.is_none() && usable {
+                *slot = Some(v.into_owned());
+            }
+        }
+        hints
+    }
+
+    /// The email domain the hints name (lowercase): `domain_hint`, else the part of
+    /// `login_hint` after its last `@`.
+    pub fn domain(&self) -> Option<String> {
+        let domain = match (&self.domain_hint, &self.login_hint) {
+            (Some(d), _) => d.as_str(),
+            (None, Some(l)) => l.rsplit_once('@')?.1,
+            (None, None) => return None,
+        };
+        (!domain.is_empty()).then(|| domain.trim_end_matches('.').to_ascii_lowercase())
     }
 }
 
@@ -280,6 +322,20 @@ impl Login {
             .or_else(|| self.provider(s.idp()).map(|p| p.config.issuer.as_str()))
             .unwrap_or("");
         self.issuer(url)
+    }
+
+    /// Among the providers at `candidates` (indices into `providers`), the one whose
+    /// `idp_domains` hold the hints' email domain.
+    pub fn provider_for_hints(
+        &self,
+        candidates: &[usize],
+        hints: &Hints,
+    ) -> Option<&Arc<Provider>> {
+        let domain = hints.domain()?;
+        candidates
+            .iter()
+            .filter_map(|i| self.providers.get(*i))
+            .find(|p| p.config.domains.contains(&domain))
     }
 
     pub fn idp_config(&self, index: usize) -> Option<&IdpConfig> {
@@ -461,7 +517,8 @@ auth = ["session"]
             pass_access_token: false,
             rate_limits: Vec::new(),
             policy: None,
-            idp: Some(0),
+            idps: vec![0],
+            domain_hint: None,
             acr_values: vec!["gold".into()],
             max_auth_age: Some(Duration::from_secs(300)),
             underscores_in_headers: false,
@@ -488,5 +545,31 @@ auth = ["session"]
         );
         route.max_auth_age = None;
         assert!(login.satisfies(&s, &route));
+    }
+}
+
+#[cfg(test)]
+mod hints {
+    use super::Hints;
+
+    #[test]
+    fn hints_come_from_the_query_and_name_a_domain() {
+        let h = Hints::from_query(Some(
+            "rd=/&login_hint=Bob%40Partners.Example&login_hint=x@y",
+        ));
+        assert_eq!(h.login_hint.as_deref(), Some("Bob@Partners.Example"));
+        assert_eq!(h.domain().as_deref(), Some("partners.example"));
+        let d = Hints::from_query(Some("domain_hint=corp.example.&login_hint=a@b.example"));
+        assert_eq!(d.domain().as_deref(), Some("corp.example"));
+        // Not an email, too long, or with control characters: no domain, or no hint.
+        assert_eq!(Hints::from_query(Some("login_hint=bob")).domain(), None);
+        assert_eq!(Hints::from_query(Some("login_hint=bob@")).domain(), None);
+        let long = format!("login_hint={}", "a".repeat(300));
+        assert_eq!(Hints::from_query(Some(&long)), Hints::default());
+        assert_eq!(
+            Hints::from_query(Some("login_hint=a%0A@b.example")),
+            Hints::default()
+        );
+        assert_eq!(Hints::from_query(None), Hints::default());
     }
 }

@@ -271,6 +271,7 @@ impl Provider {
         code_verifier: &str,
         acr_values: &[String],
         max_age: Option<Duration>,
+        hints: &super::Hints,
     ) -> Result<String, TokenError> {
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes()));
         let scope = self.config.scopes.join(" ");
@@ -294,6 +295,17 @@ impl Provider {
         }
         for (k, v) in &self.config.extra_auth_params {
             params.push((k, v));
+        }
+        // The browser's hints, unless the config sets the parameter itself.
+        for (k, v) in [
+            ("login_hint", &hints.login_hint),
+            ("domain_hint", &hints.domain_hint),
+        ] {
+            if let Some(v) = v {
+                if !params.iter().any(|(name, _)| *name == k) {
+                    params.push((k, v));
+                }
+            }
         }
         let request_uri;
         if let Some(endpoint) = &metadata.par_endpoint {

@@ -11,7 +11,7 @@ use super::{lockout, rate_limit, record, resource_metadata, Answer, Front, Pipel
 use crate::authn::AuthFailure;
 use crate::config::RouteConfig;
 use crate::identity::{AuthMethod, Identity};
-use crate::login::cookie_value;
+use crate::login::{cookie_value, Hints};
 
 pub(super) async fn authenticate(
     p: &Pipeline<'_>,
@@ -49,7 +49,7 @@ pub(super) async fn authenticate(
         lockout::count_failure(p, r);
     }
     if route.auth.contains(&AuthMethod::Session) && failure == AuthFailure::Missing {
-        if let Some(answer) = Box::pin(login_redirect(p, r, route)).await {
+        if let Some(answer) = Box::pin(login_redirect(p, r, route, None)).await {
             return Err(answer);
         }
     }
@@ -111,10 +111,13 @@ async fn session(
     let Some(identity) = login.identity(&s) else {
         return Ok(None);
     };
-    let right_idp = route
-        .idp
-        .and_then(|i| login.idp_config(i))
-        .is_none_or(|c| c.name == s.idp());
+    // A session from a provider the route does not list is no login for it.
+    let right_idp = route.idps.is_empty()
+        || route
+            .idps
+            .iter()
+            .filter_map(|i| login.idp_config(*i))
+            .any(|c| c.name == s.idp());
     if !right_idp || !login.satisfies(&s, route) {
         record::decision(
             p,
@@ -124,7 +127,9 @@ async fn session(
             "step_up_required",
             Some(s.subject()),
         );
-        if let Some(answer) = login_redirect(p, r, route).await {
+        // A step-up goes back to the provider the session came from, not to the page.
+        let again = right_idp.then(|| s.idp().to_string());
+        if let Some(answer) = login_redirect(p, r, route, again.as_deref()).await {
             return Err(answer);
         }
         let metadata = resource_metadata::challenge_param(p, r, route);
@@ -142,7 +147,14 @@ async fn session(
 
 /// A browser navigation without a (good enough) session goes to the IdP: the redirect (or
 /// why it cannot start); None for requests that get a 401 instead.
-async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) -> Option<Answer> {
+///
+/// `again`: the provider of the session that was not good enough (step-up).
+async fn login_redirect(
+    p: &Pipeline<'_>,
+    r: &Request<'_>,
+    route: &RouteConfig,
+    again: Option<&str>,
+) -> Option<Answer> {
     let login = p.rt.login.as_ref()?;
     let facts = r.facts;
     let front_redirects = match facts.front {
@@ -152,15 +164,28 @@ async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) 
     let navigation = front_redirects
         && (facts.method == Method::GET || facts.method == Method::HEAD)
         && crate::respond::wants_html(&r.headers);
-    let provider = route.idp.and_then(|i| login.providers.get(i));
-    let (true, Some(provider)) = (navigation, provider) else {
+    if !navigation || route.idps.is_empty() {
         return None;
-    };
+    }
     let rd = match facts.query {
         Some(q) => format!("{}?{q}", r.judged.path),
         None => r.judged.path.clone(),
     };
     let rd = login.return_target(Some(&rd));
+    let mut hints = Hints::from_query(facts.query);
+    if hints.domain().is_none() {
+        hints.domain_hint = route.domain_hint.clone();
+    }
+    let provider = match route.idps.as_slice() {
+        [one] => login.providers.get(*one),
+        several => again
+            .and_then(|name| login.provider(name))
+            .or_else(|| login.provider_for_hints(several, &hints)),
+    };
+    let Some(provider) = provider else {
+        // Several providers and no hint naming one: the sign-in page chooses.
+        return Some(chooser_redirect(p, &rd, route, &hints));
+    };
     let binding = cookie_value(&r.headers, &login.cookies.binding);
     // Each login start stores state for 10 minutes: starts count against the per-IP limit
     // of the gateway's endpoints.
@@ -168,7 +193,10 @@ async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) 
         return Some(answer);
     }
     Some(
-        match login.start(provider, &rd, binding, Some(route)).await {
+        match login
+            .start(provider, &rd, binding, Some(route), &hints)
+            .await
+        {
             Ok((url, cookie)) => {
                 Answer::redirect(StatusCode::FOUND, &url, cookie.into_iter().collect())
                     .refusing("login_redirect")
@@ -179,6 +207,26 @@ async fn login_redirect(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteConfig) 
             }
         },
     )
+}
+
+/// To the sign-in page (`{reserved_prefix}/login` without `idp`), which lists the route's
+/// providers and carries the return target and the hints.
+fn chooser_redirect(p: &Pipeline<'_>, rd: &str, route: &RouteConfig, hints: &Hints) -> Answer {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("rd", rd);
+    query.append_pair("route", &route.name);
+    if let Some(h) = &hints.login_hint {
+        query.append_pair("login_hint", h);
+    }
+    if let Some(h) = &hints.domain_hint {
+        query.append_pair("domain_hint", h);
+    }
+    let location = format!(
+        "{}/login?{}",
+        p.rt.config.server.reserved_prefix,
+        query.finish()
+    );
+    Answer::redirect(StatusCode::FOUND, &location, Vec::new()).refusing("login_redirect")
 }
 
 /// The status and `WWW-Authenticate` challenge of an authentication failure (RFC 6750 §3);

@@ -11,6 +11,10 @@
 //          the user out), stepUp ({path, waitMs}: a route with max_auth_age sends the browser
 //          back to the provider), logout (through the gateway's confirmation and the
 //          provider's own end-session page).
+//   chooser  a route with several providers: the gateway's sign-in page, walked with the
+//          keyboard (Tab to the button of `choose`, Enter), the login at that provider, a
+//          script's request to `otherPath`, then (the session cookie cleared) the page again.
+//          Options: path, user, choose, otherPath.
 //
 // Prints one JSON line: {"steps": [{name, url, status, title, text, visited, console,
 // cookies, ms}], "cookies": [...], "error"?}; exits 1 when a step could not be taken. The browser only
@@ -184,7 +188,48 @@ async function login() {
   }
 }
 
-const scenarios = { demo, login };
+/** The focused element and the sign-in page's buttons, as a step. */
+async function focusStep(name) {
+  const info = await page.evaluate(() => ({
+    active: document.activeElement ? document.activeElement.getAttribute('value') : null,
+    buttons: [...document.querySelectorAll('ul.choices button')].map((b) => b.getAttribute('value')),
+    logos: [...document.querySelectorAll('ul.choices img')].map((i) => i.getAttribute('src')),
+  }));
+  steps.push({ name, url: page.url(), text: JSON.stringify(info), visited: [], console: [], ms: Date.now() - started });
+  return info;
+}
+
+async function chooser() {
+  await page.goto(`${base}${options.path}`);
+  await record('sign-in');
+  await focusStep('sign-in-focus');
+  // Only the keyboard from here: Tab until the chosen provider's button has focus.
+  const tabbed = [];
+  for (let i = 0; i < 10; i += 1) {
+    await page.keyboard.press('Tab');
+    const value = await page.evaluate(() => document.activeElement?.getAttribute('value') ?? null);
+    tabbed.push(value);
+    if (value === options.choose) break;
+  }
+  steps.push({ name: 'tabbed', url: page.url(), text: JSON.stringify(tabbed), visited: [], console: [], ms: Date.now() - started });
+  await Promise.all([
+    page.waitForURL((u) => u.origin !== origin, { waitUntil: 'load' }),
+    page.keyboard.press('Enter'),
+  ]);
+  await record('provider-login');
+  await loginAtProvider(options.user);
+  await record('landed');
+  await fetchStep('userinfo', `${base}/_gatehouse/userinfo`);
+  await fetchStep('script-other', `${base}${options.otherPath}`);
+  // The session cookie gone (the remembered choice stays): the page again, that provider first.
+  await context.clearCookies({ name: 'gatehouse' });
+  await page.goto(`${base}${options.path}`);
+  await record('sign-in-again');
+  await focusStep('sign-in-again-focus');
+  await fetchStep('script', `${base}${options.path}`);
+}
+
+const scenarios = { demo, login, chooser };
 let failure;
 try {
   if (!scenarios[scenario]) {

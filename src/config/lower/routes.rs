@@ -187,36 +187,83 @@ impl Lowerer<'_> {
                 );
             }
             let session = auth.contains(&AuthMethod::Session);
-            let idp = match (&route.idp, session) {
+            let idps = match (&route.idp, session) {
                 (Some(v), true) => {
-                    let found = idps.iter().position(|i| i.name == *v.get_ref());
-                    if found.is_none() {
+                    let listed: Vec<&String> = match v.get_ref() {
+                        file::IdpNames::One(n) => vec![n],
+                        file::IdpNames::Many(list) => list.iter().collect(),
+                    };
+                    if listed.is_empty() {
                         self.r.error(
                             v.span(),
-                            format!("route {name:?} names unknown idp {:?}", v.get_ref()),
+                            format!("route {name:?} lists no idp: name one or more"),
                         );
+                    }
+                    let mut found = Vec::new();
+                    for n in listed {
+                        match idps.iter().position(|i| i.name == *n) {
+                            Some(_) if found.iter().any(|f: &usize| idps[*f].name == *n) => {
+                                self.r.error(
+                                    v.span(),
+                                    format!("route {name:?} lists idp {n:?} twice"),
+                                );
+                            }
+                            Some(i) => found.push(i),
+                            None => {
+                                let known: Vec<&str> =
+                                    idps.iter().map(|i| i.name.as_str()).collect();
+                                self.r.error(
+                                    v.span(),
+                                    format!(
+                                        "route {name:?} names unknown idp {n:?} (defined: {})",
+                                        if known.is_empty() {
+                                            "none".to_string()
+                                        } else {
+                                            known.join(", ")
+                                        }
+                                    ),
+                                );
+                            }
+                        }
                     }
                     found
                 }
-                (None, true) if idps.len() == 1 => Some(0),
+                (None, true) if idps.len() == 1 => vec![0],
                 (None, true) => {
                     if idps.len() > 1 {
                         self.r.error(
                             route.auth.span(),
-                            format!("route {name:?} uses session login and several [[idp]] exist: name one with `idp`"),
+                            format!("route {name:?} uses session login and several [[idp]] exist: name one with `idp` (or a list for a sign-in page)"),
                         );
                     }
-                    None
+                    Vec::new()
                 }
                 (Some(v), false) => {
                     self.r.error(
                         v.span(),
                         "`idp` is only used on routes with auth = [\"session\"]",
                     );
-                    None
+                    Vec::new()
                 }
-                (None, false) => None,
+                (None, false) => Vec::new(),
             };
+            let domain_hint = route.domain_hint.as_ref().and_then(|v| {
+                let text = self.string(v)?.to_ascii_lowercase();
+                if !session {
+                    self.r.error(
+                        v.span(),
+                        "`domain_hint` is only used on routes with auth = [\"session\"]",
+                    );
+                } else if !valid_host(&text) || text.parse::<std::net::IpAddr>().is_ok() {
+                    self.r.error(
+                        v.span(),
+                        format!(
+                            "domain_hint {text:?} must be an email domain such as \"example.com\""
+                        ),
+                    );
+                }
+                Some(text)
+            });
             let acr_values: Vec<String> = route
                 .acr_values
                 .iter()
@@ -274,7 +321,8 @@ impl Lowerer<'_> {
                 pass_access_token,
                 rate_limits: Vec::new(),
                 policy,
-                idp,
+                idps,
+                domain_hint,
                 acr_values,
                 max_auth_age,
             });

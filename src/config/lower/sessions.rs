@@ -381,6 +381,61 @@ impl Lowerer<'_> {
                 );
             }
             let graph = self.graph(c);
+            let display_name = match &c.display_name {
+                None => name.clone(),
+                Some(v) => {
+                    let text = self.string(v).unwrap_or_default();
+                    if text.trim().is_empty() || text.chars().count() > 100 {
+                        self.r
+                            .error(v.span(), "display_name must hold 1 to 100 characters");
+                    }
+                    text
+                }
+            };
+            let logo_url = c.logo_url.as_ref().and_then(|v| {
+                let text = self.string(v)?;
+                let ok = url::Url::parse(&text).ok().is_some_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some()
+                        && u.username().is_empty()
+                        && u.password().is_none()
+                });
+                if !ok {
+                    self.r.error(
+                        v.span(),
+                        format!("logo_url {text:?} must be an absolute http(s) URL"),
+                    );
+                    return None;
+                }
+                Some(text)
+            });
+            let mut domains: Vec<String> = Vec::new();
+            for d in c.idp_domains.iter().flat_map(|l| l.get_ref().iter()) {
+                let Some(text) = self.string(d) else { continue };
+                let text = text.to_ascii_lowercase();
+                if !valid_host(&text) || text.parse::<std::net::IpAddr>().is_ok() {
+                    self.r.error(
+                        d.span(),
+                        format!("idp_domains entry {text:?} must be an email domain such as \"example.com\""),
+                    );
+                    continue;
+                }
+                let other = out.iter().find(|o| o.domains.contains(&text));
+                if let Some(other) = other {
+                    self.r.error(
+                        d.span(),
+                        format!(
+                            "email domain {text:?} is already in idp {:?}'s idp_domains",
+                            other.name
+                        ),
+                    );
+                }
+                if domains.contains(&text) {
+                    self.r
+                        .error(d.span(), format!("email domain {text:?} is listed twice"));
+                }
+                domains.push(text);
+            }
             let Some(issuer) = issuer else { continue };
             out.push(IdpConfig {
                 name,
@@ -401,6 +456,9 @@ impl Lowerer<'_> {
                 userinfo_on_error,
                 par: c.par.as_ref().is_some_and(|p| *p.get_ref()),
                 graph,
+                display_name,
+                logo_url,
+                domains,
             });
         }
         out

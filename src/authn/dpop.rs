@@ -1,0 +1,229 @@
+//! DPoP (RFC 9449): an access token bound to a key (its `cnf.jkt`, the key's RFC 7638
+//! thumbprint) is accepted only with a proof, the `DPoP` header: a JWT the client signs with
+//! that key for this one request (method, URL, a fresh `jti`, a recent `iat`, and `ath`, the
+//! hash of the token). The replay check of `jti` is the caller's (it may be shared).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::signature::PublicKey;
+
+/// How far a proof's `iat` may lie from now, on either side (before the configured leeway).
+pub const IAT_WINDOW: u64 = 60;
+/// The largest proof read.
+const MAX_PROOF: usize = 8 * 1024;
+/// Algorithms a proof may be signed with: asymmetric only (§4.2).
+const ALGORITHMS: [(&str, Algorithm); 7] = [
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// The algorithms a proof may use, as the `DPoP` challenge names them.
+pub const ALGS: &str = "ES256 ES384 RS256 RS384 PS256 PS384 EdDSA";
+
+/// Proof ids seen by this process (when no shared store remembers them), each for a while.
+pub struct SeenProofs {
+    seen: moka::sync::Cache<String, ()>,
+}
+
+impl Default for SeenProofs {
+    fn default() -> Self {
+        SeenProofs {
+            seen: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(std::time::Duration::from_secs(2 * IAT_WINDOW + 600))
+                .build(),
+        }
+    }
+}
+
+impl SeenProofs {
+    /// True the first time `key` is seen.
+    pub fn remember_once(&self, key: String, _for: std::time::Duration) -> bool {
+        let entry = self.seen.entry(key).or_insert(());
+        entry.is_fresh()
+    }
+}
+
+/// A proof that passed every check but the replay check.
+#[derive(Debug)]
+pub struct Proof {
+    pub jti: String,
+    pub jkt: String,
+}
+
+/// The request a proof must be for.
+pub struct Expected<'a> {
+    pub method: &'a str,
+    /// `scheme://host[:port]/path` of the request as its client reached it.
+    pub url: &'a str,
+    /// The access token presented with it.
+    pub token: &'a str,
+    /// The token's `cnf.jkt`.
+    pub jkt: &'a str,
+    pub now: u64,
+    pub leeway: u64,
+}
+
+/// The token's `cnf.jkt`, when it is bound to a key.
+pub fn bound_key(claims: &Map<String, Value>) -> Option<&str> {
+    claims.get("cnf")?.get("jkt")?.as_str()
+}
+
+/// Checks `proof` against the request; the error is a bounded reason (metrics, logs).
+pub fn check(proof: &str, expected: &Expected<'_>) -> Result<Proof, &'static str> {
+    if proof.len() > MAX_PROOF {
+        return Err("malformed_proof");
+    }
+    let mut parts = proof.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed_proof");
+    };
+    let json = |part: &str| -> Option<Map<String, Value>> {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
+    };
+    let header = json(header_b64).ok_or("malformed_proof")?;
+    let claims = json(claims_b64).ok_or("malformed_proof")?;
+    if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+        return Err("bad_typ");
+    }
+    let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or("");
+    let alg = ALGORITHMS
+        .iter()
+        .find(|(name, _)| *name == alg_name)
+        .map(|(_, a)| *a)
+        .ok_or("bad_alg")?;
+    // The public key, and nothing private (§4.2).
+    let jwk_value = header
+        .get("jwk")
+        .and_then(Value::as_object)
+        .ok_or("bad_jwk")?;
+    if ["d", "p", "q", "dp", "dq", "qi", "k"]
+        .iter()
+        .any(|m| jwk_value.contains_key(*m))
+    {
+        return Err("bad_jwk");
+    }
+    let jkt = thumbprint(jwk_value).ok_or("bad_jwk")?;
+    if jkt != expected.jkt {
+        return Err("wrong_key");
+    }
+    let jwk: Jwk =
+        serde_json::from_value(Value::Object(jwk_value.clone())).map_err(|_| "bad_jwk")?;
+    let key = PublicKey::from_jwk(&jwk).map_err(|_| "bad_jwk")?;
+    let signing_input = &proof[..header_b64.len() + 1 + claims_b64.len()];
+    if !key.verify(alg, signing_input.as_bytes(), signature) {
+        return Err("bad_signature");
+    }
+    let text = |name: &str| claims.get(name).and_then(Value::as_str);
+    if text("htm") != Some(expected.method) {
+        return Err("wrong_method");
+    }
+    if !same_target(text("htu").unwrap_or(""), expected.url) {
+        return Err("wrong_url");
+    }
+    let iat = claims.get("iat").and_then(Value::as_u64).ok_or("stale")?;
+    let window = IAT_WINDOW + expected.leeway;
+    if iat + window < expected.now || iat > expected.now + window {
+        return Err("stale");
+    }
+    let ath = text("ath").ok_or("missing_ath")?;
+    if ath != URL_SAFE_NO_PAD.encode(Sha256::digest(expected.token.as_bytes())) {
+        return Err("wrong_ath");
+    }
+    let jti = text("jti")
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or("malformed_proof")?;
+    Ok(Proof {
+        jti: jti.to_string(),
+        jkt,
+    })
+}
+
+/// The JWK thumbprint (RFC 7638): SHA-256 of the key's required members in lexical order,
+/// base64url.
+pub fn thumbprint(jwk: &Map<String, Value>) -> Option<String> {
+    let member = |name: &str| jwk.get(name).and_then(Value::as_str);
+    let canonical = match member("kty")? {
+        "RSA" => serde_json::json!({"e": member("e")?, "kty": "RSA", "n": member("n")?}),
+        "EC" => {
+            serde_json::json!({"crv": member("crv")?, "kty": "EC", "x": member("x")?, "y": member("y")?})
+        }
+        "OKP" => serde_json::json!({"crv": member("crv")?, "kty": "OKP", "x": member("x")?}),
+        _ => return None,
+    };
+    // serde_json writes an object's members in key order (no preserve_order here).
+    let text = serde_json::to_string(&canonical).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(Sha256::digest(text.as_bytes())))
+}
+
+/// Whether a proof's `htu` names the request's URL: scheme, host, port and path compared
+/// after URL parsing (case, default port, dot segments), query and fragment ignored (§4.3).
+fn same_target(htu: &str, expected: &str) -> bool {
+    let parts = |u: &str| {
+        url::Url::parse(u).ok().map(|u| {
+            (
+                u.scheme().to_string(),
+                u.host_str().map(str::to_ascii_lowercase),
+                u.port_or_known_default(),
+                u.path().to_string(),
+            )
+        })
+    };
+    match (parts(htu), parts(expected)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn thumbprints_match_rfc_7638() {
+        // RFC 7638 §3.1's example key and thumbprint.
+        let jwk = json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+            "alg": "RS256",
+            "kid": "2011-04-29"
+        });
+        assert_eq!(
+            thumbprint(jwk.as_object().unwrap()).as_deref(),
+            Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+        );
+        assert_eq!(
+            thumbprint(json!({"kty": "oct", "k": "x"}).as_object().unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn targets_compare_as_urls() {
+        let url = "https://api.example.com/orders/7";
+        assert!(same_target(
+            "https://API.example.com:443/orders/7?x=1#f",
+            url
+        ));
+        assert!(same_target("https://api.example.com/orders/./7", url));
+        assert!(!same_target("https://api.example.com/orders/8", url));
+        assert!(!same_target("http://api.example.com/orders/7", url));
+        assert!(!same_target("https://api.example.com:8443/orders/7", url));
+        assert!(!same_target("https://evil.example/orders/7", url));
+        assert!(!same_target("", url));
+    }
+}
