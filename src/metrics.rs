@@ -32,6 +32,8 @@ pub struct Metrics {
     pub token_refresh_total: IntCounterVec,
     /// Userinfo requests at login and refresh, by IdP and result (`success` or why not).
     pub userinfo_requests_total: IntCounterVec,
+    /// DPoP proofs checked, by result (`valid` or why not).
+    pub dpop_proofs_total: IntCounterVec,
     pub sessions_active: prometheus::IntGauge,
     pub logouts_total: IntCounterVec,
     pub session_store_degraded: prometheus::IntGauge,
@@ -186,6 +188,14 @@ impl Metrics {
             &["idp", "result"],
         )
         .expect("static metric definition");
+        let dpop_proofs_total = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_dpop_proofs_total",
+                "DPoP proofs of bound bearer tokens checked, by result.",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         let sessions_active = prometheus::IntGauge::new(
             "gatehouse_sessions_active",
             "Live browser sessions in the session store.",
@@ -259,6 +269,7 @@ impl Metrics {
             Box::new(logins_total.clone()),
             Box::new(token_refresh_total.clone()),
             Box::new(userinfo_requests_total.clone()),
+            Box::new(dpop_proofs_total.clone()),
             Box::new(sessions_active.clone()),
             Box::new(logouts_total.clone()),
             Box::new(session_store_degraded.clone()),
@@ -290,6 +301,7 @@ impl Metrics {
             logins_total,
             token_refresh_total,
             userinfo_requests_total,
+            dpop_proofs_total,
             sessions_active,
             logouts_total,
             session_store_degraded,

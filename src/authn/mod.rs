@@ -4,6 +4,7 @@
 
 pub mod api_key;
 pub mod bearer;
+pub mod dpop;
 pub(crate) mod fetch;
 pub mod introspection;
 pub mod jwks;
@@ -125,7 +126,10 @@ fn find_credential<'a>(
         match method {
             AuthMethod::Bearer => {
                 let Some(value) = authorization else { continue };
-                let Some(token) = scheme_value(value.as_bytes(), "bearer") else {
+                // RFC 9449 §7.1: a DPoP-bound token comes under its own scheme.
+                let Some(token) = scheme_value(value.as_bytes(), "bearer")
+                    .or_else(|| scheme_value(value.as_bytes(), "dpop"))
+                else {
                     continue;
                 };
                 if repeated {

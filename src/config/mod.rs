@@ -464,6 +464,8 @@ pub struct RouteConfig {
     pub path_checks: NormalizeOptions,
     /// Forward the client's bearer token upstream in `Authorization` (stripped otherwise).
     pub pass_access_token: bool,
+    /// Bearer tokens must be DPoP-bound (RFC 9449), each request with its proof.
+    pub require_dpop: bool,
     /// Indices into `Config::rate_limits`; every one must allow the request.
     pub rate_limits: Vec<usize>,
     /// The authorization policy (`policy = "policies/x.toml"`), compiled.
@@ -498,6 +500,7 @@ impl RouteConfig {
             security_headers: true,
             path_checks: Default::default(),
             pass_access_token: false,
+            require_dpop: false,
             rate_limits: Vec::new(),
             policy: None,
             idps: Vec::new(),

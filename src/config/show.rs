@@ -195,6 +195,7 @@ impl Config {
                     "upstream": r.upstream,
                     "auth": r.auth.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
                     "pass_access_token": r.pass_access_token,
+                    "require_dpop": r.require_dpop,
                     "underscores_in_headers": r.underscores_in_headers,
                     "request_overrides": r.overrides.iter().map(|o| o.name()).collect::<Vec<_>>(),
                     "domain_hint": r.domain_hint,

@@ -242,6 +242,12 @@ impl Login {
         true
     }
 
+    /// True the first time `key` is seen within `ttl`, on every instance sharing the store
+    /// (DPoP proof ids).
+    pub async fn remember_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.store.try_lock(key, ttl).await
+    }
+
     /// The decrypted access token of a session (for `pass_access_token`).
     pub fn access_token(&self, s: &Session) -> Option<String> {
         s.access_token(&self.cipher)

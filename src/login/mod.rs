@@ -75,7 +75,7 @@ fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -515,6 +515,7 @@ auth = ["session"]
             security_headers: true,
             path_checks: Default::default(),
             pass_access_token: false,
+            require_dpop: false,
             rate_limits: Vec::new(),
             policy: None,
             idps: vec![0],

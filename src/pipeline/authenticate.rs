@@ -31,6 +31,9 @@ pub(super) async fn authenticate(
     };
     let (method, failure) = match outcome {
         Ok((method, identity)) => {
+            if method == AuthMethod::Bearer {
+                dpop(p, r, route, &identity).await?;
+            }
             record::decision(
                 p,
                 r,
@@ -269,4 +272,172 @@ fn challenge(
             vec![("retry-after", "5".to_string())],
         ),
     }
+}
+
+/// RFC 9449: a token bound to a key (`cnf.jkt`) comes under the `DPoP` scheme with a proof
+/// for this request, signed by that key and never seen before; an unbound token never comes
+/// under `DPoP`, and a route with `require_dpop` takes bound tokens only.
+async fn dpop(
+    p: &Pipeline<'_>,
+    r: &mut Request<'_>,
+    route: &RouteConfig,
+    identity: &Identity,
+) -> Result<(), Answer> {
+    use crate::authn::dpop;
+    let authorization = r
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map_or(&[][..], |v| v.as_bytes());
+    let dpop_scheme = crate::authn::scheme_value(authorization, "dpop");
+    let bound = dpop::bound_key(&identity.claims);
+    let (jkt, token) = match (bound, dpop_scheme) {
+        (None, None) if !route.require_dpop => return Ok(()),
+        (None, None) => {
+            return Err(dpop_refusal(
+                p,
+                r,
+                "dpop_required",
+                "invalid_token",
+                "A DPoP-bound token is required",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(dpop_refusal(
+                p,
+                r,
+                "unbound_token",
+                "invalid_token",
+                "The token is not bound to a key",
+            ))
+        }
+        (Some(_), None) => {
+            return Err(dpop_refusal(
+                p,
+                r,
+                "bound_token_as_bearer",
+                "invalid_token",
+                "A DPoP-bound token comes under the DPoP scheme",
+            ))
+        }
+        (Some(jkt), Some(token)) => (jkt, std::str::from_utf8(token).unwrap_or_default()),
+    };
+    let mut proofs = r.headers.get_all("dpop").iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (Some(v), None) => v.to_str().unwrap_or_default(),
+        (None, _) => {
+            return Err(dpop_refusal(
+                p,
+                r,
+                "missing_proof",
+                "invalid_dpop_proof",
+                "A DPoP proof is required",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(dpop_refusal(
+                p,
+                r,
+                "repeated_proof",
+                "invalid_dpop_proof",
+                "One DPoP proof per request",
+            ))
+        }
+    };
+    let leeway =
+        p.rt.config
+            .bearer
+            .iter()
+            .find(|b| identity.issuer.as_deref() == Some(b.issuer.as_str()))
+            .map_or(0, |b| b.leeway.as_secs());
+    let url = format!("{}{}", resource_metadata::origin(p, r), r.judged.path);
+    let method = r.judged.judged_method.as_ref().unwrap_or(r.facts.method);
+    let expected = dpop::Expected {
+        method: method.as_str(),
+        url: &url,
+        token,
+        jkt,
+        now: crate::authn::bearer::unix_now(),
+        leeway,
+    };
+    let proof = match dpop::check(proof, &expected) {
+        Ok(proof) => proof,
+        Err(reason) => {
+            return Err(dpop_refusal(
+                p,
+                r,
+                reason,
+                "invalid_dpop_proof",
+                "The DPoP proof is not valid for this request",
+            ))
+        }
+    };
+    // One use per proof, for as long as its iat is acceptable.
+    let remember = std::time::Duration::from_secs(2 * (dpop::IAT_WINDOW + leeway) + 1);
+    let digest = crate::login::sha256_hex(&format!("{}\0{}", proof.jkt, proof.jti));
+    let fresh = match &p.rt.login {
+        Some(login) => {
+            login
+                .remember_once(&format!("dpop:{digest}"), remember)
+                .await
+        }
+        None => Ok(local_replay_memory().remember_once(digest, remember)),
+    };
+    match fresh {
+        Ok(true) => {
+            p.metrics
+                .dpop_proofs_total
+                .with_label_values(&["valid"])
+                .inc();
+            Ok(())
+        }
+        Ok(false) => Err(dpop_refusal(
+            p,
+            r,
+            "replayed",
+            "invalid_dpop_proof",
+            "The DPoP proof was used before",
+        )),
+        Err(_) => {
+            p.metrics
+                .dpop_proofs_total
+                .with_label_values(&["store_unavailable"])
+                .inc();
+            Err(Answer::error(StatusCode::SERVICE_UNAVAILABLE, false)
+                .refusing("dpop_store_unavailable")
+                .closing()
+                .header("retry-after", "5".to_string()))
+        }
+    }
+}
+
+/// A 401 with the DPoP challenge (RFC 9449 §7.1), counted and logged under `reason`.
+fn dpop_refusal(
+    p: &Pipeline<'_>,
+    r: &mut Request<'_>,
+    reason: &'static str,
+    code: &str,
+    description: &str,
+) -> Answer {
+    p.metrics
+        .dpop_proofs_total
+        .with_label_values(&[reason])
+        .inc();
+    record::decision(p, r, AuthMethod::Bearer, "unauthenticated", reason, None);
+    lockout::count_failure(p, r);
+    Answer::error(StatusCode::UNAUTHORIZED, false)
+        .refusing(reason)
+        .closing()
+        .header(
+            "www-authenticate",
+            format!(
+                "DPoP algs=\"{}\", error=\"{code}\", error_description=\"{description}\"",
+                crate::authn::dpop::ALGS
+            ),
+        )
+}
+
+/// Proofs seen by this process, when no session store is shared.
+fn local_replay_memory() -> &'static crate::authn::dpop::SeenProofs {
+    static SEEN: std::sync::OnceLock<crate::authn::dpop::SeenProofs> = std::sync::OnceLock::new();
+    SEEN.get_or_init(crate::authn::dpop::SeenProofs::default)
 }

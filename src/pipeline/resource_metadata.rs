@@ -100,7 +100,7 @@ pub(super) fn challenge_param(p: &Pipeline<'_>, r: &Request<'_>, route: &RouteCo
 }
 
 /// `scheme://host[:port]` of the request as its client reached it.
-fn origin(p: &Pipeline<'_>, r: &Request<'_>) -> String {
+pub(super) fn origin(p: &Pipeline<'_>, r: &Request<'_>) -> String {
     let host = r.judged.host.as_str();
     if let Some(public) = p.rt.config.server.public_url.as_deref() {
         if let Ok(url) = url::Url::parse(public) {

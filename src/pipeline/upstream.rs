@@ -96,6 +96,8 @@ pub fn identity_headers(rt: &Runtime, judged: &Judged) -> Vec<(HeaderName, Strin
 
 /// The credential the gateway checked stays with the gateway, unless the route passes the
 /// access token on.
+const DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
+
 fn strip_consumed_credentials(headers: &mut HeaderMap, route: &RouteConfig) {
     // Read as authentication reads it; the bytes, so a long token is not validated again.
     let scheme_is = |headers: &HeaderMap, scheme: &str| {
@@ -103,11 +105,13 @@ fn strip_consumed_credentials(headers: &mut HeaderMap, route: &RouteConfig) {
             .get(http::header::AUTHORIZATION)
             .is_some_and(|v| crate::authn::scheme_value(v.as_bytes(), scheme).is_some())
     };
-    if route.auth.contains(&AuthMethod::Bearer)
-        && !route.pass_access_token
-        && scheme_is(headers, "bearer")
-    {
-        headers.remove(http::header::AUTHORIZATION);
+    if route.auth.contains(&AuthMethod::Bearer) {
+        if !route.pass_access_token && (scheme_is(headers, "bearer") || scheme_is(headers, "dpop"))
+        {
+            headers.remove(http::header::AUTHORIZATION);
+        }
+        // A DPoP proof is for the gateway's one check: single use, never the app's.
+        headers.remove(DPOP);
     }
     if route.auth.contains(&AuthMethod::ApiKey) {
         headers.remove(X_API_KEY);

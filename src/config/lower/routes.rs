@@ -174,6 +174,17 @@ impl Lowerer<'_> {
                 );
             }
             let auth = self.auth(&route.auth, available);
+            let require_dpop = route.require_dpop.as_ref().is_some_and(|v| *v.get_ref());
+            if let Some(v) = route.require_dpop.as_ref().filter(|v| *v.get_ref()) {
+                if !auth.contains(&AuthMethod::Bearer) {
+                    self.r.error(
+                        v.span(),
+                        format!(
+                            "route {name:?} sets require_dpop but does not accept bearer tokens"
+                        ),
+                    );
+                }
+            }
             let pass_access_token = route.pass_access_token.unwrap_or(false);
             if pass_access_token
                 && !auth.contains(&AuthMethod::Bearer)
@@ -319,6 +330,7 @@ impl Lowerer<'_> {
                 security_headers: route.security_headers.unwrap_or(true),
                 path_checks,
                 pass_access_token,
+                require_dpop,
                 rate_limits: Vec::new(),
                 policy,
                 idps,
