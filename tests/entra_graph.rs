@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use common::keys::now;
 use common::login::metric;
-use common::stub_idp::{callback, start_login};
+use common::stub_idp::{log_in, session_cookie};
 use common::*;
 use serde_json::{json, Value};
 
@@ -138,25 +138,6 @@ auth = ["session"]
     ))
 }
 
-fn log_in(stub: &Stub, gw: &Gateway) -> Response {
-    let started = start_login(gw, "/");
-    *stub.nonce.lock().unwrap() = started.nonce.clone();
-    callback(
-        gw,
-        &format!("code=c-1&state={}", started.state),
-        Some(&started.binding),
-    )
-}
-
-fn session_cookie(r: &Response) -> Option<String> {
-    r.headers
-        .get("set-cookie")?
-        .iter()
-        .find(|c| c.starts_with("gatehouse="))
-        .and_then(|c| c.split(';').next())
-        .map(str::to_string)
-}
-
 /// The groups the app received for the session in `cookie`.
 fn groups_upstream(gw: &Gateway, cookie: &str) -> Vec<String> {
     let page = gw.get(
@@ -177,7 +158,7 @@ async fn an_overage_token_gets_every_page_of_groups_from_graph() {
     let app = TestServer::echo("app").await;
     let gw = gateway(&stub, &app);
 
-    let r = log_in(&stub, &gw);
+    let r = log_in(&gw, &stub.nonce);
     assert_eq!(r.status, 302, "{}\n{}", r.body, gw.log());
     let groups = groups_upstream(&gw, &session_cookie(&r).expect("a session"));
     assert_eq!(
@@ -195,7 +176,7 @@ async fn an_overage_token_gets_every_page_of_groups_from_graph() {
 
     // A token with room for its groups: Graph is not asked.
     *stub.overage.lock().unwrap() = false;
-    let r = log_in(&stub, &gw);
+    let r = log_in(&gw, &stub.nonce);
     assert_eq!(
         groups_upstream(&gw, &session_cookie(&r).unwrap()),
         ["in-token"]
@@ -210,7 +191,7 @@ async fn graph_failing_or_linking_elsewhere_makes_no_session() {
     let gw = gateway(&stub, &app);
     for mode in [Graph::Fails, Graph::LinksAway] {
         *stub.graph.lock().unwrap() = mode;
-        let r = log_in(&stub, &gw);
+        let r = log_in(&gw, &stub.nonce);
         assert_eq!(r.status, 502, "{}\n{}", r.body, gw.log());
         assert!(session_cookie(&r).is_none());
     }
@@ -252,23 +233,7 @@ fn graph_settings_are_checked_with_their_line() {
             "graph_url",
         ),
     ] {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\npublic_url = \"https://app.example.com\"\n\n[session]\n{SECRET}\n\n[[idp]]\nname = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gh\"\nclient_secret = \"s\"\n{setting}\n\n[upstream.app]\nservers = [\"127.0.0.1:8000\"]\n\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"app\"\nauth = [\"session\"]\n"
-        );
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, &text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{setting}");
-        let last = setting.lines().last().unwrap();
-        let line = text.lines().position(|l| l == last).unwrap() + 1;
-        assert!(
-            stderr.contains(&format!("gateway.toml:{line}:")) && stderr.contains(message),
-            "{setting}: {stderr}"
-        );
+        let text = idp_config_text(&format!("client_secret = \"s\"\n{setting}"));
+        assert_refused_at(dir.path(), &text, setting, message);
     }
 }

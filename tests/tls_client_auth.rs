@@ -119,22 +119,7 @@ fn tls_client_auth_settings_are_checked_with_their_line() {
             "is not the key of",
         ),
     ] {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:0\"]\npublic_url = \"https://app.example.com\"\n\n[session]\n{SECRET}\n\n[[idp]]\nname = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gh\"\n{setting}\n\n[upstream.app]\nservers = [\"127.0.0.1:8000\"]\n\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"app\"\nauth = [\"session\"]\n"
-        );
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, &text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{setting}");
-        let line_of = |l: &str| text.lines().position(|t| t == l).unwrap() + 1;
-        let on_a_line = setting
-            .lines()
-            .any(|l| stderr.contains(&format!("gateway.toml:{}:", line_of(l))));
-        assert!(on_a_line && stderr.contains(message), "{setting}: {stderr}");
+        let text = idp_config_text(&setting);
+        assert_refused_at(dir.path(), &text, &setting, message);
     }
 }

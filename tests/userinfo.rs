@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::browser::Browser;
 use common::keys::now;
 use common::login::{client_for, login_config, metric, provider_configured};
-use common::stub_idp::{callback, start_login};
+use common::stub_idp::{log_in, session_cookie};
 use common::*;
 use serde_json::{json, Value};
 
@@ -188,26 +188,6 @@ auth = ["session"]
     ))
 }
 
-/// One login through the stand-in; the callback's answer.
-fn log_in(stub: &Stub, gw: &Gateway) -> Response {
-    let started = start_login(gw, "/");
-    *stub.nonce.lock().unwrap() = started.nonce.clone();
-    callback(
-        gw,
-        &format!("code=c-1&state={}", started.state),
-        Some(&started.binding),
-    )
-}
-
-fn session_cookie(r: &Response) -> Option<String> {
-    r.headers
-        .get("set-cookie")?
-        .iter()
-        .find(|c| c.starts_with("gatehouse="))
-        .and_then(|c| c.split(';').next())
-        .map(str::to_string)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_or_failing_userinfo_answer_ends_the_login_or_is_left_out() {
     let stub = stub().await;
@@ -241,7 +221,7 @@ async fn a_wrong_or_failing_userinfo_answer_ends_the_login_or_is_left_out() {
     ];
     for (reason, answer) in cases {
         *stub.userinfo.lock().unwrap() = answer;
-        let r = log_in(&stub, &gw);
+        let r = log_in(&gw, &stub.nonce);
         assert_eq!(r.status, 502, "{reason}: {}\n{}", r.body, gw.log());
         assert!(session_cookie(&r).is_none(), "{reason}: a session was made");
         let line = format!("gatehouse_userinfo_requests_total{{idp=\"stub\",result=\"{reason}\"}}");
@@ -253,7 +233,7 @@ async fn a_wrong_or_failing_userinfo_answer_ends_the_login_or_is_left_out() {
     *stub.userinfo.lock().unwrap() = Answer::Json(
         json!({"sub": "carol", "groups": ["auditors"], "email": "carol@example.com", "email_verified": true, "iss": "https://elsewhere"}),
     );
-    let r = log_in(&stub, &gw);
+    let r = log_in(&gw, &stub.nonce);
     assert_eq!(r.status, 302, "{}\n{}", r.body, gw.log());
     let cookie = session_cookie(&r).expect("a session");
     let page = gw.get(
@@ -281,7 +261,7 @@ async fn a_wrong_or_failing_userinfo_answer_ends_the_login_or_is_left_out() {
         "userinfo = \"always\"\nuserinfo_on_error = \"continue\"",
     );
     *stub.userinfo.lock().unwrap() = Answer::Raw(503, "application/json", "{}".into());
-    let r = log_in(&stub, &lenient);
+    let r = log_in(&lenient, &stub.nonce);
     assert_eq!(r.status, 302, "{}\n{}", r.body, lenient.log());
     let cookie = session_cookie(&r).expect("a session");
     let page = lenient.get(
@@ -316,23 +296,7 @@ fn userinfo_settings_are_checked_with_their_line() {
             "userinfo_on_error has no effect",
         ),
     ] {
-        let path = dir.path().join("gateway.toml");
-        let text = format!(
-                "[server]\nlisten = [\"127.0.0.1:0\"]\npublic_url = \"https://app.example.com\"\n\n[session]\n{SECRET}\n\n[[idp]]\nname = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gh\"\nclient_secret = \"s\"\n{setting}\n\n[upstream.app]\nservers = [\"127.0.0.1:8000\"]\n\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"app\"\nauth = [\"session\"]\n"
-        );
-        std::fs::write(&path, &text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{setting}");
-        let last = setting.lines().last().unwrap();
-        let line = text.lines().position(|l| l == last).unwrap() + 1;
-        assert!(
-            stderr.contains(&format!("gateway.toml:{line}:")) && stderr.contains(message),
-            "{setting}: {stderr}"
-        );
+        let text = idp_config_text(&format!("client_secret = \"s\"\n{setting}"));
+        assert_refused_at(dir.path(), &text, setting, message);
     }
 }

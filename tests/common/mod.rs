@@ -24,11 +24,23 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A loopback port free now and never handed out before in this test process: the kernel
+/// gives a just-released port out again, and tests running side by side (a gateway, the
+/// provider another test starts) would otherwise be handed the same one before either binds.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port left that this test process has not used");
 }
 
 /// A request as a test server received it.
@@ -585,4 +597,35 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+/// A gateway config for config-error tests: one session route and one IdP, `corp`, whose
+/// table ends with `idp_lines` (the setting under test; a client secret if it wants one).
+pub fn idp_config_text(idp_lines: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\npublic_url = \"https://app.example.com\"\n\n[session]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\n[[idp]]\nname = \"corp\"\nissuer = \"https://login.example.com\"\nclient_id = \"gh\"\n{idp_lines}\n\n[upstream.app]\nservers = [\"127.0.0.1:8000\"]\n\n[[route]]\nname = \"app\"\npath = \"/\"\nupstream = \"app\"\nauth = [\"session\"]\n"
+    )
+}
+
+/// `gatehouse check` refuses `text` (written to `dir`/gateway.toml, so relative paths in it
+/// are `dir`'s) with `message`, at the line of one of `setting`'s lines.
+pub fn assert_refused_at(dir: &Path, text: &str, setting: &str, message: &str) {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{setting}: accepted");
+    let on_its_line = setting.lines().any(|l| {
+        text.lines()
+            .position(|t| t == l)
+            .is_some_and(|i| stderr.contains(&format!("gateway.toml:{}:", i + 1)))
+    });
+    assert!(
+        on_its_line && stderr.contains(message),
+        "{setting}: {stderr}"
+    );
 }

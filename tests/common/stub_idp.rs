@@ -93,3 +93,25 @@ pub fn callback(gw: &Gateway, query: &str, cookie: Option<&str>) -> Response {
         &format!("Accept: text/html\r\n{cookie}"),
     )
 }
+
+/// One login through a stand-in whose token endpoint signs with the nonce in `nonce`: the
+/// callback's answer.
+pub fn log_in(gw: &Gateway, nonce: &std::sync::Mutex<String>) -> Response {
+    let started = start_login(gw, "/");
+    *nonce.lock().unwrap() = started.nonce.clone();
+    callback(
+        gw,
+        &format!("code=c-1&state={}", started.state),
+        Some(&started.binding),
+    )
+}
+
+/// The session cookie an answer sets, as a `Cookie` pair.
+pub fn session_cookie(r: &Response) -> Option<String> {
+    r.headers
+        .get("set-cookie")?
+        .iter()
+        .find(|c| c.starts_with("gatehouse="))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_string)
+}
