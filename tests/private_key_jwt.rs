@@ -110,7 +110,7 @@ fn client_key_settings_are_checked_with_their_line() {
         ("client_auth = \"private_key_jwt\"\nclient_key_file = \"rsa.pem\"\nclient_key_alg = \"ES256\"", "does not fit the key"),
         ("client_secret = \"s\"\nclient_key_file = \"rsa.pem\"", "client_key_file is for client_auth"),
     ] {
-        let text = idp_config_text(&setting);
+        let text = idp_config_text(setting);
         assert_refused_at(dir.path(), &text, setting, message);
     }
 }
