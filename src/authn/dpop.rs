@@ -30,27 +30,35 @@ const ALGORITHMS: [(&str, Algorithm); 7] = [
 /// The algorithms a proof may use, as the `DPoP` challenge names them.
 pub const ALGS: &str = "ES256 ES384 RS256 RS384 PS256 PS384 EdDSA";
 
-/// Proof ids seen by this process (when no shared store remembers them), each for a while.
+/// The largest `leeway` a config accepts (config/lower/auth.rs refuses more).
+const MAX_LEEWAY: u64 = 300;
+
+/// How long a proof id must be remembered: as long as its `iat` could be accepted.
+pub fn remember_for(leeway: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(2 * (IAT_WINDOW + leeway) + 1)
+}
+
+/// Proof ids seen by this process (when no shared store remembers them), each for as long
+/// as any configured leeway could accept its proof.
 pub struct SeenProofs {
     seen: moka::sync::Cache<String, ()>,
 }
 
-impl Default for SeenProofs {
-    fn default() -> Self {
-        SeenProofs {
+impl SeenProofs {
+    /// The process's one memory of proof ids.
+    pub fn here() -> &'static SeenProofs {
+        static SEEN: std::sync::OnceLock<SeenProofs> = std::sync::OnceLock::new();
+        SEEN.get_or_init(|| SeenProofs {
             seen: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
-                .time_to_live(std::time::Duration::from_secs(2 * IAT_WINDOW + 600))
+                .time_to_live(remember_for(MAX_LEEWAY))
                 .build(),
-        }
+        })
     }
-}
 
-impl SeenProofs {
     /// True the first time `key` is seen.
-    pub fn remember_once(&self, key: String, _for: std::time::Duration) -> bool {
-        let entry = self.seen.entry(key).or_insert(());
-        entry.is_fresh()
+    pub fn remember_once(&self, key: String) -> bool {
+        self.seen.entry(key).or_insert(()).is_fresh()
     }
 }
 

@@ -372,7 +372,7 @@ async fn dpop(
         }
     };
     // One use per proof, for as long as its iat is acceptable.
-    let remember = std::time::Duration::from_secs(2 * (dpop::IAT_WINDOW + leeway) + 1);
+    let remember = dpop::remember_for(leeway);
     let digest = crate::login::sha256_hex(&format!("{}\0{}", proof.jkt, proof.jti));
     let fresh = match &p.rt.login {
         Some(login) => {
@@ -380,7 +380,7 @@ async fn dpop(
                 .remember_once(&format!("dpop:{digest}"), remember)
                 .await
         }
-        None => Ok(local_replay_memory().remember_once(digest, remember)),
+        None => Ok(dpop::SeenProofs::here().remember_once(digest)),
     };
     match fresh {
         Ok(true) => {
@@ -434,10 +434,4 @@ fn dpop_refusal(
                 crate::authn::dpop::ALGS
             ),
         )
-}
-
-/// Proofs seen by this process, when no session store is shared.
-fn local_replay_memory() -> &'static crate::authn::dpop::SeenProofs {
-    static SEEN: std::sync::OnceLock<crate::authn::dpop::SeenProofs> = std::sync::OnceLock::new();
-    SEEN.get_or_init(crate::authn::dpop::SeenProofs::default)
 }

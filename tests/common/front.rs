@@ -84,10 +84,9 @@ fn nginx_binary() -> &'static str {
     }
 }
 
-/// nginx on `port` with the doc's server block, gatehouse on `gateway`, the app on `app`.
-pub fn start_nginx(port: u16, gateway: u16, app: u16) -> Front {
-    let server = substitute(&doc_snippet("nginx"), gateway, app)
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+/// Debian's nginx in the foreground with `server` as its one server block (which listens on
+/// `port`), its files in a directory of its own.
+fn run_nginx(port: u16, server: &str) -> Front {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let conf = format!(
@@ -109,6 +108,13 @@ pub fn start_nginx(port: u16, gateway: u16, app: u16) -> Front {
         .spawn()
         .expect("nginx (scripts/setup.sh installs it)");
     Front { child, port, dir }.wait_listening("nginx")
+}
+
+/// nginx on `port` with the doc's server block, gatehouse on `gateway`, the app on `app`.
+pub fn start_nginx(port: u16, gateway: u16, app: u16) -> Front {
+    let server = substitute(&doc_snippet("nginx"), gateway, app)
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    run_nginx(port, &server)
 }
 
 /// The Caddy binary: `$CADDY`, the one scripts/setup.sh installs under .tools/, or PATH.
@@ -225,25 +231,5 @@ pub fn start_ingress_nginx(port: u16, gateway: u16, app: u16) -> Front {
     location /_gatehouse/ {{\n      proxy_set_header Host $http_host;\n      proxy_set_header X-Forwarded-For $remote_addr;\n\
       proxy_pass http://127.0.0.1:{gateway};\n    }}\n  }}\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-         events {{ worker_connections 128; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
-         proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         {server}}}\n"
-    );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new(nginx_binary())
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (scripts/setup.sh installs it)");
-    Front { child, port, dir }.wait_listening("nginx")
+    run_nginx(port, &server)
 }
