@@ -45,7 +45,11 @@ impl AuthFailure {
 
 /// A credential as presented, before it is checked.
 enum Credential<'a> {
-    Bearer(&'a str),
+    /// `dpop`: it came under the `DPoP` scheme (RFC 9449), not `Bearer`.
+    Bearer {
+        token: &'a str,
+        dpop: bool,
+    },
     ApiKey(&'a str),
 }
 
@@ -76,12 +80,13 @@ impl Authenticator {
         }
     }
 
-    /// Authenticates with the first of `methods` whose credential the request carries.
+    /// Authenticates with the first of `methods` whose credential the request carries; the
+    /// `bool` says a bearer token came under the `DPoP` scheme.
     pub async fn authenticate(
         &self,
         methods: &[AuthMethod],
         headers: &HeaderMap,
-    ) -> Result<(AuthMethod, Arc<Identity>), (AuthMethod, AuthFailure)> {
+    ) -> Result<(AuthMethod, Arc<Identity>, bool), (AuthMethod, AuthFailure)> {
         let first = methods.first().copied().unwrap_or(AuthMethod::None);
         let credential = match find_credential(methods, headers) {
             Ok(Some(c)) => c,
@@ -89,16 +94,16 @@ impl Authenticator {
             Err((method, failure)) => return Err((method, failure)),
         };
         match credential {
-            Credential::Bearer(token) => self
+            Credential::Bearer { token, dpop } => self
                 .bearer
                 .authenticate(token)
                 .await
-                .map(|i| (AuthMethod::Bearer, i))
+                .map(|i| (AuthMethod::Bearer, i, dpop))
                 .map_err(|f| (AuthMethod::Bearer, f)),
             Credential::ApiKey(key) => self
                 .api_keys
                 .authenticate(key)
-                .map(|i| (AuthMethod::ApiKey, i))
+                .map(|i| (AuthMethod::ApiKey, i, false))
                 .map_err(|f| (AuthMethod::ApiKey, f)),
         }
     }
@@ -127,10 +132,12 @@ fn find_credential<'a>(
             AuthMethod::Bearer => {
                 let Some(value) = authorization else { continue };
                 // RFC 9449 §7.1: a DPoP-bound token comes under its own scheme.
-                let Some(token) = scheme_value(value.as_bytes(), "bearer")
-                    .or_else(|| scheme_value(value.as_bytes(), "dpop"))
-                else {
-                    continue;
+                let (token, dpop) = match scheme_value(value.as_bytes(), "bearer") {
+                    Some(token) => (token, false),
+                    None => match scheme_value(value.as_bytes(), "dpop") {
+                        Some(token) => (token, true),
+                        None => continue,
+                    },
                 };
                 if repeated {
                     return Err((method, AuthFailure::Malformed("repeated_authorization")));
@@ -138,7 +145,7 @@ fn find_credential<'a>(
                 // Its syntax is checked by the bearer check, after the cache: a cached token
                 // is the very string that passed, and tokens are long.
                 return token_text(token)
-                    .map(|t| Some(Credential::Bearer(t)))
+                    .map(|token| Some(Credential::Bearer { token, dpop }))
                     .map_err(|f| (method, f));
             }
             AuthMethod::ApiKey => {
@@ -247,7 +254,7 @@ mod tests {
     ) -> Result<Option<(bool, String)>, AuthFailure> {
         let r = req(headers);
         match find_credential(methods, &r).map_err(|(_, f)| f)? {
-            Some(Credential::Bearer(t)) => {
+            Some(Credential::Bearer { token: t, .. }) => {
                 check_token_syntax(t.as_bytes())?;
                 Ok(Some((true, t.to_string())))
             }

@@ -26,13 +26,13 @@ pub(super) async fn authenticate(
         None
     };
     let outcome = match from_session {
-        Some(identity) => Ok((AuthMethod::Session, identity)),
+        Some(identity) => Ok((AuthMethod::Session, identity, false)),
         None => p.rt.auth.authenticate(&route.auth, &r.headers).await,
     };
     let (method, failure) = match outcome {
-        Ok((method, identity)) => {
+        Ok((method, identity, dpop_scheme)) => {
             if method == AuthMethod::Bearer {
-                dpop(p, r, route, &identity).await?;
+                dpop(p, r, route, &identity, dpop_scheme).await?;
             }
             record::decision(
                 p,
@@ -282,17 +282,13 @@ async fn dpop(
     r: &mut Request<'_>,
     route: &RouteConfig,
     identity: &Identity,
+    dpop_scheme: bool,
 ) -> Result<(), Answer> {
     use crate::authn::dpop;
-    let authorization = r
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .map_or(&[][..], |v| v.as_bytes());
-    let dpop_scheme = crate::authn::scheme_value(authorization, "dpop");
     let bound = dpop::bound_key(&identity.claims);
-    let (jkt, token) = match (bound, dpop_scheme) {
-        (None, None) if !route.require_dpop => return Ok(()),
-        (None, None) => {
+    let jkt = match (bound, dpop_scheme) {
+        (None, false) if !route.require_dpop => return Ok(()),
+        (None, false) => {
             return Err(dpop_refusal(
                 p,
                 r,
@@ -301,7 +297,7 @@ async fn dpop(
                 "A DPoP-bound token is required",
             ))
         }
-        (None, Some(_)) => {
+        (None, true) => {
             return Err(dpop_refusal(
                 p,
                 r,
@@ -310,7 +306,7 @@ async fn dpop(
                 "The token is not bound to a key",
             ))
         }
-        (Some(_), None) => {
+        (Some(_), false) => {
             return Err(dpop_refusal(
                 p,
                 r,
@@ -319,8 +315,15 @@ async fn dpop(
                 "A DPoP-bound token comes under the DPoP scheme",
             ))
         }
-        (Some(jkt), Some(token)) => (jkt, std::str::from_utf8(token).unwrap_or_default()),
+        (Some(jkt), true) => jkt,
     };
+    // The token authentication found under the DPoP scheme (for the proof's `ath`).
+    let token = r
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| crate::authn::scheme_value(v.as_bytes(), "dpop"))
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .unwrap_or_default();
     let mut proofs = r.headers.get_all("dpop").iter();
     let proof = match (proofs.next(), proofs.next()) {
         (Some(v), None) => v.to_str().unwrap_or_default(),
