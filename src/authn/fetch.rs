@@ -65,7 +65,7 @@ pub(crate) fn loggable(url: &str) -> String {
     }
 }
 
-pub async fn read_json(mut resp: reqwest::Response, url: &str) -> Result<Fetched, String> {
+pub async fn read_json(resp: reqwest::Response, url: &str) -> Result<Fetched, String> {
     let url = loggable(url);
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
@@ -75,19 +75,48 @@ pub async fn read_json(mut resp: reqwest::Response, url: &str) -> Result<Fetched
         .get(http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_max_age);
+    let body = read_capped(resp, MAX_BODY)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let body = serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))?;
+    Ok(Fetched { body, max_age })
+}
+
+/// Why an answer's body was not read whole.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Longer than the cap: reading stopped there.
+    TooLarge(usize),
+    /// The connection failed while reading ([`without_url`]).
+    Failed(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge(max) => write!(f, "response larger than {max} bytes"),
+            ReadError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The body of `response`, refused once it grows past `max` bytes.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, ReadError> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp
+    while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| format!("{url}: {}", without_url(&e)))?
+        .map_err(|e| ReadError::Failed(without_url(&e)))?
     {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("{url}: response larger than {MAX_BODY} bytes"));
+        if body.len() + chunk.len() > max {
+            return Err(ReadError::TooLarge(max));
         }
         body.extend_from_slice(&chunk);
     }
-    let body = serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))?;
-    Ok(Fetched { body, max_age })
+    Ok(body)
 }
 
 /// What went wrong, without the URL reqwest puts in its message (the caller names the URL,

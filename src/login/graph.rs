@@ -106,18 +106,14 @@ async fn page(
         if !status.is_success() {
             return Err(("error_status", format!("Graph answered {status}")));
         }
-        let mut body = Vec::new();
-        let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
+        let body = fetch::read_capped(response, MAX_PAGE_BYTES)
             .await
-            .map_err(|e| ("unreachable", fetch::without_url(&e)))?
-        {
-            if body.len() + chunk.len() > MAX_PAGE_BYTES {
-                return Err(("too_large", "a Graph page too large".to_string()));
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                fetch::ReadError::TooLarge(_) => {
+                    ("too_large", "a Graph page too large".to_string())
+                }
+                fetch::ReadError::Failed(detail) => ("unreachable", detail),
+            })?;
         return serde_json::from_slice(&body).map_err(|_| {
             (
                 "bad_answer",

@@ -590,9 +590,12 @@ impl Provider {
                 "userinfo answer is not application/json".to_string(),
             ));
         }
-        let body = read_capped(response, USERINFO_MAX)
+        let body = fetch::read_capped(response, USERINFO_MAX)
             .await
-            .map_err(|detail| ("too_large", detail))?;
+            .map_err(|e| match e {
+                fetch::ReadError::TooLarge(_) => ("too_large", e.to_string()),
+                fetch::ReadError::Failed(detail) => ("unreachable", detail),
+            })?;
         let claims: Map<String, Value> = serde_json::from_slice(&body).map_err(|_| {
             (
                 "not_json",
@@ -737,16 +740,7 @@ type Form<'a> = Vec<(&'a str, Cow<'a, str>)>;
 pub const USERINFO_MAX: usize = 64 * 1024;
 
 async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
-    read_capped(response, 256 * 1024).await
-}
-
-async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| fetch::without_url(&e))? {
-        if body.len() + chunk.len() > max {
-            return Err(format!("answer larger than {max} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    fetch::read_capped(response, 256 * 1024)
+        .await
+        .map_err(|e| e.to_string())
 }
