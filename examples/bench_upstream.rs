@@ -44,7 +44,7 @@ async fn serve(
             };
             let response: Vec<u8> = if head.starts_with(b"GET /.well-known/openid-configuration ") {
                 json(format!(
-                    r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/authorize","token_endpoint":"{issuer}/token","jwks_uri":"{issuer}/jwks","code_challenge_methods_supported":["S256"]}}"#,
+                    r#"{{"issuer":"{issuer}","authorization_endpoint":"{issuer}/authorize","token_endpoint":"{issuer}/token","jwks_uri":"{issuer}/jwks","code_challenge_methods_supported":["S256"],"response_types_supported":["code"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["RS256","ES256"]}}"#,
                     issuer = issuer.as_str()
                 ))
             } else if head.starts_with(b"POST /token ") {

@@ -84,7 +84,10 @@ fn other_cookies(headers: &HeaderMap, jar: &crate::login::Cookies) -> Vec<Vec<u8
         .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .map(|p| p.trim_ascii())
         .filter(|p| !p.is_empty())
-        .filter(|p| !jar.is_ours(p.split(|&b| b == b'=').next().unwrap_or_default()))
+        .filter(|p| {
+            let name = p.split(|&b| b == b'=').next().unwrap_or_default();
+            !jar.is_ours(name.trim_ascii())
+        })
         .map(<[u8]>::to_vec)
         .collect()
 }

@@ -3,6 +3,9 @@
 
 use super::*;
 
+use cookie::time::Duration as CookieAge;
+use cookie::{Cookie, CookieBuilder, SameSite as CookieSameSite};
+
 /// Names and flags of the cookies the gateway sets.
 #[derive(Debug, Clone)]
 pub struct Cookies {
@@ -11,7 +14,7 @@ pub struct Cookies {
     /// The provider last chosen on the sign-in page (not a secret: it orders the page).
     pub choice: String,
     pub secure: bool,
-    same_site: &'static str,
+    same_site: CookieSameSite,
 }
 
 impl Cookies {
@@ -25,57 +28,52 @@ impl Cookies {
             choice: format!("{prefix}{}_idp", config.cookie_name),
             secure,
             same_site: match config.same_site {
-                SameSite::Lax => "Lax",
-                SameSite::Strict => "Strict",
+                SameSite::Lax => CookieSameSite::Lax,
+                SameSite::Strict => CookieSameSite::Strict,
             },
         }
     }
 
-    fn attributes(&self, same_site: &str, max_age: Option<u64>) -> String {
-        let mut a = format!("; Path=/; HttpOnly; SameSite={same_site}");
-        if self.secure {
-            a.push_str("; Secure");
-        }
-        if let Some(age) = max_age {
-            a.push_str(&format!("; Max-Age={age}"));
-        }
-        a
+    /// Every cookie of the gateway's: host-only (no Domain), `Path=/`, `HttpOnly`, `Secure`
+    /// on TLS (which the `__Host-` prefix demands).
+    fn build<'c>(
+        &self,
+        name: &'c str,
+        value: &'c str,
+        same_site: CookieSameSite,
+    ) -> CookieBuilder<'c> {
+        Cookie::build((name, value))
+            .path("/")
+            .http_only(true)
+            .same_site(same_site)
+            .secure(self.secure)
     }
 
     /// The session cookie: a session cookie in the browser's sense (no Max-Age); the
     /// server-side timeouts decide how long it is worth anything.
     pub fn set_session(&self, id: &str) -> String {
-        format!(
-            "{}={id}{}",
-            self.session,
-            self.attributes(self.same_site, None)
-        )
+        self.build(&self.session, id, self.same_site).to_string()
     }
 
+    /// The session cookie removed: empty, `Max-Age=0` and an `Expires` in the past.
     pub fn clear_session(&self) -> String {
-        format!(
-            "{}={}",
-            self.session,
-            self.attributes(self.same_site, Some(0))
-        )
+        self.build(&self.session, "", self.same_site)
+            .removal()
+            .to_string()
     }
 
     /// Always Lax: the callback is a top-level navigation coming from the IdP's site.
     pub(super) fn set_binding(&self, value: &str) -> String {
-        format!(
-            "{}={value}{}",
-            self.binding,
-            self.attributes("Lax", Some(LOGIN_TTL.as_secs()))
-        )
+        self.build(&self.binding, value, CookieSameSite::Lax)
+            .max_age(age(LOGIN_TTL))
+            .to_string()
     }
 
     /// The remembered choice of provider: a year, Lax (it is read on top-level navigations).
     pub fn set_choice(&self, idp: &str) -> String {
-        format!(
-            "{}={idp}{}",
-            self.choice,
-            self.attributes("Lax", Some(CHOICE_TTL.as_secs()))
-        )
+        self.build(&self.choice, idp, CookieSameSite::Lax)
+            .max_age(age(CHOICE_TTL))
+            .to_string()
     }
 
     /// Whether a cookie name (as the request's bytes) is one of the gateway's.
@@ -86,17 +84,18 @@ impl Cookies {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers (the first one).
+fn age(d: Duration) -> CookieAge {
+    CookieAge::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers (the first one), surrounding
+/// quotes removed. Pairs that are not cookies (no `=`, an empty name) are skipped.
 pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    // Runs on every request of a session route: byte scans, no iterator adaptors.
     for value in headers.get_all(http::header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            let value = pair
-                .trim()
-                .strip_prefix(name)
-                .and_then(|v| v.strip_prefix('='));
-            if let Some(value) = value {
+        for cookie in Cookie::split_parse(text).flatten() {
+            if cookie.name_raw() == Some(name) {
+                let value = cookie.value_raw().unwrap_or_default();
                 return Some(value.trim_matches('"'));
             }
         }
@@ -124,26 +123,60 @@ mod tests {
         }
     }
 
+    /// The attributes of a `Set-Cookie` value, as a browser reads them.
+    fn attributes(set_cookie: &str) -> Vec<String> {
+        let mut parts: Vec<String> = set_cookie.split("; ").map(str::to_string).collect();
+        parts.sort();
+        parts
+    }
+
     #[test]
     fn cookies_are_host_only_and_secure_on_tls() {
         let tls = Cookies::new(&session_config(), true);
         let set = tls.set_session("abc");
-        assert!(set.starts_with("__Host-gatehouse=abc; Path=/; HttpOnly; SameSite=Lax; Secure"));
-        assert!(!set.contains("Domain") && !set.contains("Max-Age"));
-        assert!(tls
-            .set_binding("b")
-            .starts_with("__Host-gatehouse_login=b;"));
-        assert!(tls.set_binding("b").contains("Max-Age=600"));
-        assert!(tls.clear_session().contains("Max-Age=0"));
+        assert!(set.starts_with("__Host-gatehouse=abc;"));
+        assert_eq!(
+            attributes(&set),
+            [
+                "HttpOnly",
+                "Path=/",
+                "SameSite=Lax",
+                "Secure",
+                "__Host-gatehouse=abc"
+            ]
+        );
+        assert_eq!(
+            attributes(&tls.set_binding("b")),
+            [
+                "HttpOnly",
+                "Max-Age=600",
+                "Path=/",
+                "SameSite=Lax",
+                "Secure",
+                "__Host-gatehouse_login=b"
+            ]
+        );
+        let clear = tls.clear_session();
+        assert!(clear.starts_with("__Host-gatehouse=;") && clear.contains("; Max-Age=0"));
+        assert!(clear.contains("; Expires=") && clear.contains("; Path=/"));
         let choice = tls.set_choice("partners");
-        assert!(choice
-            .starts_with("__Host-gatehouse_idp=partners; Path=/; HttpOnly; SameSite=Lax; Secure"));
-        assert!(choice.contains("Max-Age=31536000"));
+        assert!(choice.starts_with("__Host-gatehouse_idp=partners;"));
+        assert!(choice.contains("; Max-Age=31536000") && choice.contains("; Secure"));
         let plain = Cookies::new(&session_config(), false);
-        assert!(plain.set_session("abc").starts_with("gatehouse=abc;"));
-        assert!(!plain.set_session("abc").contains("Secure"));
+        assert_eq!(
+            attributes(&plain.set_session("abc")),
+            ["HttpOnly", "Path=/", "SameSite=Lax", "gatehouse=abc"]
+        );
         assert!(plain.is_ours(b"gatehouse") && plain.is_ours(b"gatehouse_login"));
         assert!(plain.is_ours(b"gatehouse_idp") && !plain.is_ours(b"gatehouse2"));
+        let strict = SessionConfig {
+            same_site: SameSite::Strict,
+            ..session_config()
+        };
+        let strict = Cookies::new(&strict, true);
+        assert!(strict.set_session("x").contains("; SameSite=Strict"));
+        // The binding cookie must survive the IdP's cross-site redirect back.
+        assert!(strict.set_binding("b").contains("; SameSite=Lax"));
     }
 
     #[test]
@@ -154,5 +187,15 @@ mod tests {
         assert_eq!(cookie_value(&h, "gatehouse"), Some("xyz"));
         assert_eq!(cookie_value(&h, "b"), Some("2"));
         assert_eq!(cookie_value(&h, "gate"), None);
+        // Quoted values, spaces, pairs that are not cookies, a name as another's prefix.
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            "junk; =x; gatehouse2=no;  gatehouse = \"q1\" "
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(cookie_value(&h, "gatehouse"), Some("q1"));
+        assert_eq!(cookie_value(&h, "junk"), None);
     }
 }

@@ -19,6 +19,7 @@ mod graph;
 mod in_use;
 mod logout;
 pub mod oidc;
+mod openid;
 pub mod redirect;
 
 use std::sync::Arc;

@@ -12,9 +12,9 @@ use arc_swap::ArcSwapOption;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::openid;
 use crate::authn::bearer::{self, BearerAuth};
 use crate::authn::fetch;
 use crate::authn::AuthFailure;
@@ -33,6 +33,8 @@ pub struct Metadata {
     pub par_endpoint: Option<String>,
     /// RFC 9207: the provider puts `iss` in authorization responses.
     pub iss_parameter_supported: bool,
+    /// The crate's client for this metadata: authorization requests and token grants.
+    pub client: openid::OidcClient,
 }
 
 /// The tokens of a successful token-endpoint answer.
@@ -137,28 +139,35 @@ impl Provider {
             crate::otel::outbound("oidc_discovery", &url, fetch::get_json(&self.client, &url))
                 .await?
                 .body;
-        let text = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_string);
-        let issuer = text("issuer").unwrap_or_default();
+        let discovered: openid::ProviderMetadata = serde_json::from_value(doc)
+            .map_err(|e| format!("discovery at {url} is not OpenID provider metadata: {e}"))?;
+        let issuer = discovered.issuer().as_str();
         if issuer != self.config.issuer {
             return Err(format!(
                 "discovery at {url} names issuer {issuer:?}, not the configured {:?}",
                 self.config.issuer
             ));
         }
-        let endpoint = |name: &str| -> Result<String, String> {
-            let value = text(name).ok_or_else(|| format!("discovery at {url} has no {name}"))?;
-            crate::config::check_secure_url(&value).map_err(|e| format!("{name} {value:?} {e}"))?;
-            Ok(value)
+        let secure = |name: &str, value: &str| -> Result<String, String> {
+            crate::config::check_secure_url(value).map_err(|e| format!("{name} {value:?} {e}"))?;
+            Ok(value.to_string())
         };
-        let authorization_endpoint = endpoint("authorization_endpoint")?;
-        let token_endpoint = endpoint("token_endpoint")?;
-        let jwks_uri = endpoint("jwks_uri")?;
-        let end_session_endpoint = match text("end_session_endpoint") {
-            Some(_) => Some(endpoint("end_session_endpoint")?),
+        let more = discovered.additional_metadata().clone();
+        let authorization_endpoint = secure(
+            "authorization_endpoint",
+            discovered.authorization_endpoint().as_str(),
+        )?;
+        let token_endpoint = match discovered.token_endpoint() {
+            Some(t) => secure("token_endpoint", t.as_str())?,
+            None => return Err(format!("discovery at {url} has no token_endpoint")),
+        };
+        let jwks_uri = secure("jwks_uri", discovered.jwks_uri().as_str())?;
+        let end_session_endpoint = match &more.end_session_endpoint {
+            Some(e) => Some(secure("end_session_endpoint", e)?),
             None => None,
         };
-        let userinfo_endpoint = match text("userinfo_endpoint") {
-            Some(_) => Some(endpoint("userinfo_endpoint")?),
+        let userinfo_endpoint = match discovered.userinfo_endpoint() {
+            Some(u) => Some(secure("userinfo_endpoint", u.as_str())?),
             None if self.config.userinfo == Userinfo::Always => {
                 return Err(format!(
                     "discovery at {url} has no userinfo_endpoint, and idp {:?} says userinfo = \"always\"",
@@ -168,12 +177,9 @@ impl Provider {
             None => None,
         };
         // RFC 9126: pushed when the config says so or the provider requires it.
-        let par_required = doc
-            .get("require_pushed_authorization_requests")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let par_required = more.require_pushed_authorization_requests;
         let par_endpoint = if self.config.par || par_required {
-            if text("pushed_authorization_request_endpoint").is_none() {
+            let Some(endpoint) = &more.pushed_authorization_request_endpoint else {
                 return Err(format!(
                     "discovery at {url} has no pushed_authorization_request_endpoint, and {}",
                     if par_required {
@@ -182,15 +188,12 @@ impl Provider {
                         format!("idp {:?} says par = true", self.config.name)
                     }
                 ));
-            }
-            Some(endpoint("pushed_authorization_request_endpoint")?)
+            };
+            Some(secure("pushed_authorization_request_endpoint", endpoint)?)
         } else {
             None
         };
-        if let Some(methods) = doc
-            .get("code_challenge_methods_supported")
-            .and_then(Value::as_array)
-        {
+        if let Some(methods) = &more.code_challenge_methods_supported {
             if !methods.iter().any(|m| m == "S256") {
                 return Err(format!(
                     "{} does not support PKCE with S256; gatehouse always uses it",
@@ -198,16 +201,26 @@ impl Provider {
                 ));
             }
         }
+        let secret = self.config.client_secret.as_deref().filter(|_| {
+            matches!(
+                self.config.client_auth,
+                ClientAuth::Basic | ClientAuth::Post
+            )
+        });
+        let client = openid::client(
+            discovered,
+            &self.config.client_id,
+            secret,
+            self.config.client_auth == ClientAuth::Basic,
+        );
         self.metadata.store(Some(Arc::new(Metadata {
             authorization_endpoint,
             token_endpoint,
             end_session_endpoint,
             userinfo_endpoint,
             par_endpoint,
-            iss_parameter_supported: doc
-                .get("authorization_response_iss_parameter_supported")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            iss_parameter_supported: more.authorization_response_iss_parameter_supported,
+            client,
         })));
         let store = &self.keys.issuers[0];
         store.set_jwks_uri(jwks_uri);
@@ -254,8 +267,6 @@ impl Provider {
         self.metadata.load_full().filter(|_| self.ready())
     }
 
-    /// The authorization request URL (code flow, PKCE S256, state, nonce).
-    #[allow(clippy::too_many_arguments)]
     /// Where to send the browser to log in: the authorization endpoint with the request's
     /// parameters (PKCE S256, `state`, `nonce`, the route's `acr_values` and `max_age`, the
     /// IdP's extra parameters), or, with pushed authorization requests (RFC 9126), with only
@@ -273,56 +284,69 @@ impl Provider {
         max_age: Option<Duration>,
         hints: &super::Hints,
     ) -> Result<String, TokenError> {
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes()));
-        let scope = self.config.scopes.join(" ");
-        let acr = acr_values.join(" ");
-        let age = max_age.map(|a| a.as_secs().to_string());
-        let mut params: Vec<(&str, &str)> = vec![
-            ("response_type", "code"),
-            ("client_id", &self.config.client_id),
-            ("redirect_uri", redirect_uri),
-            ("scope", &scope),
-            ("state", state),
-            ("nonce", nonce),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-        ];
-        if !acr_values.is_empty() {
-            params.push(("acr_values", &acr));
-        }
-        if let Some(age) = &age {
-            params.push(("max_age", age));
-        }
-        for (k, v) in &self.config.extra_auth_params {
-            params.push((k, v));
-        }
+        let configured = |name: &str| self.config.extra_auth_params.iter().any(|(k, _)| k == name);
+        let mut extra: Vec<(&str, &str)> = self
+            .config
+            .extra_auth_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         // The browser's hints, unless the config sets the parameter itself.
-        for (k, v) in [
-            ("login_hint", &hints.login_hint),
-            ("domain_hint", &hints.domain_hint),
-        ] {
-            if let Some(v) = v {
-                if !params.iter().any(|(name, _)| *name == k) {
-                    params.push((k, v));
-                }
-            }
+        if let Some(hint) = hints
+            .domain_hint
+            .as_deref()
+            .filter(|_| !configured("domain_hint"))
+        {
+            extra.push(("domain_hint", hint));
         }
-        let request_uri;
-        if let Some(endpoint) = &metadata.par_endpoint {
-            let push = self.push_authorization_request(endpoint, &params);
-            request_uri = crate::otel::outbound("par_endpoint", endpoint, push).await?;
-            params = vec![
-                ("client_id", &self.config.client_id),
-                ("request_uri", &request_uri),
-            ];
-        }
-        let mut url =
+        let url = openid::authorization_url(
+            &metadata.client,
+            openid::AuthorizationParams {
+                redirect_uri,
+                state,
+                nonce,
+                code_verifier,
+                scopes: &self.config.scopes,
+                acr_values,
+                max_age,
+                extra,
+                login_hint: hints
+                    .login_hint
+                    .as_deref()
+                    .filter(|_| !configured("login_hint")),
+            },
+        )
+        .map_err(|detail| TokenError {
+            label: "idp_unavailable",
+            detail,
+        })?;
+        let Some(endpoint) = &metadata.par_endpoint else {
+            return Ok(url.to_string());
+        };
+        // RFC 9126 §2: the parameters the crate added to the endpoint's own query, pushed;
+        // the browser carries only their handle.
+        let mut endpoint_url =
             url::Url::parse(&metadata.authorization_endpoint).map_err(|_| TokenError {
                 label: "idp_unavailable",
                 detail: "authorization_endpoint is not a URL".to_string(),
             })?;
-        url.query_pairs_mut().extend_pairs(params);
-        Ok(url.to_string())
+        let own = endpoint_url.query_pairs().count();
+        let pushed: Vec<(String, String)> = url
+            .query_pairs()
+            .skip(own)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let params: Vec<(&str, &str)> = pushed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let push = self.push_authorization_request(endpoint, &params);
+        let request_uri = crate::otel::outbound("par_endpoint", endpoint, push).await?;
+        endpoint_url.query_pairs_mut().extend_pairs([
+            ("client_id", self.config.client_id.as_str()),
+            ("request_uri", &request_uri),
+        ]);
+        Ok(endpoint_url.to_string())
     }
 
     /// RFC 9126 §2: the parameters pushed, the `request_uri` that stands for them.
@@ -393,10 +417,9 @@ impl Provider {
                 form.push(("client_secret", Cow::Borrowed(secret)));
             }
             (ClientAuth::PrivateKeyJwt, _) => {
-                let assertion = self.client_assertion(audience).ok_or_else(|| TokenError {
-                    label: "client_assertion_failed",
-                    detail: "cannot sign the private_key_jwt assertion".to_string(),
-                })?;
+                let assertion = self
+                    .client_assertion(audience)
+                    .ok_or_else(assertion_failed)?;
                 form.push(("client_id", client_id));
                 form.push((
                     "client_assertion_type",
@@ -448,16 +471,12 @@ impl Provider {
         redirect_uri: &str,
         code_verifier: &str,
     ) -> Result<Tokens, TokenError> {
-        self.token_request(
-            metadata,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("redirect_uri", redirect_uri),
-                ("code_verifier", code_verifier),
-            ],
-        )
-        .await
+        let grant = openid::Grant::Code {
+            code,
+            redirect_uri,
+            code_verifier,
+        };
+        self.token_request(metadata, grant).await
     }
 
     pub async fn refresh(
@@ -465,80 +484,26 @@ impl Provider {
         metadata: &Metadata,
         refresh_token: &str,
     ) -> Result<Tokens, TokenError> {
-        self.token_request(
-            metadata,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-            ],
-        )
-        .await
+        self.token_request(metadata, openid::Grant::Refresh(refresh_token))
+            .await
     }
 
-    /// A token endpoint call, a client span of the login's trace when tracing is on.
+    /// A token endpoint call (by the crate, through this IdP's HTTP client), a client span of
+    /// the login's trace when tracing is on.
     async fn token_request(
         &self,
         metadata: &Metadata,
-        params: &[(&str, &str)],
+        grant: openid::Grant<'_>,
     ) -> Result<Tokens, TokenError> {
-        let call = self.token_call(metadata, params);
+        let assertion = match self.config.client_auth {
+            ClientAuth::PrivateKeyJwt => Some(
+                self.client_assertion(&metadata.token_endpoint)
+                    .ok_or_else(assertion_failed)?,
+            ),
+            _ => None,
+        };
+        let call = openid::token_request(&metadata.client, &self.client, grant, assertion);
         crate::otel::outbound("token_endpoint", &metadata.token_endpoint, call).await
-    }
-
-    async fn token_call(
-        &self,
-        metadata: &Metadata,
-        params: &[(&str, &str)],
-    ) -> Result<Tokens, TokenError> {
-        let (request, form) = self.client_authenticated(
-            self.client.post(&metadata.token_endpoint),
-            params,
-            &metadata.token_endpoint,
-        )?;
-        let response = request
-            .header(http::header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| TokenError {
-                label: "token_endpoint_unreachable",
-                detail: fetch::without_url(&e),
-            })?;
-        let status = response.status();
-        let body = read_body(response).await.map_err(|detail| TokenError {
-            label: "token_endpoint_error",
-            detail,
-        })?;
-        let json: Map<String, Value> = serde_json::from_slice(&body).map_err(|_| TokenError {
-            label: "token_endpoint_error",
-            detail: format!("token endpoint answered {status} without JSON"),
-        })?;
-        if !status.is_success() {
-            let error = json.get("error").and_then(Value::as_str).unwrap_or("?");
-            return Err(TokenError {
-                label: if error == "invalid_grant" {
-                    "invalid_grant"
-                } else {
-                    "token_endpoint_error"
-                },
-                detail: format!("token endpoint answered {status}: error={error:?}"),
-            });
-        }
-        let text = |name: &str| json.get(name).and_then(Value::as_str).map(str::to_string);
-        if let Some(t) = text("token_type") {
-            if !t.eq_ignore_ascii_case("bearer") && !t.eq_ignore_ascii_case("dpop") {
-                return Err(TokenError {
-                    label: "token_endpoint_error",
-                    detail: format!("unexpected token_type {t:?}"),
-                });
-            }
-        }
-        Ok(Tokens {
-            access_token: text("access_token"),
-            refresh_token: text("refresh_token"),
-            id_token: text("id_token"),
-            expires_in: json.get("expires_in").and_then(Value::as_u64),
-        })
     }
 
     /// The claims of the userinfo endpoint (OIDC Core §5.3) for `subject`, asked with the
@@ -733,7 +698,14 @@ impl Provider {
     }
 }
 
-/// A form for the token or PAR endpoint: borrowed parameters, and a signed assertion.
+fn assertion_failed() -> TokenError {
+    TokenError {
+        label: "client_assertion_failed",
+        detail: "cannot sign the private_key_jwt assertion".to_string(),
+    }
+}
+
+/// A form for the PAR endpoint: borrowed parameters, and a signed assertion.
 type Form<'a> = Vec<(&'a str, Cow<'a, str>)>;
 
 /// The most of a userinfo answer read: a user's claims with a few hundred groups fit.

@@ -127,7 +127,8 @@ pub fn strip_gateway_cookies(headers: &mut HeaderMap, cookies: &crate::login::Co
     let is_ours = |pair: &[u8]| {
         let pair = pair.trim_ascii();
         let name = memchr::memchr(b'=', pair).map_or(pair, |at| &pair[..at]);
-        cookies.is_ours(name)
+        // Trimmed as the cookie crate trims the name it reads the session from.
+        cookies.is_ours(name.trim_ascii_end())
     };
     let (mut ours, mut others) = (false, false);
     for value in headers.get_all(http::header::COOKIE) {
@@ -230,6 +231,45 @@ mod cookie_pair_tests {
             let ours: Vec<&[u8]> = super::cookie_pairs(value.as_bytes()).collect();
             let split: Vec<&[u8]> = value.as_bytes().split(|&b| b == b';').collect();
             assert_eq!(ours, split, "{value:?}");
+        }
+    }
+
+    /// Whatever spelling the session is read from is stripped: the cookie crate trims the
+    /// name around `=`, so the stripper does too.
+    #[test]
+    fn the_cookie_the_session_is_read_from_never_reaches_the_upstream() {
+        let config = crate::config::SessionConfig {
+            store: crate::config::StoreKind::Memory,
+            cookie_name: "gatehouse".into(),
+            secret: None,
+            secret_previous: None,
+            max_lifetime: std::time::Duration::from_secs(60),
+            idle_timeout: std::time::Duration::from_secs(60),
+            same_site: crate::config::SameSite::Lax,
+            fallback_memory: false,
+            timeout: std::time::Duration::from_secs(1),
+            max_sessions: 1,
+            refresh_before: std::time::Duration::from_secs(1),
+        };
+        let jar = crate::login::Cookies::new(&config, false);
+        for value in [
+            "gatehouse =abc; a=1",
+            "a=1; gatehouse\t= abc",
+            "gatehouse=\"abc\";a=1",
+        ] {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::COOKIE, value.parse().unwrap());
+            assert_eq!(
+                crate::login::cookie_value(&headers, "gatehouse"),
+                Some("abc")
+            );
+            super::strip_gateway_cookies(&mut headers, &jar);
+            assert_eq!(
+                crate::login::cookie_value(&headers, "gatehouse"),
+                None,
+                "{value:?}"
+            );
+            assert_eq!(headers[http::header::COOKIE], "a=1", "{value:?}");
         }
     }
 }

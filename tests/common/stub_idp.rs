@@ -30,6 +30,10 @@ pub async fn start(
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
         "code_challenge_methods_supported": ["S256"],
+        // Required by OpenID Connect Discovery 1.0 §3.
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
     });
     // `{issuer}` in `extra` is the stub's own URL (e.g. its userinfo endpoint).
     let extra: Value = serde_json::from_str(&extra.to_string().replace("{issuer}", &issuer))
