@@ -23,9 +23,8 @@ use openidconnect::core::{
 use openidconnect::{
     AccessToken, AdditionalProviderMetadata, AuthenticationContextClass, AuthenticationFlow,
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyAdditionalClaims, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, ExtraTokenFields, IdToken, LoginHint, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
-    StandardErrorResponse, StandardTokenResponse,
+    EndpointNotSet, EndpointSet, IdToken, LoginHint, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardErrorResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,36 +65,69 @@ pub type ProviderMetadata = openidconnect::ProviderMetadata<
     CoreSubjectIdentifierType,
 >;
 
-/// The ID token of a token answer, as text.
+/// A token answer (RFC 6749 §5.1), the type the crate reads the token endpoint's JSON
+/// into. Its own `StandardTokenResponse` would do, but for two things real providers send:
+/// `expires_in` as a string (Azure AD v1, ADFS), which it refuses, and an ID token, which it
+/// would parse into its claim types before any signature check; here the ID token is kept
+/// as text for the key store.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct RawIdToken {
-    pub id_token: Option<String>,
+pub struct TokenAnswer {
+    access_token: AccessToken,
+    /// Any case (`Bearer`, `DPoP`): RFC 6749 §5.1 says it is case-insensitive.
+    #[serde(deserialize_with = "token_type")]
+    token_type: CoreTokenType,
+    #[serde(default, deserialize_with = "seconds")]
+    expires_in: Option<u64>,
+    refresh_token: Option<RefreshToken>,
+    #[serde(rename = "scope", default, deserialize_with = "scopes")]
+    scopes: Option<Vec<Scope>>,
+    id_token: Option<String>,
 }
 
-impl ExtraTokenFields for RawIdToken {}
+fn token_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CoreTokenType, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "bearer" => CoreTokenType::Bearer,
+        "mac" => CoreTokenType::Mac,
+        _ => CoreTokenType::Extension(text),
+    })
+}
 
-/// A token answer (RFC 6749 §5.1): the crate checks its shape and `token_type`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct TokenAnswer(StandardTokenResponse<RawIdToken, CoreTokenType>);
+/// A number of seconds, or its decimal text; anything else is no lifetime.
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+fn scopes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Scope>>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    Ok(text.map(|t| {
+        t.split_ascii_whitespace()
+            .map(|s| Scope::new(s.to_string()))
+            .collect()
+    }))
+}
 
 impl OAuth2TokenResponse for TokenAnswer {
     type TokenType = CoreTokenType;
 
     fn access_token(&self) -> &AccessToken {
-        self.0.access_token()
+        &self.access_token
     }
     fn token_type(&self) -> &CoreTokenType {
-        self.0.token_type()
+        &self.token_type
     }
     fn expires_in(&self) -> Option<Duration> {
-        self.0.expires_in()
+        self.expires_in.map(Duration::from_secs)
     }
     fn refresh_token(&self) -> Option<&RefreshToken> {
-        self.0.refresh_token()
+        self.refresh_token.as_ref()
     }
     fn scopes(&self) -> Option<&Vec<Scope>> {
-        self.0.scopes()
+        self.scopes.as_ref()
     }
 }
 
@@ -107,7 +139,7 @@ impl
         CoreJwsSigningAlgorithm,
     > for TokenAnswer
 {
-    /// Never the crate's typed view: the text ([`RawIdToken`]) goes to the key store.
+    /// Never the crate's typed view: the text goes to the key store.
     fn id_token(
         &self,
     ) -> Option<
@@ -341,7 +373,7 @@ pub async fn token_request(
         access_token: Some(answer.access_token().secret().clone()),
         refresh_token: answer.refresh_token().map(|t| t.secret().clone()),
         expires_in: answer.expires_in().map(|d| d.as_secs()),
-        id_token: answer.0.extra_fields().id_token.clone(),
+        id_token: answer.id_token,
     })
 }
 
@@ -452,6 +484,37 @@ mod tests {
         assert_eq!(one("domain_hint"), "example.com");
         assert_eq!(one("p"), "B2C_1_signin");
         assert!(!pairs.iter().any(|(k, _)| k == "client_secret"));
+    }
+
+    #[test]
+    fn token_answers_as_providers_send_them() {
+        let answer: TokenAnswer = serde_json::from_value(serde_json::json!({
+            "access_token": "at", "token_type": "DPoP", "expires_in": "3599",
+            "scope": "openid  email", "id_token": "a.b.c", "refresh_token": "rt",
+        }))
+        .expect("an answer");
+        assert_eq!(answer.expires_in(), Some(Duration::from_secs(3599)));
+        assert_eq!(answer.token_type().as_ref(), "DPoP");
+        assert_eq!(answer.scopes().map(Vec::len), Some(2));
+        assert_eq!(answer.id_token.as_deref(), Some("a.b.c"));
+        assert_eq!(
+            answer.refresh_token().map(|t| t.secret().as_str()),
+            Some("rt")
+        );
+        let bearer: TokenAnswer = serde_json::from_value(
+            serde_json::json!({"access_token": "at", "token_type": "Bearer", "expires_in": 60}),
+        )
+        .expect("an answer");
+        assert_eq!(bearer.token_type(), &CoreTokenType::Bearer);
+        assert_eq!(bearer.expires_in(), Some(Duration::from_secs(60)));
+        assert!(bearer.id_token.is_none() && bearer.refresh_token().is_none());
+        // RFC 6749 §5.1: both are required.
+        for missing in [
+            serde_json::json!({"token_type": "Bearer"}),
+            serde_json::json!({"access_token": "at"}),
+        ] {
+            assert!(serde_json::from_value::<TokenAnswer>(missing).is_err());
+        }
     }
 
     #[test]
