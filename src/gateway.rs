@@ -41,6 +41,8 @@ pub struct Runtime {
     pub login: Option<Arc<Login>>,
     /// Signs `X-Gatehouse-Assertion` when `headers.assertion` is on.
     pub signer: Option<Arc<AssertionSigner>>,
+    /// The DPoP server nonces of routes with `dpop_nonce` (RFC 9449 §9).
+    pub dpop_nonces: Arc<crate::authn::dpop::NonceKey>,
 }
 
 impl Runtime {
@@ -108,7 +110,16 @@ impl Runtime {
         } else {
             None
         };
+        // Keyed by the session secret; without one, the process's key survives reloads.
+        let secret = config.session.secret.as_deref();
+        let dpop_nonces = match previous {
+            Some(p) if secret.is_none() && p.config.session.secret.is_none() => {
+                p.dpop_nonces.clone()
+            }
+            _ => Arc::new(crate::authn::dpop::NonceKey::new(secret)),
+        };
         Ok(Runtime {
+            dpop_nonces,
             login,
             signer,
             limiter,

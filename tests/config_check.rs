@@ -92,6 +92,14 @@ fn errors_name_file_line_and_column() {
             edit("auth = [\"none\"]", "auth = [\"none\"]\nrequest_overrides = [\"X-HTTP-Method-Override\", \"X-Forwarded-Host\"]"),
             "gateway.toml:12:48: unknown request override \"X-Forwarded-Host\"; known: x-http-method-override",
         ),
+        (
+            edit("auth = [\"none\"]", "auth = [\"none\"]\ndpop_nonce = true"),
+            "gateway.toml:12:14: route \"app\" sets dpop_nonce but does not accept bearer tokens",
+        ),
+        (
+            edit("auth = [\"none\"]", "auth = [\"none\"]\nrequire_dpop = true"),
+            "gateway.toml:12:16: route \"app\" sets require_dpop but does not accept bearer tokens",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();

@@ -3,7 +3,9 @@
 //! here: a good one passes once; a replay, another key, another method or URL, a stale or
 //! future `iat`, a missing or wrong `ath`, a forged signature, no proof, the `Bearer`
 //! scheme for a bound token and `DPoP` for an unbound one are refused, and the app never
-//! sees a refused request nor any proof.
+//! sees a refused request nor any proof. A route with `dpop_nonce` hands out server nonces
+//! (§9) and takes proofs only with a current one; instances that share the session secret
+//! and a Redis share nonces and proof ids, even with no session store.
 
 mod common;
 
@@ -43,6 +45,16 @@ fn proof(key: &TestKey, htm: &str, htu: &str, token: Option<&str>, iat_offset: i
     if let Some(token) = token {
         claims["ath"] = Value::from(b64(&Sha256::digest(token.as_bytes())));
     }
+    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(key)});
+    key.sign_with_header(&header, &claims)
+}
+
+/// The same, with the server's `nonce`.
+fn proof_with_nonce(key: &TestKey, htu: &str, token: &str, nonce: &str) -> String {
+    let claims = json!({
+        "htm": "GET", "htu": htu, "iat": now(), "jti": b64(&rand_bytes()),
+        "ath": b64(&Sha256::digest(token.as_bytes())), "nonce": nonce,
+    });
     let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(key)});
     key.sign_with_header(&header, &claims)
 }
@@ -245,4 +257,95 @@ async fn bound_tokens_need_a_fresh_proof_of_their_key_for_this_request() {
         1.0
     );
     assert!(metric(&gw, "gatehouse_dpop_proofs_total{result=\"stale\"}") >= 2.0);
+}
+
+/// Two instances keyed by one session secret, with Redis only for rate limits, behind one
+/// name (`Host: api.example`): a nonce from one is good at the other, a proof used at one is
+/// a replay at the other, and a proof without a current nonce gets `use_dpop_nonce` with a
+/// fresh `DPoP-Nonce`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_nonces_and_proof_ids_are_shared_by_instances() {
+    let idp = provider();
+    let app = EchoServer::echo("app").await;
+    let redis = common::redis::Redis::start();
+    let config = format!(
+        r#"{}{}
+[session]
+secret = "an-instance-shared-secret-0123456789"
+
+[rate_limit_store]
+kind = "redis"
+redis_url = "{}"
+
+[[bearer]]
+issuer = "{}"
+audiences = ["{API}"]
+algorithms = ["ES256", "RS256"]
+
+[[route]]
+name = "api"
+path = "/api"
+upstream = "app"
+auth = ["bearer"]
+dpop_nonce = true
+"#,
+        base_config("public_url = \"https://api.example\""),
+        upstream_block("app", &[app.addr], ""),
+        redis.url(),
+        idp.issuer
+    );
+    let (a, b) = (Gateway::start(&config), Gateway::start(&config));
+    let key = TestKey::ec("dpop", Algorithm::ES256);
+    let token = bound_token(&idp, &key).await;
+    let dpop = format!("DPoP {token}");
+    let htu = "https://api.example/api/orders";
+    let get = |gw: &Gateway, proof: &str| {
+        gw.raw(&format!(
+            "GET /api/orders HTTP/1.1\r\nHost: api.example\r\nAuthorization: {dpop}\r\nDPoP: {proof}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+
+    // No nonce: refused, with one to use.
+    let first = get(&a, &proof(&key, "GET", htu, Some(&token), 0));
+    refused(&first, "use_dpop_nonce");
+    let nonce = first
+        .header("dpop-nonce")
+        .expect("a DPoP-Nonce")
+        .to_string();
+    assert_eq!(nonce.len(), 32, "{nonce}");
+    assert_eq!(app.hit_count(), 0);
+
+    // A's nonce at B; the same proof again at A is a replay.
+    let good = proof_with_nonce(&key, htu, &token, &nonce);
+    let ok = get(&b, &good);
+    assert_eq!(ok.status, 200, "{ok:?}\n{}", b.log());
+    assert_eq!(ok.echoed().header("dpop"), None);
+    refused(&get(&a, &good), "invalid_dpop_proof");
+    assert_eq!(
+        metric(&a, "gatehouse_dpop_proofs_total{result=\"replayed\"}"),
+        1.0
+    );
+
+    // A made-up nonce, and a nonce of another key (a gateway with its own secret).
+    let forged = b64(&[7u8; 24]);
+    let r = get(&a, &proof_with_nonce(&key, htu, &token, &forged));
+    refused(&r, "use_dpop_nonce");
+    assert!(r.header("dpop-nonce").is_some());
+    let other =
+        Gateway::start(&config.replace("an-instance-shared-secret", "another-secret-of-its-own-"));
+    let foreign = get(&other, &proof(&key, "GET", htu, Some(&token), 0));
+    let foreign = foreign
+        .header("dpop-nonce")
+        .expect("a DPoP-Nonce")
+        .to_string();
+    refused(
+        &get(&a, &proof_with_nonce(&key, htu, &token, &foreign)),
+        "use_dpop_nonce",
+    );
+    assert!(metric(&a, "gatehouse_dpop_proofs_total{result=\"stale_nonce\"}") >= 2.0);
+    assert_eq!(
+        metric(&a, "gatehouse_dpop_proofs_total{result=\"nonce_required\"}"),
+        1.0
+    );
+    assert_eq!(app.hit_count(), 1, "a refused request reached the app");
 }

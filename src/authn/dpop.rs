@@ -62,6 +62,62 @@ impl SeenProofs {
     }
 }
 
+/// How long a server nonce is current; it is accepted for this period and the next.
+pub const NONCE_PERIOD: u64 = 60;
+
+/// RFC 9449 §9: the nonces a route with `dpop_nonce` hands out (`DPoP-Nonce`) and takes
+/// back in proofs. A nonce is its issue period and a MAC of it, so nothing is stored, and
+/// every instance keyed alike accepts every other's nonces.
+pub struct NonceKey {
+    prk: [u8; 32],
+}
+
+impl NonceKey {
+    /// Keyed by the session secret when there is one (shared by the instances that share
+    /// sessions), else by a random key of this process.
+    pub fn new(secret: Option<&[u8]>) -> NonceKey {
+        let random: [u8; 32] = rand::random();
+        let ikm = secret.unwrap_or(&random);
+        let (prk, _) = hkdf::Hkdf::<Sha256>::extract(Some(b"gatehouse dpop nonce"), ikm);
+        NonceKey { prk: prk.into() }
+    }
+
+    fn mac(&self, period: u64) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        // The PRK is a SHA-256 output and 16 bytes are far below HKDF's limit.
+        if let Ok(h) = hkdf::Hkdf::<Sha256>::from_prk(&self.prk) {
+            let _ = h.expand(&period.to_be_bytes(), &mut out);
+        }
+        out
+    }
+
+    /// The nonce current at `now` (Unix seconds).
+    pub fn issue(&self, now: u64) -> String {
+        let period = now / NONCE_PERIOD;
+        let mut raw = [0u8; 24];
+        raw[..8].copy_from_slice(&period.to_be_bytes());
+        raw[8..].copy_from_slice(&self.mac(period));
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Whether `nonce` was issued by this key in the current period or the one before.
+    pub fn accepts(&self, nonce: &str, now: u64) -> bool {
+        let mut raw = [0u8; 24];
+        if nonce.len() != 32 || URL_SAFE_NO_PAD.decode_slice(nonce, &mut raw) != Ok(24) {
+            return false;
+        }
+        let mut period = [0u8; 8];
+        period.copy_from_slice(&raw[..8]);
+        let period = u64::from_be_bytes(period);
+        let current = now / NONCE_PERIOD;
+        (period == current || period.checked_add(1) == Some(current))
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                &raw[8..],
+                &self.mac(period)[..],
+            ))
+    }
+}
+
 /// A proof that passed every check but the replay check.
 #[derive(Debug)]
 pub struct Proof {
@@ -80,6 +136,8 @@ pub struct Expected<'a> {
     pub jkt: &'a str,
     pub now: u64,
     pub leeway: u64,
+    /// The route's nonces, when its proofs must carry one.
+    pub nonce: Option<&'a NonceKey>,
 }
 
 /// The token's `cnf.jkt`, when it is bound to a key.
@@ -153,6 +211,13 @@ pub fn check(proof: &str, expected: &Expected<'_>) -> Result<Proof, &'static str
     let jti = text("jti")
         .filter(|j| !j.is_empty() && j.len() <= 256)
         .ok_or("malformed_proof")?;
+    if let Some(key) = expected.nonce {
+        match text("nonce") {
+            None => return Err("nonce_required"),
+            Some(n) if !key.accepts(n, expected.now) => return Err("stale_nonce"),
+            Some(_) => {}
+        }
+    }
     Ok(Proof {
         jti: jti.to_string(),
         jkt,
@@ -199,6 +264,38 @@ fn same_target(htu: &str, expected: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn server_nonces_last_two_periods_and_only_for_their_key() {
+        let key = NonceKey::new(Some(b"a secret shared by the instances"));
+        let same = NonceKey::new(Some(b"a secret shared by the instances"));
+        let other = NonceKey::new(Some(b"another secret"));
+        let t = 1_800_000_000;
+        let n = key.issue(t);
+        assert_eq!(n.len(), 32);
+        assert_eq!(n, key.issue(t + 1), "one nonce per period");
+        assert!(key.accepts(&n, t) && same.accepts(&n, t));
+        assert!(
+            key.accepts(&n, t + NONCE_PERIOD),
+            "the next period still takes it"
+        );
+        assert!(
+            !key.accepts(&n, t + 2 * NONCE_PERIOD),
+            "two periods on it is stale"
+        );
+        assert!(
+            !key.accepts(&n, t - NONCE_PERIOD),
+            "not before it was issued"
+        );
+        assert!(!other.accepts(&n, t));
+        // Random keys differ; a changed byte, a truncation or padding is refused.
+        assert!(!NonceKey::new(None).accepts(&NonceKey::new(None).issue(t), t));
+        let mut bytes = n.clone().into_bytes();
+        bytes[31] = if bytes[31] == b'A' { b'B' } else { b'A' };
+        assert!(!key.accepts(std::str::from_utf8(&bytes).unwrap(), t));
+        assert!(!key.accepts(&n[..31], t) && !key.accepts(&format!("{n}="), t));
+        assert!(!key.accepts("", t) && !key.accepts("ééééééééééééééé", t));
+    }
 
     #[test]
     fn thumbprints_match_rfc_7638() {

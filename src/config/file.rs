@@ -289,6 +289,7 @@ pub struct Route {
     pub rate_limit: Option<S<Vec<S<String>>>>,
     pub pass_access_token: Option<bool>,
     pub require_dpop: Option<S<bool>>,
+    pub dpop_nonce: Option<S<bool>>,
     pub acr_values: Option<S<Vec<S<String>>>>,
     pub max_auth_age: Option<S<String>>,
     pub underscores_in_headers: Option<bool>,

@@ -466,6 +466,8 @@ pub struct RouteConfig {
     pub pass_access_token: bool,
     /// Bearer tokens must be DPoP-bound (RFC 9449), each request with its proof.
     pub require_dpop: bool,
+    /// RFC 9449 §9: DPoP proofs on this route carry a nonce the gateway handed out.
+    pub dpop_nonce: bool,
     /// Indices into `Config::rate_limits`; every one must allow the request.
     pub rate_limits: Vec<usize>,
     /// The authorization policy (`policy = "policies/x.toml"`), compiled.
@@ -501,6 +503,7 @@ impl RouteConfig {
             path_checks: Default::default(),
             pass_access_token: false,
             require_dpop: false,
+            dpop_nonce: false,
             rate_limits: Vec::new(),
             policy: None,
             idps: Vec::new(),

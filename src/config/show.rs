@@ -196,6 +196,7 @@ impl Config {
                     "auth": r.auth.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
                     "pass_access_token": r.pass_access_token,
                     "require_dpop": r.require_dpop,
+                    "dpop_nonce": r.dpop_nonce,
                     "underscores_in_headers": r.underscores_in_headers,
                     "request_overrides": r.overrides.iter().map(|o| o.name()).collect::<Vec<_>>(),
                     "domain_hint": r.domain_hint,

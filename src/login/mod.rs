@@ -517,6 +517,7 @@ auth = ["session"]
             path_checks: Default::default(),
             pass_access_token: false,
             require_dpop: false,
+            dpop_nonce: false,
             rate_limits: Vec::new(),
             policy: None,
             idps: vec![0],

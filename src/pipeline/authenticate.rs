@@ -354,16 +354,31 @@ async fn dpop(
             .map_or(0, |b| b.leeway.as_secs());
     let url = format!("{}{}", resource_metadata::origin(p, r), r.judged.path);
     let method = r.judged.judged_method.as_ref().unwrap_or(r.facts.method);
+    let now = crate::authn::bearer::unix_now();
+    let nonces = route.dpop_nonce.then_some(&*p.rt.dpop_nonces);
     let expected = dpop::Expected {
         method: method.as_str(),
         url: &url,
         token,
         jkt,
-        now: crate::authn::bearer::unix_now(),
+        now,
         leeway,
+        nonce: nonces,
     };
     let proof = match dpop::check(proof, &expected) {
         Ok(proof) => proof,
+        // §9: a new nonce to sign into the next proof.
+        Err(reason @ ("nonce_required" | "stale_nonce")) => {
+            let nonce = nonces.map(|n| n.issue(now)).unwrap_or_default();
+            return Err(dpop_refusal(
+                p,
+                r,
+                reason,
+                "use_dpop_nonce",
+                "Resource server requires nonce in DPoP proof",
+            )
+            .header("dpop-nonce", nonce));
+        }
         Err(reason) => {
             return Err(dpop_refusal(
                 p,
@@ -377,13 +392,22 @@ async fn dpop(
     // One use per proof, for as long as its iat is acceptable.
     let remember = dpop::remember_for(leeway);
     let digest = crate::login::sha256_hex(&format!("{}\0{}", proof.jkt, proof.jti));
-    let fresh = match &p.rt.login {
-        Some(login) => {
-            login
-                .remember_once(&format!("dpop:{digest}"), remember)
-                .await
-        }
-        None => Ok(dpop::SeenProofs::here().remember_once(digest)),
+    // Remembered where every instance sees it: the session store when it is Redis, else
+    // the rate limits' Redis, else the session store or this process.
+    let key = format!("dpop:{digest}");
+    let sessions_shared = matches!(
+        p.rt.config.session.store,
+        crate::config::StoreKind::Redis(_)
+    );
+    let fresh = match (&p.rt.login, sessions_shared) {
+        (Some(login), true) => login.remember_once(&key, remember).await.map_err(drop),
+        (login, _) => match p.rt.limiter.remember_once(&key, remember).await {
+            Some(shared) => shared.map_err(drop),
+            None => match login {
+                Some(login) => login.remember_once(&key, remember).await.map_err(drop),
+                None => Ok(dpop::SeenProofs::here().remember_once(digest)),
+            },
+        },
     };
     match fresh {
         Ok(true) => {

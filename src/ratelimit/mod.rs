@@ -111,6 +111,19 @@ impl RateLimiter {
         }
     }
 
+    /// With a Redis store: whether `key` is new to every instance (see
+    /// [`redis_store::RedisStore::remember_once`]). None with the memory store.
+    pub async fn remember_once(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Option<Result<bool, String>> {
+        match &self.store {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(Box::pin(r.remember_once(key, ttl)).await),
+        }
+    }
+
     /// Whether the store can answer now (the memory store always can).
     pub async fn reachable(&self) -> bool {
         match &self.store {

@@ -45,6 +45,28 @@ impl RedisStore {
         matches!(pong, Ok(p) if p == "PONG")
     }
 
+    /// True the first time `key` is seen within `ttl` by any instance (SET NX PX): DPoP
+    /// proof ids, on a gateway whose only Redis is this one.
+    pub async fn remember_once(&self, key: &str, ttl: Duration) -> Result<bool, String> {
+        let key = format!("gatehouse:once:{key}");
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set = self.redis.run(|mut c| {
+            let key = key.clone();
+            async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async::<Option<String>>(&mut c)
+                    .await
+            }
+        });
+        let set: Option<String> = crate::otel::redis("SET", set).await?;
+        Ok(set.is_some())
+    }
+
     /// One atomic check; an error means the store could not decide.
     pub async fn check(&self, key: &str, rate: Rate) -> Result<Decision, String> {
         let (interval, tolerance) = (

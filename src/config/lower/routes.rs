@@ -175,14 +175,18 @@ impl Lowerer<'_> {
             }
             let auth = self.auth(&route.auth, available);
             let require_dpop = route.require_dpop.as_ref().is_some_and(|v| *v.get_ref());
-            if let Some(v) = route.require_dpop.as_ref().filter(|v| *v.get_ref()) {
-                if !auth.contains(&AuthMethod::Bearer) {
-                    self.r.error(
-                        v.span(),
-                        format!(
-                            "route {name:?} sets require_dpop but does not accept bearer tokens"
-                        ),
-                    );
+            let dpop_nonce = route.dpop_nonce.as_ref().is_some_and(|v| *v.get_ref());
+            for (key, set) in [
+                ("require_dpop", &route.require_dpop),
+                ("dpop_nonce", &route.dpop_nonce),
+            ] {
+                if let Some(v) = set.as_ref().filter(|v| *v.get_ref()) {
+                    if !auth.contains(&AuthMethod::Bearer) {
+                        self.r.error(
+                            v.span(),
+                            format!("route {name:?} sets {key} but does not accept bearer tokens"),
+                        );
+                    }
                 }
             }
             let pass_access_token = route.pass_access_token.unwrap_or(false);
@@ -331,6 +335,7 @@ impl Lowerer<'_> {
                 path_checks,
                 pass_access_token,
                 require_dpop,
+                dpop_nonce,
                 rate_limits: Vec::new(),
                 policy,
                 idps,
