@@ -139,7 +139,7 @@ impl Provider {
             crate::otel::outbound("oidc_discovery", &url, fetch::get_json(&self.client, &url))
                 .await?
                 .body;
-        let discovered: openid::ProviderMetadata = serde_json::from_value(doc)
+        let discovered = openid::read_metadata(doc)
             .map_err(|e| format!("discovery at {url} is not OpenID provider metadata: {e}"))?;
         let issuer = discovered.issuer().as_str();
         if issuer != self.config.issuer {

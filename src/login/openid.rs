@@ -38,16 +38,53 @@ pub struct MoreMetadata {
     pub end_session_endpoint: Option<String>,
     /// RFC 9126 §5.
     pub pushed_authorization_request_endpoint: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     pub require_pushed_authorization_requests: bool,
     /// RFC 9207 §3.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     pub authorization_response_iss_parameter_supported: bool,
     /// RFC 8414 §2.
     pub code_challenge_methods_supported: Option<Vec<String>>,
 }
 
 impl AdditionalProviderMetadata for MoreMetadata {}
+
+/// `true`, or `"true"` as some providers write it; anything else is false.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => b,
+        serde_json::Value::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    })
+}
+
+/// The discovery members gatehouse reads, and those the crate requires (OpenID Connect
+/// Discovery 1.0 §3). The others are dropped before the crate reads the document, so a
+/// provider that gets one of them wrong (an empty `op_policy_uri`, `"true"` for a boolean, an
+/// odd language tag) still has working logins.
+const READ: [&str; 13] = [
+    "issuer",
+    "authorization_endpoint",
+    "token_endpoint",
+    "userinfo_endpoint",
+    "jwks_uri",
+    "response_types_supported",
+    "subject_types_supported",
+    "id_token_signing_alg_values_supported",
+    "end_session_endpoint",
+    "pushed_authorization_request_endpoint",
+    "require_pushed_authorization_requests",
+    "authorization_response_iss_parameter_supported",
+    "code_challenge_methods_supported",
+];
+
+/// The discovery document read by the crate; the error names the member at fault.
+pub fn read_metadata(mut doc: serde_json::Value) -> Result<ProviderMetadata, String> {
+    if let Some(members) = doc.as_object_mut() {
+        members.retain(|name, _| READ.contains(&name.as_str()));
+    }
+    serde_json::from_value(doc).map_err(|e| e.to_string())
+}
 
 /// A discovery document, read by the crate.
 pub type ProviderMetadata = openidconnect::ProviderMetadata<
@@ -539,13 +576,37 @@ mod tests {
                 .additional_metadata()
                 .require_pushed_authorization_requests
         );
+        // As providers write them: string booleans, members gatehouse never reads gone wrong.
+        let mut doc = serde_json::to_value(metadata(serde_json::json!({}))).expect("json");
+        let extra = serde_json::json!({
+            "require_pushed_authorization_requests": "true",
+            "authorization_response_iss_parameter_supported": "false",
+            "claims_parameter_supported": "true",
+            "token_endpoint_auth_methods_supported": [{"odd": 1}],
+            "op_policy_uri": "",
+            "service_documentation": "not a url",
+            "ui_locales_supported": [1, 2],
+        });
+        if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+            d.extend(e.clone());
+        }
+        let read = read_metadata(doc).expect("read");
+        assert!(
+            read.additional_metadata()
+                .require_pushed_authorization_requests
+        );
+        assert!(
+            !read
+                .additional_metadata()
+                .authorization_response_iss_parameter_supported
+        );
         // A document without the fields Discovery §3 requires is refused, by name.
-        let e = serde_json::from_value::<ProviderMetadata>(serde_json::json!({
+        let e = read_metadata(serde_json::json!({
             "issuer": "https://idp.example",
             "authorization_endpoint": "https://idp.example/authorize",
             "jwks_uri": "https://idp.example/jwks",
         }))
         .expect_err("not metadata");
-        assert!(e.to_string().contains("response_types_supported"), "{e}");
+        assert!(e.contains("response_types_supported"), "{e}");
     }
 }
