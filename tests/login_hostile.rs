@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 enum TokenAnswer {
     IdToken(String),
     Error(u16),
+    /// Status, content type, body: as a lax provider writes its answer.
+    Raw(u16, &'static str, String),
 }
 
 struct Stub {
@@ -42,6 +44,12 @@ async fn stub() -> Stub {
                 &json!({"access_token": "at-1", "token_type": "Bearer", "expires_in": 300, "id_token": t}),
             ),
             TokenAnswer::Error(status) => Reply::json(status, &json!({"error": "invalid_grant"})),
+            TokenAnswer::Raw(status, content_type, body) => Reply {
+                status,
+                headers: vec![("content-type".into(), content_type.into())],
+                body,
+                delay: std::time::Duration::ZERO,
+            },
         }
     })
     .await;
@@ -609,4 +617,49 @@ async fn max_auth_age_needs_the_providers_auth_time() {
         &format!("Cookie: {fresh}\r\nAccept: application/json\r\n"),
     );
     assert_eq!(admin.status, 200, "{}", admin.body);
+}
+
+/// Token answers as providers write them beyond RFC 6749 §5.1, which gatehouse always took:
+/// 201, a text content type, no `token_type`, `scope` as a list, `expires_in` as a string.
+/// An answer that is not JSON is refused with its status in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lax_token_answers_still_log_in_and_broken_ones_do_not() {
+    let stub = stub().await;
+    let app = TestServer::echo("app").await;
+    let gw = Gateway::start(&config(&stub, &app));
+    let iss_param: String = url::form_urlencoded::byte_serialize(stub.issuer.as_bytes()).collect();
+    let s = start(&gw, "/lax");
+    let answer = json!({
+        "access_token": "at", "expires_in": "300", "scope": ["openid", "email"],
+        "id_token": stub.key.sign(&claims(&stub, &s.nonce)),
+    });
+    *stub.next.lock().unwrap() = TokenAnswer::Raw(201, "text/plain", answer.to_string());
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert_eq!(r.status, 302, "{}\n{}", r.body, gw.log());
+    assert_eq!(r.header("location"), Some("/lax"));
+
+    let s = start(&gw, "/");
+    *stub.next.lock().unwrap() =
+        TokenAnswer::Raw(200, "text/html", "<html>maintenance</html>".to_string());
+    let r = callback(
+        &gw,
+        &format!("code=c&state={}&iss={iss_param}", s.state),
+        Some(&s.binding),
+    );
+    assert!(refused(&r) && r.status == 502, "{} {}", r.status, r.body);
+    assert!(
+        gw.log().contains("answered 200 OK without JSON"),
+        "{}",
+        gw.log()
+    );
+    assert!(
+        metric(
+            &gw,
+            "gatehouse_logins_total{idp=\"stub\",result=\"token_endpoint_error\"}"
+        ) >= 1.0
+    );
 }

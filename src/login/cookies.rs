@@ -92,6 +92,8 @@ fn age(d: Duration) -> CookieAge {
 /// quotes removed. Pairs that are not cookies (no `=`, an empty name) are skipped.
 pub fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     for value in headers.get_all(http::header::COOKIE) {
+        // Visible ASCII only: then the crate's name trimming is the upstream stripper's
+        // (ASCII), so the cookie read here is always one that is stripped.
         let Ok(text) = value.to_str() else { continue };
         for cookie in Cookie::split_parse(text).flatten() {
             if cookie.name_raw() == Some(name) {

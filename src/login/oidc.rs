@@ -285,10 +285,15 @@ impl Provider {
         hints: &super::Hints,
     ) -> Result<String, TokenError> {
         let configured = |name: &str| self.config.extra_auth_params.iter().any(|(k, _)| k == name);
+        // The route's step-up (acr_values, max_age) wins over the IdP's extra parameters.
         let mut extra: Vec<(&str, &str)> = self
             .config
             .extra_auth_params
             .iter()
+            .filter(|(k, _)| {
+                !(k == "acr_values" && !acr_values.is_empty()
+                    || k == "max_age" && max_age.is_some())
+            })
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         // The browser's hints, unless the config sets the parameter itself.

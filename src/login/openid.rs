@@ -43,11 +43,25 @@ pub struct MoreMetadata {
     /// RFC 9207 §3.
     #[serde(default, deserialize_with = "flag")]
     pub authorization_response_iss_parameter_supported: bool,
-    /// RFC 8414 §2.
+    /// RFC 8414 §2 (a lone string read as a list of one; other members ignored).
+    #[serde(default, deserialize_with = "names")]
     pub code_challenge_methods_supported: Option<Vec<String>>,
 }
 
 impl AdditionalProviderMetadata for MoreMetadata {}
+
+/// A list of names, or one name; members that are not strings are left out.
+fn names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(list) => Some(
+            list.into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        ),
+        serde_json::Value::String(s) => Some(vec![s]),
+        _ => None,
+    })
+}
 
 /// `true`, or `"true"` as some providers write it; anything else is false.
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -83,7 +97,15 @@ pub fn read_metadata(mut doc: serde_json::Value) -> Result<ProviderMetadata, Str
     if let Some(members) = doc.as_object_mut() {
         members.retain(|name, _| READ.contains(&name.as_str()));
     }
-    serde_json::from_value(doc).map_err(|e| e.to_string())
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let at = e.path().to_string();
+        let e = e.into_inner();
+        if at == "." {
+            e.to_string()
+        } else {
+            format!("{at}: {e}")
+        }
+    })
 }
 
 /// A discovery document, read by the crate.
@@ -109,20 +131,50 @@ pub type ProviderMetadata = openidconnect::ProviderMetadata<
 /// as text for the key store.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct TokenAnswer {
+    /// Empty when the answer has none (read as no access token).
+    #[serde(default = "no_access_token", deserialize_with = "access_token")]
     access_token: AccessToken,
-    /// Any case (`Bearer`, `DPoP`): RFC 6749 §5.1 says it is case-insensitive.
-    #[serde(deserialize_with = "token_type")]
+    /// Any case (`Bearer`, `DPoP`): RFC 6749 §5.1 says it is case-insensitive. Some
+    /// providers leave it out; that is read as Bearer.
+    #[serde(default = "bearer", deserialize_with = "token_type")]
     token_type: CoreTokenType,
     #[serde(default, deserialize_with = "seconds")]
     expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "refresh_token")]
     refresh_token: Option<RefreshToken>,
+    /// Nothing reads it: a list or anything else is no scope rather than a failed login.
     #[serde(rename = "scope", default, deserialize_with = "scopes")]
     scopes: Option<Vec<Scope>>,
+    #[serde(default, deserialize_with = "text")]
     id_token: Option<String>,
 }
 
+/// A string member, or nothing (null, a number, an object).
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn access_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AccessToken, D::Error> {
+    Ok(AccessToken::new(text(d)?.unwrap_or_default()))
+}
+
+fn no_access_token() -> AccessToken {
+    AccessToken::new(String::new())
+}
+
+fn refresh_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RefreshToken>, D::Error> {
+    Ok(text(d)?.filter(|t| !t.is_empty()).map(RefreshToken::new))
+}
+
+fn bearer() -> CoreTokenType {
+    CoreTokenType::Bearer
+}
+
 fn token_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CoreTokenType, D::Error> {
-    let text = String::deserialize(d)?;
+    let text = text(d)?.unwrap_or_default();
     Ok(match text.to_ascii_lowercase().as_str() {
         "bearer" => CoreTokenType::Bearer,
         "mac" => CoreTokenType::Mac,
@@ -140,8 +192,7 @@ fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
 }
 
 fn scopes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Scope>>, D::Error> {
-    let text: Option<String> = Option::deserialize(d)?;
-    Ok(text.map(|t| {
+    Ok(text(d)?.map(|t| {
         t.split_ascii_whitespace()
             .map(|s| Scope::new(s.to_string()))
             .collect()
@@ -255,6 +306,10 @@ pub fn authorization_url(client: &OidcClient, p: AuthorizationParams) -> Result<
     let redirect = RedirectUrl::new(p.redirect_uri.to_string())
         .map_err(|_| "the redirect URI is not a URL".to_string())?;
     let (state, nonce) = (p.state.to_string(), p.nonce.to_string());
+    // RFC 7636 §4.1 (the crate asserts it): 43 to 128 characters.
+    if !(43..=128).contains(&p.code_verifier.len()) {
+        return Err("the PKCE verifier is not 43 to 128 characters".to_string());
+    }
     let verifier = PkceCodeVerifier::new(p.code_verifier.to_string());
     let mut request = client
         .authorize_url(
@@ -317,15 +372,28 @@ pub async fn send(
         .await
         .map_err(|e| HttpError::Unreachable(fetch::without_url(&e)))?;
     let status = response.status();
-    let headers = response.headers().clone();
+    let mut headers = response.headers().clone();
     let body = fetch::read_capped(response, max)
         .await
         .map_err(|e| match e {
             fetch::ReadError::TooLarge(_) => HttpError::Unreadable(e.to_string()),
             fetch::ReadError::Failed(detail) => HttpError::Unreachable(detail),
         })?;
+    // What the crate would refuse but providers send and gatehouse always took: any 2xx as
+    // success, and JSON under another content type. An answer that is not JSON at all is
+    // refused here, with its status (the crate's error would not say it).
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        return Err(HttpError::Unreadable(format!(
+            "answered {status} without JSON"
+        )));
+    }
+    headers.remove(http::header::CONTENT_TYPE);
     let mut answer = openidconnect::HttpResponse::new(body);
-    *answer.status_mut() = status;
+    *answer.status_mut() = if status.is_success() {
+        http::StatusCode::OK
+    } else {
+        status
+    };
     *answer.headers_mut() = headers;
     Ok(answer)
 }
@@ -407,7 +475,7 @@ pub async fn token_request(
         });
     }
     Ok(Tokens {
-        access_token: Some(answer.access_token().secret().clone()),
+        access_token: Some(answer.access_token().secret().clone()).filter(|t| !t.is_empty()),
         refresh_token: answer.refresh_token().map(|t| t.secret().clone()),
         expires_in: answer.expires_in().map(|d| d.as_secs()),
         id_token: answer.id_token,
@@ -545,13 +613,17 @@ mod tests {
         assert_eq!(bearer.token_type(), &CoreTokenType::Bearer);
         assert_eq!(bearer.expires_in(), Some(Duration::from_secs(60)));
         assert!(bearer.id_token.is_none() && bearer.refresh_token().is_none());
-        // RFC 6749 §5.1: both are required.
-        for missing in [
-            serde_json::json!({"token_type": "Bearer"}),
-            serde_json::json!({"access_token": "at"}),
-        ] {
-            assert!(serde_json::from_value::<TokenAnswer>(missing).is_err());
-        }
+        // Beyond RFC 6749 §5.1, as providers send them: no token_type (Bearer), no or a
+        // null access token (none), scope as a list and a refresh token that is a number
+        // (neither).
+        let lax: TokenAnswer = serde_json::from_value(serde_json::json!({
+            "access_token": null, "scope": ["a"], "refresh_token": 7, "id_token": "x.y.z",
+        }))
+        .expect("an answer");
+        assert_eq!(lax.token_type(), &CoreTokenType::Bearer);
+        assert!(lax.access_token().secret().is_empty());
+        assert!(lax.scopes().is_none() && lax.refresh_token().is_none());
+        assert_eq!(lax.id_token.as_deref(), Some("x.y.z"));
     }
 
     #[test]
