@@ -360,6 +360,28 @@ impl LazyRedis {
         Ok(LazyRedis { shared, timeout })
     }
 
+    /// `SET key 1 NX PX ttl`: true when the key was not there (it is now, for `ttl`). The
+    /// session store's locks and the one use of a DPoP proof id are this.
+    pub async fn set_once(&self, key: &str, ttl: Duration) -> Result<bool, String> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = self
+            .run(|mut c| {
+                let key = key.to_string();
+                async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// Runs one command (or pipeline) within the timeout, connect included. After a dropped
     /// connection (Redis restarted) or an answer that the server is no longer the master (a
     /// failover) it is tried once more on a new connection, to the master of now.

@@ -49,22 +49,7 @@ impl RedisStore {
     /// proof ids, on a gateway whose only Redis is this one.
     pub async fn remember_once(&self, key: &str, ttl: Duration) -> Result<bool, String> {
         let key = format!("gatehouse:once:{key}");
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let set = self.redis.run(|mut c| {
-            let key = key.clone();
-            async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async::<Option<String>>(&mut c)
-                    .await
-            }
-        });
-        let set: Option<String> = crate::otel::redis("SET", set).await?;
-        Ok(set.is_some())
+        crate::otel::redis("SET", self.redis.set_once(&key, ttl)).await
     }
 
     /// One atomic check; an error means the store could not decide.

@@ -523,25 +523,10 @@ impl SessionStore for RedisSessionStore {
 
     async fn try_lock(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
         let key = format!("gatehouse:lock:{name}");
-        let ttl_ms = ttl.as_millis().max(1) as u64;
-        let set: Option<String> = self
-            .redis
-            .run(|mut c| {
-                let key = key.clone();
-                async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .query_async(&mut c)
-                        .await
-                }
-            })
+        self.redis
+            .set_once(&key, ttl)
             .await
-            .map_err(StoreError::Unavailable)?;
-        Ok(set.is_some())
+            .map_err(StoreError::Unavailable)
     }
 
     async fn unlock(&self, name: &str) -> Result<(), StoreError> {
