@@ -65,7 +65,13 @@ pub fn cookies(data: &[u8]) {
         refresh_before: Duration::from_secs(1),
     };
     let jar = crate::login::Cookies::new(&config, data.first() == Some(&b'S'));
-    let _ = crate::login::cookie_value(&headers, &jar.session);
+    for name in [&jar.session, &jar.binding] {
+        assert_eq!(
+            crate::login::cookie_value(&headers, name),
+            crate::login::cookie_value_by_the_crate(&headers, name),
+            "the reader and the cookie crate disagree"
+        );
+    }
     let others_before = other_cookies(&headers, &jar);
     crate::pipeline::upstream::strip_gateway_cookies(&mut headers, &jar);
     assert_eq!(crate::login::cookie_value(&headers, &jar.session), None);

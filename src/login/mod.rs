@@ -43,6 +43,8 @@ use crate::session::memory::MemoryStore;
 use crate::session::redis_store::RedisSessionStore;
 use crate::session::{self, Issuer, Session, SessionStore, StoreError, Times, TokenCipher};
 pub use admin::SessionSummary;
+#[cfg(any(test, feature = "fuzzing"))]
+pub use cookies::cookie_value_by_the_crate;
 pub use cookies::{cookie_value, Cookies};
 use oidc::{unix_now, Provider};
 
