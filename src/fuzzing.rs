@@ -4,11 +4,10 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::config::{Config, SameSite, SessionConfig, StoreKind};
+use crate::config::{Config, SessionConfig};
 use crate::normalize::{normalize_target, NormalizeOptions};
 
 /// Request-target normalization: never panics; accepted output is a fixed point whose
@@ -51,19 +50,7 @@ pub fn cookies(data: &[u8]) {
             headers.append(http::header::COOKIE, v);
         }
     }
-    let config = SessionConfig {
-        store: StoreKind::Memory,
-        cookie_name: "gatehouse".into(),
-        secret: None,
-        secret_previous: None,
-        max_lifetime: Duration::from_secs(60),
-        idle_timeout: Duration::from_secs(60),
-        same_site: SameSite::Lax,
-        fallback_memory: false,
-        timeout: Duration::from_secs(1),
-        max_sessions: 1,
-        refresh_before: Duration::from_secs(1),
-    };
+    let config = SessionConfig::memory_for_tests();
     let jar = crate::login::Cookies::new(&config, data.first() == Some(&b'S'));
     for name in [&jar.session, &jar.binding] {
         assert_eq!(

@@ -109,6 +109,24 @@ impl SessionConfig {
         };
         without(self) == without(other)
     }
+
+    /// A memory store and the `gatehouse` cookie name: the cookie tests and fuzz target.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn memory_for_tests() -> SessionConfig {
+        SessionConfig {
+            store: StoreKind::Memory,
+            cookie_name: "gatehouse".into(),
+            secret: None,
+            secret_previous: None,
+            max_lifetime: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(600),
+            same_site: SameSite::Lax,
+            fallback_memory: false,
+            timeout: Duration::from_millis(500),
+            max_sessions: 10,
+            refresh_before: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

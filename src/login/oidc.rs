@@ -717,7 +717,7 @@ type Form<'a> = Vec<(&'a str, Cow<'a, str>)>;
 pub const USERINFO_MAX: usize = 64 * 1024;
 
 async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
-    fetch::read_capped(response, 256 * 1024)
+    fetch::read_capped(response, openid::TOKEN_ANSWER_MAX)
         .await
         .map_err(|e| e.to_string())
 }

@@ -264,8 +264,9 @@ pub type OidcClient = openidconnect::Client<
     EndpointMaybeSet,
 >;
 
-/// The client for `metadata`, authenticating at the token endpoint as `auth` says. A
-/// `private_key_jwt` assertion is added per request ([`Grant::assertion`]).
+/// The client for `metadata`, authenticating at the token endpoint with HTTP Basic
+/// (`basic`) or in the form: the client id, and `secret` when there is one. A
+/// `private_key_jwt` assertion is added per request ([`token_request`]).
 pub fn client(
     metadata: ProviderMetadata,
     client_id: &str,
@@ -347,21 +348,22 @@ pub enum Grant<'a> {
 
 /// Why the adapter could not get an answer: bounded labels for metrics, the detail for logs.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+enum HttpError {
     #[error("{0}")]
     Unreachable(String),
     #[error("{0}")]
     Unreadable(String),
 }
 
-/// The most of a token-endpoint answer read: tokens, and an ID token with many claims.
+/// The most of a token-endpoint (or PAR) answer read: tokens, and an ID token with many
+/// claims.
 pub const TOKEN_ANSWER_MAX: usize = 256 * 1024;
 
-/// The crate's request, sent with the IdP's client; the answer read up to `max` bytes.
-pub async fn send(
+/// The crate's request, sent with the IdP's client; the answer read up to
+/// [`TOKEN_ANSWER_MAX`] bytes.
+async fn send(
     client: &reqwest::Client,
     request: openidconnect::HttpRequest,
-    max: usize,
 ) -> Result<openidconnect::HttpResponse, HttpError> {
     let (parts, body) = request.into_parts();
     let response = client
@@ -373,7 +375,7 @@ pub async fn send(
         .map_err(|e| HttpError::Unreachable(fetch::without_url(&e)))?;
     let status = response.status();
     let mut headers = response.headers().clone();
-    let body = fetch::read_capped(response, max)
+    let body = fetch::read_capped(response, TOKEN_ANSWER_MAX)
         .await
         .map_err(|e| match e {
             fetch::ReadError::TooLarge(_) => HttpError::Unreadable(e.to_string()),
@@ -409,7 +411,7 @@ impl<'c> openidconnect::AsyncHttpClient<'c> for Adapter {
         Pin<Box<dyn Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>>;
 
     fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
-        Box::pin(send(&self.0, request, TOKEN_ANSWER_MAX))
+        Box::pin(send(&self.0, request))
     }
 }
 

@@ -393,21 +393,20 @@ async fn dpop(
     let remember = dpop::remember_for(leeway);
     let digest = crate::login::sha256_hex(&format!("{}\0{}", proof.jkt, proof.jti));
     // Remembered where every instance sees it: the session store when it is Redis, else
-    // the rate limits' Redis, else the session store or this process.
+    // the rate limits' Redis, else this process.
     let key = format!("dpop:{digest}");
-    let sessions_shared = matches!(
-        p.rt.config.session.store,
-        crate::config::StoreKind::Redis(_)
-    );
-    let fresh = match (&p.rt.login, sessions_shared) {
-        (Some(login), true) => login.remember_once(&key, remember).await.map_err(drop),
-        (login, _) => match p.rt.limiter.remember_once(&key, remember).await {
-            Some(shared) => shared.map_err(drop),
-            None => match login {
-                Some(login) => login.remember_once(&key, remember).await.map_err(drop),
-                None => Ok(dpop::SeenProofs::here().remember_once(digest)),
-            },
-        },
+    let shared_sessions = p.rt.login.as_ref().filter(|_| {
+        matches!(
+            p.rt.config.session.store,
+            crate::config::StoreKind::Redis(_)
+        )
+    });
+    let fresh = if let Some(login) = shared_sessions {
+        login.remember_once(&key, remember).await.map_err(drop)
+    } else if let Some(shared) = p.rt.limiter.remember_once(&key, remember).await {
+        shared.map_err(drop)
+    } else {
+        Ok(dpop::SeenProofs::here().remember_once(digest))
     };
     match fresh {
         Ok(true) => {

@@ -238,19 +238,7 @@ mod cookie_pair_tests {
     /// name around `=`, so the stripper does too.
     #[test]
     fn the_cookie_the_session_is_read_from_never_reaches_the_upstream() {
-        let config = crate::config::SessionConfig {
-            store: crate::config::StoreKind::Memory,
-            cookie_name: "gatehouse".into(),
-            secret: None,
-            secret_previous: None,
-            max_lifetime: std::time::Duration::from_secs(60),
-            idle_timeout: std::time::Duration::from_secs(60),
-            same_site: crate::config::SameSite::Lax,
-            fallback_memory: false,
-            timeout: std::time::Duration::from_secs(1),
-            max_sessions: 1,
-            refresh_before: std::time::Duration::from_secs(1),
-        };
+        let config = crate::config::SessionConfig::memory_for_tests();
         let jar = crate::login::Cookies::new(&config, false);
         for value in [
             "gatehouse =abc; a=1",
