@@ -24,7 +24,7 @@ use support::{random, uuid};
 mod support;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: gatehouse_alloc::MiMalloc = gatehouse_alloc::MiMalloc;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -17,7 +17,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== load benchmark, smoke mode (no speed assertion)"
 bash bench/run.sh --smoke
@@ -26,7 +26,7 @@ echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
+cargo test --workspace --all-targets --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 if [ "$status" -ne 0 ]; then

@@ -9,9 +9,10 @@ use clap::{CommandFactory, Parser, Subcommand};
 use gatehouse::config::Config;
 
 // A proxy allocates and frees small buffers for every request; mimalloc does that with
-// less contention and fewer cycles than the system allocator.
+// less contention and fewer cycles than the system allocator (see gatehouse-alloc for why
+// not through the `mimalloc` crate).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: gatehouse_alloc::MiMalloc = gatehouse_alloc::MiMalloc;
 use gatehouse::server::RunOptions;
 
 #[derive(Parser)]
