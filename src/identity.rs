@@ -96,6 +96,10 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Va
     if let Some(v) = claims.get(path) {
         return Some(v);
     }
+    // A name without a dot was the whole lookup.
+    if !path.contains('.') {
+        return None;
+    }
     let mut parts = path.split('.');
     let mut current = claims.get(parts.next()?)?;
     for part in parts {
@@ -195,5 +199,10 @@ mod tests {
         );
         assert_eq!(claim_at(&claims, "a.b"), Some(&Value::from("literal")));
         assert_eq!(claim_at(&claims, "realm_access.missing"), None);
+        assert_eq!(claim_at(&claims, "absent"), None);
+        assert_eq!(
+            claim_at(&claims, "realm_access"),
+            claims.get("realm_access")
+        );
     }
 }
