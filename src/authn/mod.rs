@@ -218,8 +218,8 @@ fn check_token_syntax(token: &[u8]) -> Result<&str, AuthFailure> {
     let text = token_text(token)?;
     let body_end = token.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
     // Whole chunks without an early exit, so the compiler checks 16 bytes at a time: a
-    // first-seen token is checked before its signature, byte by byte this cost about
-    // 11,000 instructions for a 645-byte token.
+    // first-seen token is checked before its signature, and byte by byte the check cost
+    // about 12,500 instructions more for a 645-byte token (callgrind).
     let valid = token[..body_end]
         .chunks(64)
         .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & is_b64token_byte(b)));
