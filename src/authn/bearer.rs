@@ -235,16 +235,14 @@ impl BearerAuth {
         let identity = Arc::new(self.identity(parsed.claims, issuer, unix_now())?);
         let expires_at = identity.expires_at.unwrap_or(0);
         let weight = u64::from(estimated_size(&identity)) + token.len() as u64;
-        self.cache.insert(
-            Arc::from(token),
+        self.cache.insert(token, weight, || {
             Arc::new(CachedToken {
                 identity: identity.clone(),
                 issuer,
                 kid,
                 expires_at,
-            }),
-            weight,
-        );
+            })
+        });
         Ok(identity)
     }
 
