@@ -579,6 +579,43 @@ async fn key_rotation_needs_one_refetch_and_junk_kids_share_one() {
     assert!(metrics.contains(&success), "{metrics}");
 }
 
+/// A token without a `kid` is checked with the issuer's only key fit for its algorithm. Once
+/// the IdP withdraws that key, the cached token must go with it, as a kid's token does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_token_without_kid_goes_with_its_withdrawn_key() {
+    let old = TestKey::rsa("unused", Algorithm::RS256);
+    let mut kidless = old.jwk.clone();
+    kidless.as_object_mut().unwrap().remove("kid");
+    let idp = Idp::start(json!({ "keys": [kidless] })).await;
+    let app = EchoServer::echo("app").await;
+    let gw = Gateway::start(&config(&idp, &app, "unknown_kid_refetch_interval = \"1s\""));
+    let header = json!({"alg": "RS256", "typ": "JWT"});
+    let cached = old.sign_with_header(&header, &idp.claims("ann"));
+    assert_eq!(bearer(&gw, "/api", &cached).status, 200);
+    assert_eq!(
+        bearer(&gw, "/api", &cached).status,
+        200,
+        "served from the cache"
+    );
+
+    // The IdP rotates to a new key; a token of the new key makes the gateway refetch.
+    let new = TestKey::rsa("2026-new", Algorithm::RS256);
+    idp.set_keys(jwks(&[&new]));
+    let fetches = idp.fetches();
+    assert_eq!(
+        bearer(&gw, "/api", &new.sign(&idp.claims("bob"))).status,
+        200
+    );
+    assert_eq!(idp.fetches(), fetches + 1, "the new kid was fetched");
+    let before = app.hit_count();
+    assert_eq!(
+        bearer(&gw, "/api", &cached).status,
+        401,
+        "cached kid-less token of a withdrawn key"
+    );
+    assert_eq!(app.hit_count(), before, "the upstream saw nothing of it");
+}
+
 #[test]
 fn apikey_hash_reads_stdin() {
     use std::io::Write;

@@ -22,8 +22,17 @@ use crate::metrics::Metrics;
 struct CachedToken {
     identity: Arc<Identity>,
     issuer: usize,
-    kid: Option<String>,
+    key: PublishedAs,
     expires_at: u64,
+}
+
+/// How a cached token's key is looked for in the issuer's current keys.
+enum PublishedAs {
+    /// By the `kid` the token named.
+    Kid(String),
+    /// A token without a `kid` was checked with the issuer's only key fit for its algorithm:
+    /// that very key must still be in the set.
+    Key(Arc<VerifyKey>),
 }
 
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -176,9 +185,10 @@ impl BearerAuth {
     /// The hot path for a repeated token: one cache lookup.
     pub fn cached(&self, token: &str) -> Option<Arc<Identity>> {
         if let Some(hit) = self.cache.get(token) {
-            let key_still_published = match &hit.kid {
-                Some(kid) => self.issuers[hit.issuer].keys().contains_kid(kid),
-                None => true,
+            let keys = self.issuers[hit.issuer].keys();
+            let key_still_published = match &hit.key {
+                PublishedAs::Kid(kid) => keys.contains_kid(kid),
+                PublishedAs::Key(key) => keys.holds(key),
             };
             if key_still_published && hit.expires_at > unix_now() {
                 return Some(hit.identity.clone());
@@ -230,7 +240,11 @@ impl BearerAuth {
             }
         };
         self.check_signature(&parsed, &checked, &key)?;
-        let (issuer, kid) = (checked.issuer, checked.kid.map(str::to_string));
+        let issuer = checked.issuer;
+        let published = match checked.kid {
+            Some(kid) => PublishedAs::Kid(kid.to_string()),
+            None => PublishedAs::Key(key.clone()),
+        };
         // The claims move into the identity: a first-seen token copies none of them.
         let identity = Arc::new(self.identity(parsed.claims, issuer, unix_now())?);
         let expires_at = identity.expires_at.unwrap_or(0);
@@ -239,7 +253,7 @@ impl BearerAuth {
             Arc::new(CachedToken {
                 identity: identity.clone(),
                 issuer,
-                kid,
+                key: published,
                 expires_at,
             })
         });

@@ -58,6 +58,12 @@ impl KeySet {
     pub fn contains_kid(&self, kid: &str) -> bool {
         self.by_kid.contains_key(kid)
     }
+
+    /// Whether `key` is one of this set's keys: the very key, not an equal one. A refresh
+    /// builds new keys, so a token checked without a `kid` is checked again after one.
+    pub fn holds(&self, key: &Arc<VerifyKey>) -> bool {
+        self.all.iter().any(|k| Arc::ptr_eq(k, key))
+    }
 }
 
 /// Builds the usable keys of a JWKS; symmetric, encryption-only and malformed keys are

@@ -9,7 +9,9 @@
 //! first insert of a token that would need room only notes its hash. A stream of tokens that
 //! are each used once (many clients, or one that mints a token per call) then costs neither an
 //! entry's allocation nor an eviction, and cannot push out the tokens that are being reused.
-//! What a token used again pays for it is one more signature check, on its second request.
+//! What a token used again pays for it is one more signature check, on its second request;
+//! if other turned-away tokens take its slot before it comes back, one check per request until
+//! it gets in (see `DOORKEEPER_SLOTS`).
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -71,8 +73,9 @@ impl<V: Clone> TokenCache<V> {
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard<V>> {
-        // The top bits: the table uses the low ones for buckets.
-        &self.shards[(hash >> 60) as usize % SHARDS]
+        // Middle bits: hashbrown takes its buckets from the low bits and each entry's tag
+        // from the top seven, so a shard chosen by either would leave its table fewer.
+        &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
     fn read(&self, hash: u64) -> RwLockReadGuard<'_, Shard<V>> {
@@ -107,8 +110,10 @@ impl<V: Clone> TokenCache<V> {
             .find_mut(hash, |s| s.hash == hash && *s.key == *key)
         {
             Some(slot) => {
+                // The value first: a panic in it leaves the slot and the count as they were.
+                let value = value();
                 shard.bytes = shard.bytes - slot.weight + weight;
-                slot.value = value();
+                slot.value = value;
                 slot.weight = weight;
             }
             None => {
