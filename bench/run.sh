@@ -5,7 +5,7 @@
 # Loopback only; every run is bounded by --duration.
 #   bench/run.sh [--smoke] [--duration S] [--connections C] [--rounds N]
 #                [--threads N|default] [--rate R] [--no-peer] [--no-latency] [--no-memory]
-#                [--memory-only]
+#                [--memory-only] [--pgo]
 # Prints per case: requests/s, p50/p99, the ratio to the bare proxy and to the peer, the
 # proxies' CPU time per request; then p50/p99/p99.9 latency at a fixed request rate; then the
 # gateway's memory with 100,000 sessions.
@@ -13,6 +13,8 @@
 #   upstream to CPU 0. --threads default: `threads` left at its default (one per core), the
 #   bare proxy with as many, nothing pinned: as a user runs it.
 # --rate R: the fixed rate of the latency runs (default: half the bare proxy's req/s here).
+# --pgo: gatehouse and the bare proxy both from the profile-guided build (scripts/build-pgo.sh,
+#   run first unless its binaries are of this commit); without it, the plain release build.
 # --smoke: 2 s per case, one round, no speed assertion; fails only if a case served anything
 #   but 2xx. The peer runs too, or is skipped with one line saying why.
 # To add a case: add a route to the config below and a line to the CASES table.
@@ -30,6 +32,7 @@ peer=1
 latency=1
 memory=1
 memory_only=0
+pgo=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1; duration=2; connections=8 ;;
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
     --no-latency) latency=0 ;;
     --no-memory) memory=0 ;;
     --memory-only) memory_only=1; peer=0; latency=0 ;;
+    --pgo) pgo=1 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -53,8 +57,22 @@ fi
 
 command -v wrk >/dev/null || { echo "bench: wrk is missing (bash scripts/setup.sh installs it)" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-target}"
-echo "== building release binaries"
-bash scripts/build.sh >&2
+if [ "$pgo" -eq 1 ]; then
+  bin="$target/pgo/release"
+  head=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD 2>/dev/null || head="$head-dirty"
+  if [ ! -x "$bin/gatehouse" ] || [ "$(cat "$target/pgo/COMMIT" 2>/dev/null)" != "$head" ] \
+    || [ "$head" != "${head%-dirty}" ]; then
+    echo "== building profile-guided binaries (scripts/build-pgo.sh)"
+    bash scripts/build-pgo.sh >&2
+  fi
+  build_note="profile-guided build of $(cat "$target/pgo/COMMIT")"
+else
+  bin="$target/release"
+  echo "== building release binaries"
+  bash scripts/build.sh >&2
+  build_note="release build"
+fi
 
 bench_start
 
@@ -84,20 +102,20 @@ wait_http() { # url [quiet]
 
 up_port=$(port); bare_port=$(port); gw_port=$(port); admin_port=$(port); peer_port=$(port)
 issuer="http://127.0.0.1:$up_port"
-"$target/release/examples/bench_tokens" "$work" "$issuer" 1000
+"$bin/examples/bench_tokens" "$work" "$issuer" 1000
 token=$(head -n 1 "$work/tokens.txt")
 api_key="bench-api-key-0123456789"
-api_hash=$(printf '%s' "$api_key" | "$target/release/gatehouse" apikey hash)
+api_hash=$(printf '%s' "$api_key" | "$bin/gatehouse" apikey hash)
 
-"${pin_load[@]}" "$target/release/examples/bench_upstream" "127.0.0.1:$up_port" "$work/jwks.json" & pids+=($!)
+"${pin_load[@]}" "$bin/examples/bench_upstream" "127.0.0.1:$up_port" "$work/jwks.json" & pids+=($!)
 wait_http "http://127.0.0.1:$up_port/"
-"${pin_proxy[@]}" "$target/release/examples/bare_proxy" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" "$bare_threads" >"$work/bare.log" 2>&1 & bare_pid=$!; pids+=($bare_pid)
+"${pin_proxy[@]}" "$bin/examples/bare_proxy" "127.0.0.1:$bare_port" "127.0.0.1:$up_port" "$bare_threads" >"$work/bare.log" 2>&1 & bare_pid=$!; pids+=($bare_pid)
 
 bench_config "$gw_port" "$admin_port" "$up_port" "$gw_threads" "$work" "$issuer" "$api_hash"
-"${pin_proxy[@]}" "$target/release/gatehouse" run -c "$work/gateway.toml" --upgrade-sock "$work/upgrade.sock" >"$work/gateway.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
+"${pin_proxy[@]}" "$bin/gatehouse" run -c "$work/gateway.toml" --upgrade-sock "$work/upgrade.sock" >"$work/gateway.log" 2>&1 & gw_pid=$!; pids+=($gw_pid)
 wait_http "http://127.0.0.1:$admin_port/readyz"
 wait_http "http://127.0.0.1:$bare_port/"
-session_cookie=$("$target/release/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$gw_port")
+session_cookie=$("$bin/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$gw_port")
 
 # The peer: Apache httpd + mod_auth_openidc (Debian packages apache2 and
 # libapache2-mod-auth-openidc), our own ServerRoot in the work dir, in the foreground, as a
@@ -202,7 +220,7 @@ ensure_unique() { # lines needed in unique.txt
   [ "$more" -gt 0 ] || return 0
   [ "$more" -ge 20000 ] || more=20000
   echo "== signing $more more unique tokens" >&2
-  "$target/release/examples/bench_tokens" "$work" "$issuer" "$more" --unique "$unique_have"
+  "$bin/examples/bench_tokens" "$work" "$issuer" "$more" --unique "$unique_have"
   unique_have=$(( unique_have + more ))
 }
 # Tokens a run at up to `rate` req/s for `seconds` may use: 1.5x the faster of the target's
@@ -362,7 +380,7 @@ printf '%-26s %9s %7s %7s %6s %9s %6s |\n' "bare-pingora" "$all_bare_rps" "-" "-
 echo "ratio: req/s against the bare proxy in the same round; CPU r: the bare proxy's CPU time per"
 echo "request divided by this case's (1.00 = as cheap as doing nothing); vs peer: gatehouse's req/s"
 echo "divided by the peer's in the same round; CPU us/rq: the proxy process's CPU time per request."
-echo "($layout; peer: Apache, 1 process x $connections threads, on the same CPUs as gatehouse;"
+echo "($build_note; $layout; peer: Apache, 1 process x $connections threads, on the same CPUs as gatehouse;"
 echo " wrk -t1 -c$connections -d${duration}s x $rounds rounds, medians; loopback; $(nproc) cores)"
 rss=$(awk '/^VmRSS/ { print $2 " " $3 }' "/proc/$gw_pid/status")
 echo "gatehouse RSS after the run: $rss"
@@ -386,7 +404,7 @@ if [ "$latency" -eq 1 ]; then
         extra=(--tokens "$work/unique.txt" "${unique_at[$pid]:-0}") ;;
       -s) extra=(--rotate "$work/tokens.txt") ;;
     esac
-    out=$("${pin_load[@]}" "$target/release/examples/bench_rate" "$url" "$rate" "$lat_s" "$connections" "${extra[@]}")
+    out=$("${pin_load[@]}" "$bin/examples/bench_rate" "$url" "$rate" "$lat_s" "$connections" "${extra[@]}")
     field() { tr ' ' '\n' <<<"$out" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
     l50=$(awk -v u="$(field p50_us)" 'BEGIN { printf "%.3f", u / 1000 }')
     l99=$(awk -v u="$(field p99_us)" 'BEGIN { printf "%.3f", u / 1000 }')
@@ -443,22 +461,22 @@ cat >>"$work/memory.toml" <<TOML
 [reserved_limit]
 limit = "1000000/second"
 TOML
-"${pin_proxy[@]}" "$target/release/gatehouse" run -c "$work/memory.toml" --upgrade-sock "$work/memory.sock" >"$work/memory.log" 2>&1 & mem_pid=$!; pids+=($mem_pid)
+"${pin_proxy[@]}" "$bin/gatehouse" run -c "$work/memory.toml" --upgrade-sock "$work/memory.sock" >"$work/memory.log" 2>&1 & mem_pid=$!; pids+=($mem_pid)
 wait_http "http://127.0.0.1:$mem_admin/readyz"
 rss_mb() { awk '/^VmRSS/ { printf "%.1f MB", $2 / 1024 }' "/proc/$1/status"; }
 idle_rss=$(rss_mb "$mem_pid")
-"${pin_load[@]}" "$target/release/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$mem_port" "$logins" || failed=1
+"${pin_load[@]}" "$bin/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$mem_port" "$logins" || failed=1
 stored_rss=$(rss_mb "$mem_pid")
-"${pin_load[@]}" "$target/release/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$mem_port" --use || failed=1
+"${pin_load[@]}" "$bin/examples/bench_login" "$work" "$issuer" "http://127.0.0.1:$mem_port" --use || failed=1
 used_rss=$(rss_mb "$mem_pid")
 sleep 6 # the supervisor counts sessions every 5 s
 active=$(curl -fsS "http://127.0.0.1:$mem_admin/metrics" | awk '$1 == "gatehouse_sessions_active" { print $2 }')
 echo
 echo "gatehouse RSS with $logins sessions logged in (memory store): idle $idle_rss, all stored $stored_rss, all used once $used_rss (gatehouse_sessions_active ${active:-?})"
 if [ "$smoke" -eq 1 ]; then
-  "$target/release/examples/session_memory" 10000
+  "$bin/examples/session_memory" 10000
 else
-  "$target/release/examples/session_memory" 100000
-  "$target/release/examples/session_memory" 100000 --used
+  "$bin/examples/session_memory" 100000
+  "$bin/examples/session_memory" 100000 --used
 fi
 exit "$failed"
