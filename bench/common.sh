@@ -105,3 +105,11 @@ methods = ["GET"]
 require = "bench:read"
 TOML
 }
+
+# What the release binaries are built from (the sources, the manifest and lock, and the files
+# the binary includes), committed or not: scripts/build-pgo.sh records it beside its build,
+# and bench/run.sh --pgo rebuilds when it changed.
+build_inputs_stamp() {
+  local paths=(src alloc examples Cargo.toml Cargo.lock gateway.toml policies)
+  { git ls-tree -r HEAD -- "${paths[@]}"; git diff HEAD -- "${paths[@]}"; } | sha256sum | cut -c1-16
+}

@@ -14,7 +14,8 @@
 #   bare proxy with as many, nothing pinned: as a user runs it.
 # --rate R: the fixed rate of the latency runs (default: half the bare proxy's req/s here).
 # --pgo: gatehouse and the bare proxy both from the profile-guided build (scripts/build-pgo.sh,
-#   run first unless its binaries are of this commit); without it, the plain release build.
+#   run first unless its binaries are built from these sources); without it, the plain
+#   release build.
 # --smoke: 2 s per case, one round, no speed assertion; fails only if a case served anything
 #   but 2xx. The peer runs too, or is skipped with one line saying why.
 # To add a case: add a route to the config below and a line to the CASES table.
@@ -59,10 +60,8 @@ command -v wrk >/dev/null || { echo "bench: wrk is missing (bash scripts/setup.s
 target="${CARGO_TARGET_DIR:-target}"
 if [ "$pgo" -eq 1 ]; then
   bin="$target/pgo/release"
-  head=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-  git diff --quiet HEAD 2>/dev/null || head="$head-dirty"
-  if [ ! -x "$bin/gatehouse" ] || [ "$(cat "$target/pgo/COMMIT" 2>/dev/null)" != "$head" ] \
-    || [ "$head" != "${head%-dirty}" ]; then
+  built_from=$(cat "$target/pgo/STAMP" 2>/dev/null || true)
+  if [ ! -x "$bin/gatehouse" ] || [ "$built_from" != "$(build_inputs_stamp)" ]; then
     echo "== building profile-guided binaries (scripts/build-pgo.sh)"
     bash scripts/build-pgo.sh >&2
   fi

@@ -7,10 +7,11 @@
 #   3. the profiles merged (llvm-profdata from rustup's llvm-tools, added if missing);
 #   4. a release build that uses them, in $target/pgo: $target/pgo/release/gatehouse.
 # Two full release builds (about 20 minutes on 2 cores) and a minute of training. The result
-# records the commit it was built from in $target/pgo/COMMIT (bench/run.sh --pgo reads it).
+# records what it was built from in $target/pgo/STAMP (bench/run.sh --pgo reads it).
 # The demo, the tests and CI use the plain release build (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 target="${CARGO_TARGET_DIR:-target}"
 case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 profiles="$target/pgo-profiles"
@@ -52,7 +53,8 @@ mv "$profiles/merged.profdata" "$profiles/merged-$sum.profdata"
 echo "== pgo: optimized build ($target/pgo)" >&2
 RUSTFLAGS="$base_flags -Cprofile-use=$profiles/merged-$sum.profdata" CARGO_TARGET_DIR="$target/pgo" \
   bash scripts/build.sh >&2
-commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || commit="$commit-dirty"
+commit=$(git rev-parse --short HEAD)
+git diff --quiet HEAD -- src alloc examples Cargo.toml Cargo.lock gateway.toml policies || commit="$commit with changes"
+build_inputs_stamp >"$target/pgo/STAMP"
 echo "$commit" >"$target/pgo/COMMIT"
 echo "$target/pgo/release/gatehouse (built from $commit)"
