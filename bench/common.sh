@@ -106,10 +106,16 @@ require = "bench:read"
 TOML
 }
 
-# What the release binaries are built from (the sources, the manifest and lock, and the files
-# the binary includes), committed or not: scripts/build-pgo.sh records it beside its build,
-# and bench/run.sh --pgo rebuilds when it changed.
+# What a profile-guided build is made from: the toolchain, RUSTFLAGS, and the content of every
+# file the build or its training reads (sources, manifest and lock, included files, the build
+# and benchmark scripts), committed, changed or new. scripts/build-pgo.sh records it beside its
+# build; bench/run.sh --pgo rebuilds when it differs.
 build_inputs_stamp() {
-  local paths=(src alloc examples Cargo.toml Cargo.lock gateway.toml policies)
-  { git ls-tree -r HEAD -- "${paths[@]}"; git diff HEAD -- "${paths[@]}"; } | sha256sum | cut -c1-16
+  local paths=(src alloc examples Cargo.toml Cargo.lock gateway.toml policies
+    scripts/build.sh scripts/build-pgo.sh bench/run.sh bench/common.sh)
+  {
+    rustc -vV
+    printf 'RUSTFLAGS=%s\n' "${RUSTFLAGS:-}"
+    git ls-files -co --exclude-standard -z -- "${paths[@]}" | xargs -0 -r sha256sum 2>/dev/null || true
+  } | sha256sum | cut -c1-16
 }
