@@ -110,9 +110,12 @@ TOML
 # file the build or its training reads (sources, manifest and lock, included files, the build
 # and benchmark scripts), committed, changed or new. scripts/build-pgo.sh records it beside its
 # build; bench/run.sh --pgo rebuilds when it differs.
+# The sources of the release binaries: the crates, the manifest and lock, and the files the
+# binary includes.
+build_sources=(src alloc examples Cargo.toml Cargo.lock gateway.toml policies)
 build_inputs_stamp() {
-  local paths=(src alloc examples Cargo.toml Cargo.lock gateway.toml policies
-    scripts/build.sh scripts/build-pgo.sh bench/run.sh bench/common.sh)
+  local paths=("${build_sources[@]}" scripts/build.sh scripts/build-pgo.sh bench/run.sh
+    bench/common.sh)
   {
     rustc -vV
     printf 'RUSTFLAGS=%s\n' "${RUSTFLAGS:-}"

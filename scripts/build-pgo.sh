@@ -40,8 +40,7 @@ fi
 # Taken now: a change made while this builds is not in the build.
 stamp=$(build_inputs_stamp)
 commit=$(git rev-parse --short HEAD)
-git diff --quiet HEAD -- src alloc examples Cargo.toml Cargo.lock gateway.toml policies \
-  || commit="$commit with changes"
+git diff --quiet HEAD -- "${build_sources[@]}" || commit="$commit with changes"
 
 echo "== pgo: instrumented build ($target/pgo-train)" >&2
 train_flags="$base_flags -Cprofile-generate=$profiles"
