@@ -6,7 +6,7 @@
 #   bench/run.sh [--smoke] [--duration S] [--connections C] [--rounds N]
 #                [--threads N|default] [--rate R] [--no-peer] [--no-latency] [--no-memory]
 #                [--memory-only] [--pgo]
-# Prints per case: requests/s, p50/p99, the ratio to the bare proxy and to the peer, the
+# Prints per case: requests/s, p50/p99, the ratio to the bare proxy (sent the same request) and to the peer, the
 # proxies' CPU time per request; then p50/p99/p99.9 latency at a fixed request rate; then the
 # gateway's memory with 100,000 sessions.
 # --threads N: gatehouse's `threads` (default 1); the proxies run pinned to CPU 1, wrk and the
@@ -275,7 +275,18 @@ CASES=(
   "session|http://127.0.0.1:$gw_port/session/x||-H|Cookie: $session_cookie"
   "bearer+policy+rate-limit|http://127.0.0.1:$gw_port/guarded/x||-H|Authorization: Bearer $token"
 )
-bare_url="http://127.0.0.1:$bare_port/open/x"
+# The bare proxy is sent the very request each case sends (same path, same headers), as
+# bench/callgrind.sh does: the ceiling for that request, since any proxy reads and forwards a
+# token's kilobyte. For bearer-unique it gets the repeated token, the same size: it does not
+# read tokens, and a supply of unique ones for it would take minutes to sign. Sets bare_req.
+bare_request() { # case-url wrk-arguments...
+  local url=$1
+  shift
+  bare_req=("http://127.0.0.1:$bare_port/${url#http://*/}" "$@")
+  if [ "${1:-}" = unique ]; then
+    bare_req=("${bare_req[0]}" -H "Authorization: Bearer $token")
+  fi
+}
 # CPU time a process and its children used (user + system), in clock ticks.
 cpu_ticks() {
   local total=0 p t
@@ -336,7 +347,7 @@ max_of() { awk -v a="${1:-0}" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 if [ "$memory_only" -eq 0 ]; then
 # Each case runs right after a bare-proxy run (and the peer right after it), $rounds times;
 # ratios compare neighbours, so drift of the machine over the run cancels out. Medians.
-printf '\n%-26s %9s %7s %7s %6s %9s %6s | %9s %7s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/rq" "CPU r" "peer rq/s" "vs peer" "peer CPU"
+printf '\n%-26s %9s %7s %7s %6s %9s %6s %9s %6s | %9s %7s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/rq" "CPU r" "bare rq/s" "open r" "peer rq/s" "vs peer" "peer CPU"
 declare -A bare_rps_all=() bare_cpu_all=()
 for entry in "${CASES[@]}"; do
   IFS='|' read -r -a fields <<<"$entry"
@@ -350,7 +361,8 @@ for entry in "${CASES[@]}"; do
       "${pin_load[@]}" wrk -t1 -c"$connections" -d1s "${warm[@]}" "$url" >/dev/null 2>&1 || true
       [ -z "$purl" ] || "${pin_load[@]}" wrk -t1 -c"$connections" -d1s "${warm[@]}" "$purl" >/dev/null 2>&1 || true
     fi
-    measure bare-pingora "$bare_pid" "$bare_url"; b_rps=$rps; b_cpu=$cpu_us
+    bare_request "$url" "${args[@]}"
+    measure bare-pingora "$bare_pid" "${bare_req[@]}"; b_rps=$rps; b_cpu=$cpu_us
     bare_rps_all[$name]+="$rps "; bare_cpu_all[$name]+="$cpu_us "
     measure "$name" "$gw_pid" "$url" "${args[@]}"
     r_rps+=("$rps"); r_p50+=("$p50"); r_p99+=("$p99"); r_cpu+=("$cpu_us")
@@ -367,18 +379,23 @@ for entry in "${CASES[@]}"; do
   if [ -n "$purl" ]; then
     peer_cols=("$(echo "${r_peer[*]}" | median)" "$(printf '%.2f' "$(echo "${r_vs_peer[*]}" | median)")" "$(echo "${r_peer_cpu[*]}" | median)")
   fi
-  printf '%-26s %9s %7s %7s %6.2f %9s %6.2f | %9s %7s %9s\n' "$name" \
-    "$(echo "${r_rps[*]}" | median)" "$(echo "${r_p50[*]}" | median)" "$(echo "${r_p99[*]}" | median)" \
+  g_median=$(echo "${r_rps[*]}" | median)
+  # The bare proxy's /open/x runs (the first case's) are the reference of the "open r" column.
+  [ -n "${open_rps:-}" ] || open_rps=$(echo "${bare_rps_all[$name]}" | median)
+  printf '%-26s %9s %7s %7s %6.2f %9s %6.2f %9s %6.2f | %9s %7s %9s\n' "$name" \
+    "$g_median" "$(echo "${r_p50[*]}" | median)" "$(echo "${r_p99[*]}" | median)" \
     "$(echo "${r_ratio[*]}" | median)" "$(echo "${r_cpu[*]}" | median)" "$(echo "${r_cpu_ratio[*]}" | median)" \
-    "${peer_cols[@]}"
+    "$(echo "${bare_rps_all[$name]}" | median)" "$(ratio "$g_median" "$open_rps")" "${peer_cols[@]}"
 done
-all_bare_rps=$(printf '%s' "${bare_rps_all[@]}" | median)
-all_bare_cpu=$(printf '%s' "${bare_cpu_all[@]}" | median)
-printf '%-26s %9s %7s %7s %6s %9s %6s |\n' "bare-pingora" "$all_bare_rps" "-" "-" "1.00" "$all_bare_cpu" "1.00"
+open_cpu=$(echo "${bare_cpu_all[${CASES[0]%%|*}]}" | median)
+printf '%-26s %9s %7s %7s %6s %9s %6s %9s %6s |\n' "bare-pingora /open/x" "$open_rps" "-" "-" "1.00" "$open_cpu" "1.00" "-" "1.00"
 [ -z "$peer_skip" ] || echo "(peer: skipped: $peer_skip)"
-echo "ratio: req/s against the bare proxy in the same round; CPU r: the bare proxy's CPU time per"
-echo "request divided by this case's (1.00 = as cheap as doing nothing); vs peer: gatehouse's req/s"
-echo "divided by the peer's in the same round; CPU us/rq: the proxy process's CPU time per request."
+echo "ratio: req/s against the bare proxy sent the same request (path and headers; for"
+echo "bearer-unique the repeated token, the same size) in the same round, median of rounds; CPU r:"
+echo "its CPU time per request divided by this case's (1.00 = as cheap as doing nothing); bare rq/s:"
+echo "those bare runs' median; open r: this case's median req/s divided by the bare proxy's on"
+echo "/open/x without credentials (the first case's bare runs); vs peer: gatehouse's req/s divided"
+echo "by the peer's in the same round; CPU us/rq: the proxy process's CPU time per request."
 echo "($build_note; $layout; peer: Apache, 1 process x $connections threads, on the same CPUs as gatehouse;"
 echo " wrk -t1 -c$connections -d${duration}s x $rounds rounds, medians; loopback; $(nproc) cores)"
 rss=$(awk '/^VmRSS/ { print $2 " " $3 }' "/proc/$gw_pid/status")
@@ -387,7 +404,7 @@ echo "gatehouse RSS after the run: $rss"
 # Latency at a fixed request rate (half the bare proxy's capacity unless --rate): each case
 # right after the bare proxy, p50/p99/p99.9 and what the case adds to the bare proxy's.
 if [ "$latency" -eq 1 ]; then
-  [ -n "$rate" ] || rate=$(awk -v r="$all_bare_rps" 'BEGIN { printf "%d", r / 2 }')
+  [ -n "$rate" ] || rate=$(awk -v r="$open_rps" 'BEGIN { printf "%d", r / 2 }')
   lat_s=$duration
   # Sets l50 l99 l999 (ms) and l_rate; $4.. are bench_rate arguments.
   paced() { # pid url name args...
@@ -430,7 +447,8 @@ if [ "$latency" -eq 1 ]; then
     name="${fields[0]}"; url="${fields[1]}"; purl="${fields[2]}"; args=("${fields[@]:3}")
     [ -n "$peer_pid" ] || purl=""
     # bench_rate takes headers as -H "Name: value", as wrk does.
-    paced "$bare_pid" "$bare_url" bare-pingora; b50=$l50; b99=$l99; b999=${l999%% *}
+    bare_request "$url" "${args[@]}"
+    paced "$bare_pid" "${bare_req[0]}" bare-pingora "${bare_req[@]:1}"; b50=$l50; b99=$l99; b999=${l999%% *}
     paced "$gw_pid" "$url" "$name" "${args[@]}"
     added=$(awk -v a="$l50" -v b="$b50" -v c="$l99" -v d="$b99" -v e="${l999%% *}" -v f="$b999" 'BEGIN { printf "%+.3f/%+.3f/%+.3f", a - b, c - d, e - f }')
     peer_lat="-"
