@@ -6,9 +6,9 @@
 #   bench/run.sh [--smoke] [--duration S] [--connections C] [--rounds N]
 #                [--threads N|default] [--rate R] [--no-peer] [--no-latency] [--no-memory]
 #                [--memory-only] [--pgo]
-# Prints per case: requests/s, p50/p99, the ratio to the bare proxy (sent the same request) and to the peer, the
-# proxies' CPU time per request; then p50/p99/p99.9 latency at a fixed request rate; then the
-# gateway's memory with 100,000 sessions.
+# Prints per case: requests/s, p50/p99, the ratio to the bare proxy (sent the same request)
+# and to the peer, the proxies' CPU time per request; then p50/p99/p99.9 latency at a fixed
+# request rate; then the gateway's memory with 100,000 sessions.
 # --threads N: gatehouse's `threads` (default 1); the proxies run pinned to CPU 1, wrk and the
 #   upstream to CPU 0. --threads default: `threads` left at its default (one per core), the
 #   bare proxy with as many, nothing pinned: as a user runs it.
@@ -345,8 +345,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else
 max_of() { awk -v a="${1:-0}" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
 if [ "$memory_only" -eq 0 ]; then
-# Each case runs right after a bare-proxy run (and the peer right after it), $rounds times;
-# ratios compare neighbours, so drift of the machine over the run cancels out. Medians.
+# Each case runs right after a bare-proxy run of the same request (and the peer right after
+# it), $rounds times; ratios compare neighbours, so drift of the machine over the run cancels
+# out. Medians.
 printf '\n%-26s %9s %7s %7s %6s %9s %6s %9s %6s | %9s %7s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/rq" "CPU r" "bare rq/s" "open r" "peer rq/s" "vs peer" "peer CPU"
 declare -A bare_rps_all=() bare_cpu_all=()
 for entry in "${CASES[@]}"; do
