@@ -106,13 +106,13 @@ require = "bench:read"
 TOML
 }
 
+# The sources of the release binaries: the crates, the manifest and lock, and the files the
+# binary includes.
+build_sources=(src alloc examples Cargo.toml Cargo.lock gateway.toml policies)
 # What a profile-guided build is made from: the toolchain, RUSTFLAGS, and the content of every
 # file the build or its training reads (sources, manifest and lock, included files, the build
 # and benchmark scripts), committed, changed or new. scripts/build-pgo.sh records it beside its
 # build; bench/run.sh --pgo rebuilds when it differs.
-# The sources of the release binaries: the crates, the manifest and lock, and the files the
-# binary includes.
-build_sources=(src alloc examples Cargo.toml Cargo.lock gateway.toml policies)
 build_inputs_stamp() {
   local paths=("${build_sources[@]}" scripts/build.sh scripts/build-pgo.sh bench/run.sh
     bench/common.sh)

@@ -275,17 +275,24 @@ CASES=(
   "session|http://127.0.0.1:$gw_port/session/x||-H|Cookie: $session_cookie"
   "bearer+policy+rate-limit|http://127.0.0.1:$gw_port/guarded/x||-H|Authorization: Bearer $token"
 )
+# A case's wrk arguments with bearer-unique's token walk replaced by the repeated token, the
+# same size, for runs that must spend no unique tokens: warm-ups and the bare proxy, which
+# does not read tokens (a supply of unique ones for it would take minutes to sign). Sets
+# no_unique.
+without_unique() { # wrk-arguments...
+  no_unique=("$@")
+  if [ "${1:-}" = unique ]; then
+    no_unique=(-H "Authorization: Bearer $token")
+  fi
+}
 # The bare proxy is sent the very request each case sends (same path, same headers), as
 # bench/callgrind.sh does: the ceiling for that request, since any proxy reads and forwards a
-# token's kilobyte. For bearer-unique it gets the repeated token, the same size: it does not
-# read tokens, and a supply of unique ones for it would take minutes to sign. Sets bare_req.
+# token's kilobyte. Sets bare_req.
 bare_request() { # case-url wrk-arguments...
   local url=$1
   shift
-  bare_req=("http://127.0.0.1:$bare_port/${url#http://*/}" "$@")
-  if [ "${1:-}" = unique ]; then
-    bare_req=("${bare_req[0]}" -H "Authorization: Bearer $token")
-  fi
+  without_unique "$@"
+  bare_req=("http://127.0.0.1:$bare_port/${url#http://*/}" "${no_unique[@]}")
 }
 # CPU time a process and its children used (user + system), in clock ticks.
 cpu_ticks() {
@@ -350,6 +357,9 @@ if [ "$memory_only" -eq 0 ]; then
 # out. Medians.
 printf '\n%-26s %9s %7s %7s %6s %9s %6s %9s %6s | %9s %7s %9s\n' case "req/s" "p50 ms" "p99 ms" "ratio" "CPU us/rq" "CPU r" "bare rq/s" "open r" "peer rq/s" "vs peer" "peer CPU"
 declare -A bare_rps_all=() bare_cpu_all=()
+# The first case (none, /open/x without credentials) runs first; its bare runs are the
+# reference of the "open r" column and of the summary's bare row.
+open_case=${CASES[0]%%|*}
 for entry in "${CASES[@]}"; do
   IFS='|' read -r -a fields <<<"$entry"
   name="${fields[0]}"; url="${fields[1]}"; purl="${fields[2]}"; args=("${fields[@]:3}")
@@ -357,10 +367,10 @@ for entry in "${CASES[@]}"; do
   r_rps=(); r_p50=(); r_p99=(); r_cpu=(); r_ratio=(); r_cpu_ratio=(); r_peer=(); r_vs_peer=(); r_peer_cpu=()
   for _ in $(seq 1 "$rounds"); do
     if [ "$smoke" -eq 0 ]; then
-      # Warm-up; the unique case warms up on the repeated token, to spend no unique ones.
-      warm=("${args[@]}"); [ "${warm[0]:-}" = unique ] && warm=(-H "Authorization: Bearer $token")
-      "${pin_load[@]}" wrk -t1 -c"$connections" -d1s "${warm[@]}" "$url" >/dev/null 2>&1 || true
-      [ -z "$purl" ] || "${pin_load[@]}" wrk -t1 -c"$connections" -d1s "${warm[@]}" "$purl" >/dev/null 2>&1 || true
+      # Warm-up; the unique case warms up on the repeated token.
+      without_unique "${args[@]}"
+      "${pin_load[@]}" wrk -t1 -c"$connections" -d1s "${no_unique[@]}" "$url" >/dev/null 2>&1 || true
+      [ -z "$purl" ] || "${pin_load[@]}" wrk -t1 -c"$connections" -d1s "${no_unique[@]}" "$purl" >/dev/null 2>&1 || true
     fi
     bare_request "$url" "${args[@]}"
     measure bare-pingora "$bare_pid" "${bare_req[@]}"; b_rps=$rps; b_cpu=$cpu_us
@@ -381,14 +391,13 @@ for entry in "${CASES[@]}"; do
     peer_cols=("$(echo "${r_peer[*]}" | median)" "$(printf '%.2f' "$(echo "${r_vs_peer[*]}" | median)")" "$(echo "${r_peer_cpu[*]}" | median)")
   fi
   g_median=$(echo "${r_rps[*]}" | median)
-  # The bare proxy's /open/x runs (the first case's) are the reference of the "open r" column.
-  [ -n "${open_rps:-}" ] || open_rps=$(echo "${bare_rps_all[$name]}" | median)
+  open_rps=$(echo "${bare_rps_all[$open_case]}" | median)
   printf '%-26s %9s %7s %7s %6.2f %9s %6.2f %9s %6.2f | %9s %7s %9s\n' "$name" \
     "$g_median" "$(echo "${r_p50[*]}" | median)" "$(echo "${r_p99[*]}" | median)" \
     "$(echo "${r_ratio[*]}" | median)" "$(echo "${r_cpu[*]}" | median)" "$(echo "${r_cpu_ratio[*]}" | median)" \
     "$(echo "${bare_rps_all[$name]}" | median)" "$(ratio "$g_median" "$open_rps")" "${peer_cols[@]}"
 done
-open_cpu=$(echo "${bare_cpu_all[${CASES[0]%%|*}]}" | median)
+open_cpu=$(echo "${bare_cpu_all[$open_case]}" | median)
 printf '%-26s %9s %7s %7s %6s %9s %6s %9s %6s |\n' "bare-pingora /open/x" "$open_rps" "-" "-" "1.00" "$open_cpu" "1.00" "-" "1.00"
 [ -z "$peer_skip" ] || echo "(peer: skipped: $peer_skip)"
 echo "ratio: req/s against the bare proxy sent the same request (path and headers; for"
