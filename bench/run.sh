@@ -197,15 +197,27 @@ else
   peer_skip="--no-peer"
 fi
 
-cat >"$work/rotate.lua" <<LUA
-local tokens = {}
-for line in io.lines("$work/tokens.txt") do tokens[#tokens + 1] = line end
-local i = 0
-request = function()
-  i = i % #tokens + 1
-  return wrk.format("GET", "/bearer/x", { ["Authorization"] = "Bearer " .. tokens[i] })
+# wrk scripts format every request before the run (in `init`, which wrk runs before it starts
+# the clock), so a request costs the load generator a table lookup, as a fixed -H header does.
+# (Formatting it in `request` cost wrk more CPU per request than a bare proxy spends; with
+# threads at the default that was taken from the proxies on the same cores.)
+cycle_lua() { # token-file path count script: the file's first `count` tokens, in turn
+  cat >"$4" <<LUA
+function init(args)
+  reqs = {}
+  for line in io.lines("$1") do
+    reqs[#reqs + 1] = wrk.format("GET", "$2", { ["Authorization"] = "Bearer " .. line })
+    if #reqs >= $3 then break end
+  end
+  i = 0
+end
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
 end
 LUA
+}
+cycle_lua "$work/tokens.txt" /bearer/x 1000 "$work/rotate.lua"
 
 # bearer-unique: every request carries a token its target never saw. One supply of tokens
 # (unique.txt, signed as needed); each target reads it from its own offset, which only moves
@@ -213,6 +225,7 @@ LUA
 # different processes and may both use a token). A run that reached the end of the supply
 # sends "exhausted" tokens, which fail, so the case is reported failed, never flattered.
 unique_have=0
+bare_pool=20000
 declare -A unique_at=() top_rps=()
 ensure_unique() { # lines needed in unique.txt
   local more=$(( $1 - unique_have ))
@@ -237,20 +250,21 @@ unique_lua() { # target path count -> script path
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
-  tokens = {}
+  reqs = {}
   local n = 0
   for line in io.lines("$work/unique.txt") do
     n = n + 1
     if n > $from then
-      tokens[#tokens + 1] = line
-      if #tokens >= $3 then break end
+      reqs[#reqs + 1] = wrk.format("GET", "$2", { ["Authorization"] = "Bearer " .. line })
+      if #reqs >= $3 then break end
     end
   end
+  spent = wrk.format("GET", "$2", { ["Authorization"] = "Bearer exhausted" })
   i = 0
 end
 function request()
   i = i + 1
-  return wrk.format("GET", "$2", { ["Authorization"] = "Bearer " .. (tokens[i] or "exhausted") })
+  return reqs[i] or spent
 end
 function done(summary, latency, requests)
   local used = 0
@@ -276,9 +290,8 @@ CASES=(
   "bearer+policy+rate-limit|http://127.0.0.1:$gw_port/guarded/x||-H|Authorization: Bearer $token"
 )
 # A case's wrk arguments with bearer-unique's token walk replaced by the repeated token, the
-# same size, for runs that must spend no unique tokens: warm-ups and the bare proxy, which
-# does not read tokens (a supply of unique ones for it would take minutes to sign). Sets
-# no_unique.
+# same size, for runs that must spend no unique tokens: warm-ups, and the bare proxy's
+# latency runs (it reads no token). Sets no_unique.
 without_unique() { # wrk-arguments...
   no_unique=("$@")
   if [ "${1:-}" = unique ]; then
@@ -287,7 +300,7 @@ without_unique() { # wrk-arguments...
 }
 # The bare proxy is sent the very request each case sends (same path, same headers), as
 # bench/callgrind.sh does: the ceiling for that request, since any proxy reads and forwards a
-# token's kilobyte. Sets bare_req.
+# token's kilobyte. Sets bare_req. (The throughput runs give it bearer-unique's tokens too.)
 bare_request() { # case-url wrk-arguments...
   local url=$1
   shift
@@ -373,6 +386,13 @@ for entry in "${CASES[@]}"; do
       [ -z "$purl" ] || "${pin_load[@]}" wrk -t1 -c"$connections" -d1s "${no_unique[@]}" "$purl" >/dev/null 2>&1 || true
     fi
     bare_request "$url" "${args[@]}"
+    if [ "${args[0]:-}" = unique ]; then
+      # Tokens of the same supply by the same kind of script, so wrk does the same work per
+      # request; the first $bare_pool in turn, since the bare proxy reads no token.
+      ensure_unique "$bare_pool"
+      cycle_lua "$work/unique.txt" "/${url#http://*/}" "$bare_pool" "$work/bare-unique.lua"
+      bare_req=("${bare_req[0]}" -s "$work/bare-unique.lua")
+    fi
     measure bare-pingora "$bare_pid" "${bare_req[@]}"; b_rps=$rps; b_cpu=$cpu_us
     bare_rps_all[$name]+="$rps "; bare_cpu_all[$name]+="$cpu_us "
     measure "$name" "$gw_pid" "$url" "${args[@]}"
@@ -401,7 +421,7 @@ open_cpu=$(echo "${bare_cpu_all[$open_case]}" | median)
 printf '%-26s %9s %7s %7s %6s %9s %6s %9s %6s |\n' "bare-pingora /open/x" "$open_rps" "-" "-" "1.00" "$open_cpu" "1.00" "-" "1.00"
 [ -z "$peer_skip" ] || echo "(peer: skipped: $peer_skip)"
 echo "ratio: req/s against the bare proxy sent the same request (path and headers; for"
-echo "bearer-unique the repeated token, the same size) in the same round, median of rounds; CPU r:"
+echo "bearer-unique tokens of the same supply) in the same round, median of rounds; CPU r:"
 echo "its CPU time per request divided by this case's (1.00 = as cheap as doing nothing); bare rq/s:"
 echo "those bare runs' median; open r: this case's median req/s divided by the bare proxy's on"
 echo "/open/x without credentials (the first case's bare runs); vs peer: gatehouse's req/s divided"
